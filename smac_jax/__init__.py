@@ -1,0 +1,1 @@
+"""smac_jax: offline-to-online RL in JAX."""

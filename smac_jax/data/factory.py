@@ -1,0 +1,248 @@
+"""A D4RL-style dataset factory for any Gymnasium environment with a Box action space.
+
+``generate_datasets(env_id, kinds)`` trains the library's own SAC online (one seed), then writes
+real Minari datasets ``{namespace}/{env}/{kind}-v0``:
+
+* ``random``: a uniform-random policy;
+* ``medium``: the first training snapshot whose evaluation return reaches
+  ``ref_min + medium_fraction * (ref_max - ref_min)`` (default a third of the way from the random
+  policy's return to the expert's, D4RL's "about a third of the expert");
+* ``medium-replay``: every transition of the training run up to that snapshot;
+* ``expert``: the final policy.
+
+``random``, ``medium`` and ``expert`` are rolled out (stochastic policy, as D4RL) through
+``minari.DataCollector``; ``medium-replay`` is the recorded training stream, written with
+``minari.create_dataset_from_buffers`` because it is only known to end at the medium snapshot after
+training has finished. Every dataset's metadata carries ``ref_min_score`` (the random policy's mean
+return) and ``ref_max_score`` (the expert's deterministic mean return). Reproducible from ``seed``.
+Observations and actions are stored in the environment's own spaces (the loader flattens and
+rescales them).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import minari
+import numpy as np
+from gymnasium import spaces
+from minari.data_collector import EpisodeBuffer
+from tqdm.auto import tqdm
+
+from smac_jax.data import replay
+from smac_jax.learners import make_learner
+from smac_jax.training.steps import make_act_step, make_online_step, unalias
+from smac_jax.types import Transitions
+
+KINDS = ("random", "medium", "medium-replay", "expert")
+
+
+def dataset_id(env_id: str, kind: str, namespace: str = "smac_jax") -> str:
+    name = env_id.split("/")[-1].split("-v")[0].lower()
+    return f"{namespace}/{name}/{kind}-v0"
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_act(learner, deterministic: bool):
+    return jax.jit(lambda st, o, k: learner.act(st, o, k, deterministic))
+
+
+class _Policy:
+    """Maps raw observations to raw actions with a (flattening, rescaling) jitted actor."""
+
+    def __init__(self, learner, state, space_in: spaces.Space, space_out: spaces.Box, deterministic: bool):
+        self.learner, self.state = learner, state
+        self.space_in, self.low, self.high = space_in, space_out.low, space_out.high
+        self._act = _jit_act(learner, deterministic)
+
+    def __call__(self, obs, key):
+        flat = spaces.flatten(self.space_in, obs).astype(np.float32)
+        a = np.asarray(self._act(self.state, flat, key))
+        return (self.low + (a + 1.0) * 0.5 * (self.high - self.low)).astype(self.low.dtype)
+
+
+def _evaluate(env: gym.Env, policy, episodes: int, seed: int) -> float:
+    rets = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, ret = False, 0.0
+        while not done:
+            obs, r, term, trunc, _ = env.step(policy(obs, jax.random.PRNGKey(ep)))
+            ret += float(r)
+            done = term or trunc
+        rets.append(ret)
+    return float(np.mean(rets))
+
+
+def _random_return(env: gym.Env, episodes: int, seed: int) -> float:
+    env.action_space.seed(seed)
+    return _evaluate(env, lambda o, k: env.action_space.sample(), episodes, seed)
+
+
+def _collect(env_id: str, policy_fn, n_steps: int, seed: int, ds_id: str, meta: dict, desc: str):
+    """Roll ``policy_fn`` through a ``minari.DataCollector`` for whole episodes, >= n_steps steps."""
+    env = minari.DataCollector(gym.make(env_id), record_infos=False, data_format="hdf5")
+    key = jax.random.PRNGKey(seed)
+    steps, ep = 0, 0
+    with tqdm(total=n_steps, desc=desc, leave=False) as bar:
+        while steps < n_steps:
+            obs, _ = env.reset(seed=seed + ep)
+            done = False
+            while not done:
+                key, k = jax.random.split(key)
+                obs, _, term, trunc, _ = env.step(policy_fn(obs, k))
+                done = term or trunc
+                steps += 1
+                bar.update(1)
+            ep += 1
+    ds = env.create_dataset(dataset_id=ds_id, eval_env=env_id, **meta)
+    env.close()
+    return ds
+
+
+def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: int, seed: int,
+               learning_starts: int, agent_overrides: dict | None):
+    """Online SAC on ``env_id`` with one seed; returns (learner, snapshots, episodes recorded)."""
+    raw = gym.make(env_id)
+    if not isinstance(raw.action_space, spaces.Box):
+        raise ValueError(f"the dataset factory needs a Box action space; {env_id} has {raw.action_space}")
+    obs_space, act_space = raw.observation_space, raw.action_space
+    obs_dim, act_dim = spaces.flatdim(obs_space), int(np.prod(act_space.shape))
+    learner = make_learner("sac", obs_dim, act_dim, agent_overrides)
+    key = jax.random.PRNGKey(seed)
+    seed_keys = key[None]
+    states = unalias(jax.vmap(learner.init)(jax.random.fold_in(key, 0)[None]))
+    buffers = jax.tree.map(lambda x: x[None], replay.empty_buffer(obs_dim, act_dim, train_steps))
+    dummy = jax.tree.map(lambda x: x[:1], replay.empty_buffer(obs_dim, act_dim, 1).data)
+    collect = make_online_step(learner, 1, None, train=False)
+    train = make_online_step(learner, 1, None, train=True)
+    act0 = make_act_step(learner)
+    low, high = act_space.low, act_space.high
+    eval_env = gym.make(env_id)
+
+    flat = lambda o: spaces.flatten(obs_space, o).astype(np.float32)
+    episodes, cur = [], None
+    snapshots = []  # (step, eval return, actor state)
+    act_space.seed(seed)
+    obs, _ = raw.reset(seed=seed)
+    cur = {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+    actions = act0(states, jnp.asarray(flat(obs))[None], seed_keys, 0)
+    n_ep = 0
+    for t in tqdm(range(1, train_steps + 1), desc=f"SAC on {env_id}", leave=False):
+        if t <= learning_starts:
+            a_unit = 2.0 * (act_space.sample() - low) / (high - low) - 1.0
+        else:
+            a_unit = np.asarray(actions)[0]
+        a_raw = (low + (a_unit + 1.0) * 0.5 * (high - low)).astype(act_space.dtype)
+        next_obs, r, term, trunc, _ = raw.step(a_raw)
+        cur["actions"].append(a_raw)
+        cur["rewards"].append(float(r))
+        cur["terminations"].append(bool(term))
+        cur["truncations"].append(bool(trunc))
+        cur["observations"].append(next_obs)
+        tr = Transitions(
+            obs=flat(obs)[None], action=np.asarray(a_unit, np.float32)[None], reward=np.float32([r]),
+            next_obs=flat(next_obs)[None], terminated=np.float32([term]), truncated=np.float32([trunc]),
+            episode=np.int32([n_ep]), rtg=dummy.rtg, mc_return=dummy.mc_return, traj_return=dummy.traj_return,
+        )
+        if term or trunc:
+            episodes.append(cur)
+            n_ep += 1
+            next_obs, _ = raw.reset(seed=seed + 100_000 + n_ep)
+            cur = {"observations": [next_obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+        fn = train if t > learning_starts else collect
+        states, buffers, actions, _ = fn(states, buffers, tr, jnp.asarray(flat(next_obs))[None], dummy, seed_keys, t)
+        obs = next_obs
+        if t % eval_every == 0 or t == train_steps:
+            st = jax.tree.map(lambda x: x[0], states)
+            ret = _evaluate(eval_env, _Policy(learner, st, obs_space, act_space, True), eval_episodes, seed + 7)
+            snapshots.append((t, ret, st))
+    if cur["actions"]:
+        cur["truncations"][-1] = True
+        episodes.append(cur)
+    return learner, snapshots, episodes, raw
+
+
+def generate_datasets(
+    env_id: str,
+    kinds: Sequence[str] = KINDS,
+    seed: int = 0,
+    train_steps: int = 100_000,
+    eval_every: int = 5_000,
+    eval_episodes: int = 5,
+    learning_starts: int = 1_000,
+    n_transitions: int | None = None,
+    medium_fraction: float = 1.0 / 3.0,
+    namespace: str = "smac_jax",
+    overwrite: bool = False,
+    agent_overrides: dict | None = None,
+) -> dict[str, str]:
+    """Train SAC on ``env_id`` and write the requested dataset kinds; returns {kind: dataset id}.
+
+    ``n_transitions`` (default ``train_steps``) is the size of the rolled-out kinds.
+    """
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"unknown dataset kind(s) {bad}; choose from {KINDS}")
+    ids = {k: dataset_id(env_id, k, namespace) for k in kinds}
+    local = set(minari.list_local_datasets())
+    for k, i in ids.items():
+        if i in local:
+            if not overwrite:
+                raise FileExistsError(f"dataset {i} already exists; pass overwrite=True (--overwrite) to replace it")
+            minari.delete_dataset(i)
+    n_transitions = n_transitions or train_steps
+
+    learner, snaps, episodes, raw = _train_sac(env_id, train_steps, eval_every, eval_episodes, seed,
+                                               learning_starts, agent_overrides)
+    obs_space, act_space = raw.observation_space, raw.action_space
+    eval_env = gym.make(env_id)
+    ref_min = _random_return(eval_env, max(eval_episodes, 10), seed + 11)
+    expert_state = snaps[-1][2]
+    ref_max = _evaluate(eval_env, _Policy(learner, expert_state, obs_space, act_space, True), max(eval_episodes, 10), seed + 13)
+    target = ref_min + medium_fraction * (ref_max - ref_min)
+    med = next((s for s in snaps if s[1] >= target), snaps[-1])
+    print(f"[smac_jax] {env_id}: random return {ref_min:.1f}, expert return {ref_max:.1f}; medium snapshot "
+          f"at step {med[0]} (eval return {med[1]:.1f}, target {target:.1f})")
+
+    common = dict(algorithm_name="smac_jax SAC", ref_min_score=ref_min, ref_max_score=ref_max,
+                  author="smac_jax dataset factory", code_permalink="https://github.com/smac-jax/smac_jax")
+    for kind in kinds:
+        desc = (f"D4RL-style {kind} dataset for {env_id} generated by smac_jax (seed {seed}, SAC trained "
+                f"{train_steps} steps; medium snapshot at step {med[0]}).")
+        if kind == "medium-replay":
+            buf = []
+            steps = 0
+            for ep in episodes:
+                if steps >= med[0]:
+                    break
+                n = min(len(ep["actions"]), med[0] - steps)
+                truncs = list(ep["truncations"][:n])
+                if n < len(ep["actions"]) and not ep["terminations"][n - 1]:
+                    truncs[-1] = True  # the stream is cut at the medium snapshot
+                buf.append(EpisodeBuffer(
+                    id=len(buf),
+                    observations=jax.tree.map(lambda *xs: np.stack(xs), *ep["observations"][: n + 1]),
+                    actions=np.stack(ep["actions"][:n]),
+                    rewards=list(ep["rewards"][:n]),
+                    terminations=list(ep["terminations"][:n]),
+                    truncations=truncs,
+                ))
+                steps += n
+            minari.create_dataset_from_buffers(
+                ids[kind], buf, env=env_id, eval_env=env_id, description=desc, data_format="hdf5", **common
+            )
+        else:
+            if kind == "random":
+                space = gym.make(env_id).action_space
+                space.seed(seed)
+                fn = lambda o, k, space=space: space.sample()
+            else:
+                st = expert_state if kind == "expert" else med[2]
+                fn = _Policy(learner, st, obs_space, act_space, deterministic=False)
+            _collect(env_id, fn, n_transitions, seed + KINDS.index(kind) * 1_000_000, ids[kind],
+                     dict(description=desc, **common), desc=f"{kind} rollouts")
+    return ids

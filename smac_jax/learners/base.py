@@ -1,0 +1,218 @@
+"""The learner protocol, the registry, and the helpers every learner shares.
+
+A learner is a small class built from ``(config, obs_dim, act_dim)`` with four methods, all
+pure and written for ONE seed (the training loops ``jax.vmap`` them over the seed axis):
+
+* ``init(key) -> TrainState``
+* ``update(state, batch, key) -> (TrainState, metrics)``: one gradient step of every network.
+* ``act(state, obs, key, deterministic) -> action`` in [-1, 1].
+* ``transfer(key, src_state, src_learner) -> TrainState``: take over another learner's state
+  (SPEC 2, step 2). The default implementation copies every parameter group both sides have,
+  converts the actor between stochastic and deterministic, and re-initialises optimisers.
+
+Every learner keeps its trainable and target parameters in ``TrainState.params``, a dict with
+conventional group names (``actor``, ``critic``, ``target_critic``, ``target_actor``,
+``log_temp``, ``value``, ...), which is what makes hand-over generic. Losses are plain module-level
+functions ``loss(params, batch, key, config)`` that a notebook can import and differentiate.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from smac_jax.types import Metrics, PRNGKey, Transitions
+
+REGISTRY: dict[str, type["Learner"]] = {}
+
+# Parameter groups that are copied from the offline learner at hand-over when both sides have them.
+TRANSFERABLE = ("actor", "critic", "target_critic", "target_actor", "log_temp", "value", "target_value")
+
+
+class TransferError(ValueError):
+    """An offline learner's state cannot be handed to the chosen online learner."""
+
+
+class ConfigError(ValueError):
+    """A learner or pipeline config is invalid."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    params: dict[str, Any]
+    opt_state: dict[str, Any]
+    step: jax.Array
+    extra: dict[str, Any] = flax.struct.field(default_factory=dict)
+
+
+def register(name: str) -> Callable[[type["Learner"]], type["Learner"]]:
+    """Class decorator: make a learner available by ``name`` (``make_learner(name, ...)``)."""
+
+    def deco(cls: type["Learner"]) -> type["Learner"]:
+        if name in REGISTRY and REGISTRY[name] is not cls:
+            raise ValueError(f"learner name {name!r} registered twice")
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_learners() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_learner_class(name: str) -> type["Learner"]:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown learner {name!r}; available: {', '.join(available_learners())}")
+    return REGISTRY[name]
+
+
+def resolve_config(name: str, overrides: Any = None) -> ml_collections.ConfigDict:
+    """The learner's defaults updated with ``overrides``; an unknown key is an error naming it."""
+    cfg = get_learner_class(name).default_config()
+    if overrides is not None:
+        for k, v in dict(overrides).items():
+            if k not in cfg:
+                raise ConfigError(
+                    f"{k!r} is not a hyperparameter of learner {name!r} (known: {', '.join(sorted(cfg))})"
+                )
+            cfg[k] = v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
+    return cfg
+
+
+def make_learner(name: str, obs_dim: int, act_dim: int, overrides: Any = None) -> "Learner":
+    return get_learner_class(name)(resolve_config(name, overrides), obs_dim, act_dim)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Hyperparameters every actor-critic learner shares (SPEC 0 defaults)."""
+    return ml_collections.ConfigDict(
+        dict(
+            gamma=0.99,
+            tau=0.005,
+            batch_size=256,
+            hidden_dims=(256, 256),
+            actor_layer_norm=False,
+            critic_layer_norm=False,
+            num_critics=2,
+            lr=3e-4,
+            actor_lr=3e-4,
+            critic_lr=3e-4,
+            optimizer="adam",  # "adam" | "muon" (SPEC 3.3)
+            muon_consistent_rms=0.2,
+            log_std_min=-20.0,
+            log_std_max=2.0,
+        )
+    )
+
+
+class Learner:
+    """Base class; see the module docstring for the protocol."""
+
+    name: ClassVar[str] = "base"
+    #: "gaussian" (tanh-Gaussian, has a log-std head) or "deterministic".
+    actor_kind: ClassVar[str] = "gaussian"
+
+    def __init__(self, config: ml_collections.ConfigDict, obs_dim: int, act_dim: int):
+        self.config = config
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+
+    # -- protocol -------------------------------------------------------------------------
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        return base_config()
+
+    def init(self, key: PRNGKey) -> TrainState:
+        raise NotImplementedError
+
+    def update(self, state: TrainState, batch: Transitions, key: PRNGKey) -> tuple[TrainState, Metrics]:
+        raise NotImplementedError
+
+    def act(self, state: TrainState, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax.Array:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, optax.GradientTransformation]:
+        """One optimiser per trained parameter group (keys of ``opt_state``)."""
+        raise NotImplementedError
+
+    # -- hand-over ------------------------------------------------------------------------
+    def transfer(self, key: PRNGKey, src_state: TrainState, src_learner: "Learner") -> TrainState:
+        """Build this learner's initial state from another learner's (SPEC 2, step 2)."""
+        fresh = self.init(key)
+        params = dict(fresh.params)
+        src = src_state.params
+        for group in TRANSFERABLE:
+            if group not in params:
+                continue
+            if group in ("actor", "target_actor"):
+                src_actor = src.get(group, src.get("actor"))
+                if src_actor is None:
+                    raise TransferError(f"{src_learner.name} -> {self.name}: {src_learner.name} has no actor")
+                params[group] = convert_actor(
+                    src_actor, src_learner.actor_kind, self.actor_kind, self.act_dim,
+                    self.config.get("transfer_log_std_init", -1.0),
+                    f"{src_learner.name} -> {self.name}",
+                )
+            elif group == "target_critic" and "target_critic" not in src and "critic" in src:
+                params[group] = src["critic"]
+            elif group in src:
+                params[group] = src[group]
+            check_same_structure(fresh.params[group], params[group], group, src_learner.name, self.name)
+        return self.fresh_optimizer_state(fresh.replace(params=params))
+
+    def fresh_optimizer_state(self, state: TrainState) -> TrainState:
+        """Re-initialise every optimiser on the state's current parameters (SPEC 2 decision)."""
+        opt_state = {g: opt.init(state.params[g]) for g, opt in self.optimizers().items()}
+        return state.replace(opt_state=opt_state)
+
+
+def convert_actor(actor: Any, src_kind: str, dst_kind: str, act_dim: int, log_std_init: float, pair: str) -> Any:
+    """Actor parameters of one kind as the other: a log-std head added (kernel 0, bias ``log_std_init``)
+    for deterministic -> Gaussian, dropped for Gaussian -> deterministic (whose action is tanh(mean))."""
+    p = dict(actor["params"])
+    if src_kind == dst_kind:
+        return actor
+    if src_kind == "gaussian" and dst_kind == "deterministic":
+        p.pop("log_std", None)
+    elif src_kind == "deterministic" and dst_kind == "gaussian":
+        hidden = p["mean"]["kernel"].shape[0]
+        p["log_std"] = {
+            "kernel": jnp.zeros((hidden, act_dim), p["mean"]["kernel"].dtype),
+            "bias": jnp.full((act_dim,), log_std_init, p["mean"]["bias"].dtype),
+        }
+    else:
+        raise TransferError(f"{pair}: cannot convert a {src_kind} actor to a {dst_kind} one")
+    return {"params": p}
+
+
+def check_same_structure(expected: Any, got: Any, group: str, src: str, dst: str) -> None:
+    e_shapes = jax.tree.map(jnp.shape, expected)
+    g_shapes = jax.tree.map(jnp.shape, got)
+    if jax.tree.structure(e_shapes) != jax.tree.structure(g_shapes) or e_shapes != g_shapes:
+        raise TransferError(
+            f"{src} -> {dst}: parameter group {group!r} differs in shape; "
+            f"{dst} expects {e_shapes}, {src} has {g_shapes}. Use the same hidden_dims / num_critics / "
+            f"layer-norm settings on both sides."
+        )
+
+
+# -- small shared helpers -----------------------------------------------------------------------
+def polyak(target: Any, online: Any, tau: float) -> Any:
+    return optax.incremental_update(online, target, tau)
+
+
+def apply_grad(
+    opt: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any
+) -> tuple[Any, Any]:
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def sg(x: Any) -> Any:
+    return jax.lax.stop_gradient(x)

@@ -1,0 +1,146 @@
+"""Soft Actor-Critic (Haarnoja et al., 2018): clipped double-Q, automatic temperature (SPEC 1).
+
+The three losses are plain functions of ``(params, batch, key, config)``; ``params`` is the
+learner's parameter dict (``actor``, ``critic``, ``target_critic``, ``log_temp``).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from smac_jax import networks
+from smac_jax.learners.base import Learner, TrainState, apply_grad, base_config, polyak, register, sg
+from smac_jax.optim import make_optimizer
+from smac_jax.types import Transitions
+
+
+def target_entropy(config, act_dim: int) -> float:
+    te = config.get("target_entropy", None)
+    return -float(act_dim) if te is None else float(te)
+
+
+def temperature(params) -> jax.Array:
+    return jnp.exp(params["log_temp"])
+
+
+def td_target(params, batch: Transitions, key, config) -> jax.Array:
+    """y = r + gamma (1 - terminated) [min_i Qbar_i(s', a') - T log pi(a'|s')], a' ~ pi(s')."""
+    act_dim = batch.action.shape[-1]
+    dist = networks.gaussian_actor(config, act_dim).apply(params["actor"], batch.next_obs)
+    next_a, next_logp = dist.sample_and_log_prob(seed=key)
+    next_q = networks.critic_net(config).apply(params["target_critic"], batch.next_obs, next_a).min(0)
+    if config.get("backup_entropy", True):
+        next_q = next_q - temperature(params) * next_logp
+    return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
+
+
+def critic_loss(params, batch: Transitions, key, config):
+    """sum_i mean_batch (Q_i(s, a) - y)^2 with y from :func:`td_target` (no gradient through y)."""
+    y = sg(td_target(params, batch, key, config))
+    q = networks.critic_net(config).apply(params["critic"], batch.obs, batch.action)
+    loss = ((q - y[None]) ** 2).mean(axis=1).sum()
+    return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_mean": y.mean()}
+
+
+def actor_loss(params, batch: Transitions, key, config):
+    """mean_s [T log pi(a~|s) - min_i Q_i(s, a~)], a~ ~ pi(s) reparameterised."""
+    act_dim = batch.action.shape[-1]
+    dist = networks.gaussian_actor(config, act_dim).apply(params["actor"], batch.obs)
+    a, logp = dist.sample_and_log_prob(seed=key)
+    q = networks.critic_net(config).apply(params["critic"], batch.obs, a).min(0)
+    loss = (sg(temperature(params)) * logp - q).mean()
+    return loss, {"actor_loss": loss, "entropy": -logp.mean()}
+
+
+def temperature_loss(params, batch: Transitions, key, config):
+    """T * (H(pi) - target_entropy), H estimated by -log pi(a~|s) (no gradient to the actor)."""
+    act_dim = batch.action.shape[-1]
+    dist = networks.gaussian_actor(config, act_dim).apply(params["actor"], batch.obs)
+    _, logp = dist.sample_and_log_prob(seed=key)
+    entropy = sg(-logp.mean())
+    loss = temperature(params) * (entropy - target_entropy(config, act_dim))
+    return loss, {"temperature": temperature(params), "temperature_loss": loss}
+
+
+def gaussian_act(config, act_dim, actor_params, obs, key, deterministic: bool):
+    dist = networks.gaussian_actor(config, act_dim).apply(actor_params, obs)
+    return dist.mode() if deterministic else dist.sample(seed=key)
+
+
+@register("sac")
+class SAC(Learner):
+    actor_kind = "gaussian"
+    #: The critic loss this learner minimises; a variant (e.g. SMAC) swaps only this.
+    critic_loss_fn = staticmethod(critic_loss)
+    actor_loss_fn = staticmethod(actor_loss)
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        cfg = base_config()
+        cfg.init_temperature = 1.0
+        cfg.target_entropy = ml_collections.config_dict.placeholder(float)
+        cfg.backup_entropy = True
+        cfg.temp_lr = 3e-4
+        cfg.transfer_log_std_init = -1.0
+        return cfg
+
+    def optimizers(self):
+        c = self.config
+        return {
+            "actor": make_optimizer(c, c.actor_lr),
+            "critic": make_optimizer(c, c.critic_lr),
+            "log_temp": make_optimizer(c, c.temp_lr),
+        }
+
+    def init_params(self, key) -> dict:
+        k_a, k_c = jax.random.split(key)
+        obs = jnp.zeros((1, self.obs_dim))
+        act = jnp.zeros((1, self.act_dim))
+        actor = networks.gaussian_actor(self.config, self.act_dim).init(k_a, obs)
+        critic = networks.critic_net(self.config).init(k_c, obs, act)
+        return {
+            "actor": actor,
+            "critic": critic,
+            "target_critic": critic,
+            "log_temp": jnp.asarray(jnp.log(self.config.init_temperature), jnp.float32),
+        }
+
+    def init(self, key) -> TrainState:
+        params = self.init_params(key)
+        opt_state = {g: opt.init(params[g]) for g, opt in self.optimizers().items()}
+        return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
+
+    def update_critic(self, state: TrainState, batch, key):
+        c = self.config
+        grad_fn = jax.grad(lambda p: self.critic_loss_fn({**state.params, "critic": p}, batch, key, c), has_aux=True)
+        grads, info = grad_fn(state.params["critic"])
+        critic, opt = apply_grad(self.optimizers()["critic"], state.params["critic"], state.opt_state["critic"], grads)
+        return state.replace(params={**state.params, "critic": critic}, opt_state={**state.opt_state, "critic": opt}), info
+
+    def update_actor_and_temperature(self, state: TrainState, batch, key):
+        c = self.config
+        opts = self.optimizers()
+        grads, info = jax.grad(
+            lambda p: self.actor_loss_fn({**state.params, "actor": p}, batch, key, c), has_aux=True
+        )(state.params["actor"])
+        actor, a_opt = apply_grad(opts["actor"], state.params["actor"], state.opt_state["actor"], grads)
+        params = {**state.params, "actor": actor}
+        t_grads, t_info = jax.grad(
+            lambda t: temperature_loss({**params, "log_temp": t}, batch, key, c), has_aux=True
+        )(params["log_temp"])
+        log_temp, t_opt = apply_grad(opts["log_temp"], params["log_temp"], state.opt_state["log_temp"], t_grads)
+        params["log_temp"] = log_temp
+        opt_state = {**state.opt_state, "actor": a_opt, "log_temp": t_opt}
+        return state.replace(params=params, opt_state=opt_state), {**info, **t_info}
+
+    def update(self, state: TrainState, batch: Transitions, key):
+        k_c, k_a = jax.random.split(key)
+        state, c_info = self.update_critic(state, batch, k_c)
+        state, a_info = self.update_actor_and_temperature(state, batch, k_a)
+        params = dict(state.params)
+        params["target_critic"] = polyak(params["target_critic"], params["critic"], self.config.tau)
+        return state.replace(params=params, step=state.step + 1), {**c_info, **a_info}
+
+    def act(self, state: TrainState, obs, key, deterministic: bool):
+        return gaussian_act(self.config, self.act_dim, state.params["actor"], obs, key, deterministic)

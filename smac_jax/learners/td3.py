@@ -1,0 +1,98 @@
+"""TD3 (Fujimoto et al., 2018): target policy smoothing, clipped double-Q, delayed actor (SPEC 1)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from smac_jax import networks
+from smac_jax.learners.base import Learner, TrainState, apply_grad, base_config, polyak, register, sg
+from smac_jax.optim import make_optimizer
+from smac_jax.types import Transitions
+
+
+def td_target(params, batch: Transitions, key, config) -> jax.Array:
+    """y = r + gamma (1 - terminated) min_i Qbar_i(s', clip(pi_bar(s') + clip(eps, -c, c), -1, 1))."""
+    act_dim = batch.action.shape[-1]
+    next_a = networks.deterministic_actor(config, act_dim).apply(params["target_actor"], batch.next_obs)
+    noise = jnp.clip(config.target_noise * jax.random.normal(key, next_a.shape), -config.noise_clip, config.noise_clip)
+    next_a = jnp.clip(next_a + noise, -1.0, 1.0)
+    next_q = networks.critic_net(config).apply(params["target_critic"], batch.next_obs, next_a).min(0)
+    return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
+
+
+def critic_loss(params, batch: Transitions, key, config):
+    y = sg(td_target(params, batch, key, config))
+    q = networks.critic_net(config).apply(params["critic"], batch.obs, batch.action)
+    loss = ((q - y[None]) ** 2).mean(axis=1).sum()
+    return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_mean": y.mean()}
+
+
+def actor_loss(params, batch: Transitions, key, config):
+    """-mean_s Q_1(s, pi(s)) (the first critic, as in TD3)."""
+    act_dim = batch.action.shape[-1]
+    a = networks.deterministic_actor(config, act_dim).apply(params["actor"], batch.obs)
+    q = networks.critic_net(config).apply(params["critic"], batch.obs, a)[0]
+    loss = -q.mean()
+    return loss, {"actor_loss": loss}
+
+
+@register("td3")
+class TD3(Learner):
+    actor_kind = "deterministic"
+    critic_loss_fn = staticmethod(critic_loss)
+    actor_loss_fn = staticmethod(actor_loss)
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        cfg = base_config()
+        cfg.target_noise = 0.2
+        cfg.noise_clip = 0.5
+        cfg.policy_delay = 2
+        cfg.expl_noise = 0.1
+        return cfg
+
+    def optimizers(self):
+        c = self.config
+        return {"actor": make_optimizer(c, c.actor_lr), "critic": make_optimizer(c, c.critic_lr)}
+
+    def init(self, key) -> TrainState:
+        k_a, k_c = jax.random.split(key)
+        obs = jnp.zeros((1, self.obs_dim))
+        act = jnp.zeros((1, self.act_dim))
+        actor = networks.deterministic_actor(self.config, self.act_dim).init(k_a, obs)
+        critic = networks.critic_net(self.config).init(k_c, obs, act)
+        params = {"actor": actor, "target_actor": actor, "critic": critic, "target_critic": critic}
+        opt_state = {g: opt.init(params[g]) for g, opt in self.optimizers().items()}
+        return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
+
+    def update(self, state: TrainState, batch: Transitions, key):
+        c = self.config
+        opts = self.optimizers()
+        k_c, k_a = jax.random.split(key)
+        grads, info = jax.grad(
+            lambda p: self.critic_loss_fn({**state.params, "critic": p}, batch, k_c, c), has_aux=True
+        )(state.params["critic"])
+        critic, c_opt = apply_grad(opts["critic"], state.params["critic"], state.opt_state["critic"], grads)
+        params = {**state.params, "critic": critic}
+        opt_state = {**state.opt_state, "critic": c_opt}
+
+        # Delayed actor and target updates: computed every step, applied every ``policy_delay``
+        # steps (a select rather than a cond, since under vmap a cond would run both branches).
+        a_grads, a_info = jax.grad(
+            lambda p: self.actor_loss_fn({**params, "actor": p}, batch, k_a, c), has_aux=True
+        )(params["actor"])
+        actor, a_opt = apply_grad(opts["actor"], params["actor"], opt_state["actor"], a_grads)
+        do = (state.step % c.policy_delay) == 0
+        pick = lambda new, old: jax.tree.map(lambda n, o: jnp.where(do, n, o), new, old)
+        params["actor"] = pick(actor, params["actor"])
+        opt_state["actor"] = pick(a_opt, opt_state["actor"])
+        params["target_actor"] = pick(polyak(params["target_actor"], params["actor"], c.tau), params["target_actor"])
+        params["target_critic"] = pick(polyak(params["target_critic"], params["critic"], c.tau), params["target_critic"])
+        return TrainState(params, opt_state, state.step + 1, state.extra), {**info, **a_info}
+
+    def act(self, state: TrainState, obs, key, deterministic: bool):
+        a = networks.deterministic_actor(self.config, self.act_dim).apply(state.params["actor"], obs)
+        if deterministic:
+            return a
+        return jnp.clip(a + self.config.expl_noise * jax.random.normal(key, a.shape), -1.0, 1.0)

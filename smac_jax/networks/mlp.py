@@ -1,0 +1,92 @@
+"""Multi-layer perceptrons and critic / value ensembles."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")  # PyTorch's Linear init
+
+
+class MLP(nn.Module):
+    """Dense -> [LayerNorm] -> activation, repeated; the last layer is linear when ``out_dim`` is set."""
+
+    hidden_dims: Sequence[int] = (256, 256)
+    out_dim: int | None = None
+    layer_norm: bool = False
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, h in enumerate(self.hidden_dims):
+            x = nn.Dense(h, name=f"dense_{i}")(x)
+            if self.layer_norm:
+                x = nn.LayerNorm(name=f"ln_{i}")(x)
+            x = self.activation(x)
+        if self.out_dim is not None:
+            x = nn.Dense(self.out_dim, name="out")(x)
+        return x
+
+
+class QNetwork(nn.Module):
+    """Q(s, a) -> scalar."""
+
+    hidden_dims: Sequence[int] = (256, 256)
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        x = jnp.concatenate([obs, action], axis=-1)
+        return MLP(self.hidden_dims, 1, self.layer_norm, name="mlp")(x)[..., 0]
+
+
+class ValueNetwork(nn.Module):
+    """V(s) -> scalar."""
+
+    hidden_dims: Sequence[int] = (256, 256)
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return MLP(self.hidden_dims, 1, self.layer_norm, name="mlp")(obs)[..., 0]
+
+
+def ensemble(module_cls: type[nn.Module], num: int) -> type[nn.Module]:
+    """An ensemble of ``num`` independent copies of ``module_cls`` (``nn.vmap`` over parameters).
+
+    Outputs carry a leading ensemble axis; kernels are 3-D ``(E, in, out)``, biases ``(E, out)``.
+    """
+    return nn.vmap(
+        module_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=None,
+        out_axes=0,
+        axis_size=num,
+    )
+
+
+class QEnsemble(nn.Module):
+    """``num`` critics Q_i(s, a); returns shape (num, *batch)."""
+
+    num: int = 2
+    hidden_dims: Sequence[int] = (256, 256)
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        return ensemble(QNetwork, self.num)(self.hidden_dims, self.layer_norm, name="q")(obs, action)
+
+
+class ValueEnsemble(nn.Module):
+    """``num`` state values V_i(s); returns shape (num, *batch)."""
+
+    num: int = 1
+    hidden_dims: Sequence[int] = (256, 256)
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return ensemble(ValueNetwork, self.num)(self.hidden_dims, self.layer_norm, name="v")(obs)

@@ -1,0 +1,44 @@
+"""Core pytree types shared by data, learners and training loops."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+
+PRNGKey = jax.Array
+Params = Any
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class Transitions:
+    """A batch (or a whole store) of transitions; every field has a leading row axis.
+
+    obs, next_obs:  (N, obs_dim) float32, flattened (Dict spaces in the space's key order)
+                    and standardised if the dataset was loaded with ``normalize_obs``.
+    action:         (N, act_dim) float32 in [-1, 1].
+    reward:         (N,) float32, after ``reward_scale`` / ``reward_bias``.
+    terminated:     (N,) float32 in {0, 1}; the only flag that cuts bootstrapping.
+    truncated:      (N,) float32 in {0, 1}; time-limit ends (do not cut bootstrapping).
+    episode:        (N,) int32 episode index within the dataset (-1 for online data).
+    rtg:            (N,) float32 undiscounted return-to-go of the raw reward, this step included.
+    mc_return:      (N,) float32 discounted Monte-Carlo return of the (scaled) reward,
+                    this step included (Cal-QL's lower bound).
+    traj_return:    (N,) float32 total raw return of the transition's episode.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    episode: jax.Array
+    rtg: jax.Array
+    mc_return: jax.Array
+    traj_return: jax.Array
+
+    @property
+    def size(self) -> int:
+        return self.reward.shape[0]
