@@ -19,6 +19,8 @@ MUON_ENSEMBLE = MuonDimensionNumbers(reduction_axis=1, output_axis=2)
 
 
 def _leaf_name(path) -> str:
+    if not path:  # a bare array (e.g. a scalar temperature) is its own tree
+        return ""
     last = path[-1]
     return str(getattr(last, "key", getattr(last, "name", last)))
 

@@ -137,6 +137,11 @@ class Learner:
     def act(self, state: TrainState, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax.Array:
         raise NotImplementedError
 
+    def prepare(self, dataset: Any, workdir: str, progress: bool = True) -> None:
+        """Host-side preparation from the offline dataset before ``init`` (default: nothing).
+
+        E.g. SMAC loads or fits its score model here. Called once by the pipeline."""
+
     def optimizers(self) -> dict[str, optax.GradientTransformation]:
         """One optimiser per trained parameter group (keys of ``opt_state``)."""
         raise NotImplementedError

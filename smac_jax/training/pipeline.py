@@ -24,8 +24,8 @@ from smac_jax.learners import ConfigError, Learner, TransferError, make_learner
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import Evaluator, make_act_fn
 from smac_jax.training.logger import MetricsLog, plot_evaluations
+from smac_jax.training.online import OnlineCollector
 from smac_jax.training.steps import make_act_step, make_offline_step, make_online_step, unalias
-from smac_jax.types import Transitions
 
 
 class DivergenceError(RuntimeError):
@@ -112,6 +112,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
 
     off_learner = make_learner(config.offline.learner, obs_dim, act_dim, config.offline.agent)
     on_learner = make_learner(config.online.learner, obs_dim, act_dim, config.online.agent)
+    off_learner.prepare(dataset, workdir, progress)
+    on_learner.prepare(dataset, workdir, progress)
     S = config.n_seeds
     seeds = [config.seed + i for i in range(S)]
     seed_keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
@@ -153,11 +155,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     n_off, n_on = config.offline.steps, config.online.steps
     bar = tqdm(total=n_off + n_on, disable=not progress, unit="step", dynamic_ncols=True)
     last_eval = {"value": float("nan")}
-    eval_round = {"i": 0}
-
     def evaluate(phase, step, act_fn, states, learner, extra_metrics):
-        rets = evaluator(act_fn, states, eval_round["i"] + (0 if phase == "offline" else 1_000_000))
-        eval_round["i"] += 1
+        # Evaluation episodes are seeded by (phase, step), not by a counter of this process's
+        # evaluations, so a resumed run evaluates exactly like an uninterrupted one.
+        every = config.offline.eval_every if phase == "offline" else config.online.eval_every
+        round_index = -(-int(step) // every) + (0 if phase == "offline" else 1_000_000)
+        rets = evaluator(act_fn, states, round_index)
         check_finite(extra_metrics, phase, learner, step)
         mean = rets.mean(1)
         sc = score(mean)
@@ -230,35 +233,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     # ---------------------------------------------------------------- online phase
     if on_step == 0:
         evaluate("online", 0, on_act, on_states, on_learner, {})
-    envs = _make_train_envs(env_fn, S)
-    obs, _ = envs.reset(seed=[s * 7919 + on_step for s in seeds])
+    collector = OnlineCollector(env_fn, seeds, on_step, config.dataset.reward_scale, config.dataset.reward_bias)
     act_step = make_act_step(on_learner)
     collect = make_online_step(on_learner, config.online.utd, mixing, train=False)
     train = make_online_step(on_learner, config.online.utd, mixing, train=True)
-    actions = act_step(on_states, jnp.asarray(obs, jnp.float32), online_keys, on_step)
-    rs, rb = config.dataset.reward_scale, config.dataset.reward_bias
+    actions = act_step(on_states, collector.obs, online_keys, on_step)
     t0, done0 = time.time(), on_step
     metrics = {}
-    zeros = np.zeros(S, np.float32)
     while on_step < n_on:
-        a = np.asarray(actions)
-        next_obs, rew, term, trunc, info = envs.step(a)
-        real_next = next_obs.copy()
-        if "_final_obs" in info:
-            for i in np.nonzero(info["_final_obs"])[0]:
-                real_next[i] = info["final_obs"][i]
-        t = Transitions(
-            obs=obs, action=a, reward=(rew * rs + rb).astype(np.float32), next_obs=real_next,
-            terminated=term.astype(np.float32), truncated=trunc.astype(np.float32),
-            episode=np.full(S, -1, np.int32), rtg=zeros, mc_return=np.full(S, replay.NO_MC_RETURN, np.float32),
-            traj_return=zeros,
-        )
+        t, next_obs = collector.step(np.asarray(actions))
         on_step += 1
         fn = train if on_step > config.online.learning_starts else collect
         on_states, buffers, actions, m = fn(on_states, buffers, t, next_obs, data, online_keys, on_step)
         if m:
             metrics = m
-        obs = next_obs
         bar.update(1)
         if on_step % config.online.eval_every == 0 or on_step == n_on:
             evaluate("online", on_step, on_act, on_states, on_learner, metrics)
@@ -267,7 +255,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
         if on_step % config.online.ckpt_every == 0 or on_step == n_on:
             ckpt.save("online", on_step, {"states": on_states, "buffers": buffers}, {"step": on_step})
     bar.close()
-    envs.close()
+    collector.close()
     evaluator.close()
     ckpt.close()
 
@@ -278,12 +266,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     plot_evaluations(log, os.path.join(workdir, "eval.png"),
                      f"{config.offline.learner} -> {config.online.learner} on {config.dataset.id}", key)
     return summary
-
-
-def _make_train_envs(env_fn, n):
-    import gymnasium as gym
-
-    return gym.vector.SyncVectorEnv([env_fn for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def _carry_optimizer_state(on_states, off_states):

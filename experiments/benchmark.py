@@ -1,0 +1,198 @@
+"""Throughput benchmarks (not part of CI).
+
+Prints, in one run (so ratios compare like with like):
+* a large float32 matmul's FLOP rate: the machine's peak reference;
+* for every offline learner (obs 11, act 3, batch 256, 256x256 MLPs): updates/s per seed for
+  1 and more vmapped seeds (``--seeds``), scan-fused (``--scan`` updates per dispatch); the FLOP
+  rate from XLA's cost analysis of one update, as a fraction of the matmul peak; its cost
+  relative to SAC's;
+* SMAC's critic update against SAC's (same optimiser, and SMAC with Muon), and the score model's
+  training rate;
+* the online loop on Hopper-v5 (one env per seed, one update per environment step): environment
+  steps/s, as a fraction of the pure scan-fused update rate.
+
+    python experiments/benchmark.py
+    python experiments/benchmark.py --learners=sac,smac --seeds=1,4,8 --json=bench.json
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from smac_jax.data import replay
+from smac_jax.learners import available_learners, make_learner
+from smac_jax.score import model as sm
+from smac_jax.training.online import OnlineCollector
+from smac_jax.training.steps import make_act_step, make_offline_step, make_online_step, unalias
+from smac_jax.types import Transitions
+
+_LEARNERS = flags.DEFINE_list("learners", None, "Offline learners to time (default: all registered).")
+_SEEDS = flags.DEFINE_list("seeds", ["1", "4", "8"], "Numbers of vmapped seeds.")
+_SCAN = flags.DEFINE_integer("scan", 100, "Updates fused per dispatch.")
+_SECONDS = flags.DEFINE_float("seconds", 3.0, "Minimum timing window per measurement.")
+_ONLINE_STEPS = flags.DEFINE_integer("online_steps", 2000, "Environment steps timed on Hopper-v5.")
+_JSON = flags.DEFINE_string("json", None, "Also write the results here.")
+
+OBS, ACT, BATCH = 11, 3, 256
+
+
+def fake_data(n: int = 100_000) -> Transitions:
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    z = jnp.zeros(n)
+    return Transitions(
+        obs=jax.random.normal(k[0], (n, OBS)), action=jax.random.uniform(k[1], (n, ACT), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (n,)), next_obs=jax.random.normal(k[3], (n, OBS)), terminated=z,
+        truncated=z, episode=jnp.zeros(n, jnp.int32), rtg=z, mc_return=z - 10.0, traj_return=z,
+    )
+
+
+def timed(fn, seconds: float) -> float:
+    """Calls/s of ``fn`` (blocking), after one warm-up call, over at least ``seconds``."""
+    jax.block_until_ready(fn())
+    n, t0 = 0, time.perf_counter()
+    while True:
+        jax.block_until_ready(fn())
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= seconds:
+            return n / dt
+
+
+def matmul_peak(seconds: float, n: int = 2048) -> float:
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
+    f = jax.jit(lambda x, y: x @ y)
+    return timed(lambda: f(a, b), seconds) * 2 * n**3
+
+
+def build(name: str, overrides=None):
+    learner = make_learner(name, OBS, ACT, overrides)
+    if name == "smac":
+        learner.set_score_params(sm.init_score_model(jax.random.PRNGKey(0), OBS, ACT, learner.config.score_config).ema_params)
+    return learner
+
+
+def update_flops(learner, data) -> float:
+    """FLOPs of one update (XLA cost analysis of the unrolled update, minibatch sampling included)."""
+    state = learner.init(jax.random.PRNGKey(0))
+    batch = jax.tree.map(lambda x: x[:BATCH], data)
+    compiled = jax.jit(learner.update).lower(state, batch, jax.random.PRNGKey(1)).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def offline_rate(learner, data, n_seeds: int, scan: int, seconds: float) -> float:
+    """Updates per second per seed."""
+    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    states = unalias(jax.vmap(learner.init)(keys))
+    step = make_offline_step(learner, scan)
+    box = {"s": states, "i": 0}
+
+    def call():
+        box["s"], m = step(box["s"], data, keys, box["i"])
+        box["i"] += scan
+        return m
+
+    return timed(call, seconds) * scan
+
+
+def online_rate(n_steps: int, seconds: float) -> dict:
+    import gymnasium as gym
+
+    from smac_jax.envs import make_env
+
+    learner = make_learner("sac", OBS, ACT)
+    env_fn = lambda: make_env("Hopper-v5")
+    collector = OnlineCollector(env_fn, [0])
+    key = jax.random.PRNGKey(0)[None]
+    states = unalias(jax.vmap(learner.init)(key))
+    buffers = jax.tree.map(lambda x: x[None], replay.insert_many(replay.empty_buffer(OBS, ACT, 200_000), fake_data(10_000)))
+    buffers = unalias(buffers)
+    train = make_online_step(learner, 1, None, train=True)
+    act = make_act_step(learner)
+    actions = act(states, collector.obs, key, 0)
+    # warm-up (compile)
+    t, nxt = collector.step(np.asarray(actions))
+    states, buffers, actions, _ = train(states, buffers, t, nxt, buffers.data, key, 1)
+    jax.block_until_ready(actions)
+    t0 = time.perf_counter()
+    for i in range(n_steps):
+        t, nxt = collector.step(np.asarray(actions))
+        states, buffers, actions, _ = train(states, buffers, t, nxt, buffers.data, key, i + 2)
+    jax.block_until_ready(actions)
+    env_rate = n_steps / (time.perf_counter() - t0)
+    collector.close()
+    pure = offline_rate(learner, fake_data(), 1, _SCAN.value, seconds)
+    return {"env_steps_per_s": env_rate, "pure_update_per_s": pure, "fraction": env_rate / pure}
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    seconds = _SECONDS.value
+    names = _LEARNERS.value or [n for n in available_learners() if n != "base"]
+    seeds = [int(s) for s in _SEEDS.value]
+    data = fake_data()
+    out = {"device": str(jax.devices()[0]), "jax": jax.__version__}
+    peak = matmul_peak(seconds)
+    out["matmul_peak_gflops"] = peak / 1e9
+    print(f"device {out['device']}; 2048x2048 float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    print(f"\n{'learner':<10}{'optim':<7}{'GFLOP/upd':>10}" + "".join(f"{f'upd/s x{s}':>12}" for s in seeds)
+          + f"{'GFLOP/s':>10}{'% peak':>8}{'x SAC':>7}")
+    rows = {}
+    for name in names:
+        for optimizer in (["adam", "muon"] if name in ("sac", "smac") else [None]):
+            ov = {"optimizer": optimizer} if optimizer else None
+            learner = build(name, ov)
+            flops = update_flops(learner, data)
+            rates = {s: offline_rate(learner, data, s, _SCAN.value, seconds) for s in seeds}
+            best = max(rates[s] * s * flops for s in seeds)
+            label = f"{name}" if optimizer is None else f"{name}"
+            opt = learner.config.optimizer
+            rows[f"{name}/{opt}"] = {"gflop_per_update": flops / 1e9, "updates_per_s": rates,
+                                     "gflops": best / 1e9, "fraction_of_peak": best / peak}
+            sac_t = rows.get("sac/adam", {}).get("updates_per_s", {}).get(seeds[0])
+            rel = sac_t / rates[seeds[0]] if sac_t else float("nan")
+            rows[f"{name}/{opt}"]["time_vs_sac_adam"] = rel
+            print(f"{label:<10}{opt:<7}{flops / 1e9:>10.3f}" + "".join(f"{rates[s]:>12.1f}" for s in seeds)
+                  + f"{best / 1e9:>10.1f}{100 * best / peak:>7.0f}%{rel:>7.2f}")
+    out["offline"] = rows
+
+    if "smac" in names:
+        learner = build("smac")
+        cfg = learner.config.score_config
+        st = sm.init_score_model(jax.random.PRNGKey(0), OBS, ACT, cfg)
+        w = jnp.linspace(0, 1, data.reward.shape[0])
+        box = {"s": st}
+
+        def call():
+            box["s"], m = sm.train_steps(box["s"], data.obs, data.action, w, jax.random.PRNGKey(0), _SCAN.value, cfg)
+            return m
+
+        rate = timed(call, seconds) * _SCAN.value
+        out["score_model_steps_per_s"] = rate
+        print(f"\nscore model (IDQL eps-net, batch {cfg.batch_size}): {rate:.0f} training steps/s")
+        for opt in ("adam", "muon"):
+            r = rows.get(f"smac/{opt}", {}).get("time_vs_sac_adam")
+            r_same = rows[f"sac/{opt}"]["updates_per_s"][seeds[0]] / rows[f"smac/{opt}"]["updates_per_s"][seeds[0]]
+            print(f"SMAC update / SAC update time, both {opt}: {r_same:.2f}x")
+            out[f"smac_over_sac_{opt}"] = r_same
+
+    if _ONLINE_STEPS.value:
+        res = online_rate(_ONLINE_STEPS.value, seconds)
+        out["online_hopper"] = res
+        print(f"\nonline loop, Hopper-v5, SAC, 1 seed, UTD 1: {res['env_steps_per_s']:.1f} env steps/s; "
+              f"pure update {res['pure_update_per_s']:.1f}/s; fraction {100 * res['fraction']:.0f}%")
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump(out, f, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    app.run(main)

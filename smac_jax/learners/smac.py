@@ -1,0 +1,191 @@
+"""SMAC: Score-Matched Actor-Critic (de Lara & Shkurti), SPEC 3.
+
+Offline SAC whose critic loss carries a score-matching term,
+
+    L_SMAC(theta, psi) = kappa * L_SM(theta, psi) + L_AC(theta),
+    L_SM = E_{s~D, a~B(A)} sum_i || grad_a Q_theta_i(s, a) - alpha_psi(s) * score(s, a) ||^2,
+
+where ``score(s, a)`` is the frozen, return-conditioned diffusion model's estimate of the
+dataset's score (``smac_jax.score``), B(A) mixes policy and uniform actions 50/50, and
+alpha_psi(s) >= 0 is a learned state-dependent scale trained jointly with the critic. Trained
+with Muon by default (SPEC 3.3). The actor and temperature losses are SAC's, unchanged.
+
+The frozen score network lives in ``params["score"]`` (never optimised, never handed over); the
+learner gets it from :meth:`SMAC.prepare`, which loads a saved score model or trains one on the
+dataset (see ``experiments/train_score_model.py``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from smac_jax import networks
+from smac_jax.learners import sac
+from smac_jax.learners.base import ConfigError, TrainState, apply_grad, register, sg
+from smac_jax.networks.mlp import MLP, QNetwork
+from smac_jax.optim import make_optimizer
+from smac_jax.score import model as score_model
+from smac_jax.types import Transitions
+
+ALPHA_PARAMS = ("softplus", "linear")
+
+
+def alpha_net(config) -> MLP:
+    return MLP(tuple(config.hidden_dims), 1, False)
+
+
+def alpha_value(params, obs, config) -> jax.Array:
+    """alpha_psi(s): softplus(MLP_psi(s)) >= 0, or the raw linear output (``alpha_param``)."""
+    raw = alpha_net(config).apply(params["alpha"], obs)[..., 0]
+    if config.alpha_param == "softplus":
+        return jax.nn.softplus(raw)
+    if config.alpha_param == "linear":
+        return raw
+    raise ConfigError(f"alpha_param must be one of {ALPHA_PARAMS}, got {config.alpha_param!r}")
+
+
+def action_gradients(critic_params, obs: jax.Array, action: jax.Array, config) -> jax.Array:
+    """Per-sample action gradients grad_a Q_i(s, a) of every ensemble member: shape (E, B, |A|).
+
+    ``jax.grad`` of the scalar Q_i(s, a) w.r.t. ``a``, inside ``jax.vmap`` over the batch and over
+    the ensemble members (whose parameters carry a leading axis under ``nn.vmap``). Differentiable
+    w.r.t. ``critic_params`` (the double backward of the score-matching loss).
+    """
+    member = QNetwork(tuple(config.hidden_dims), config.get("critic_layer_norm", False))
+    members = critic_params["params"]["q"]
+
+    def q_scalar(p, s, a):
+        return member.apply({"params": p}, s, a)
+
+    grad_a = jax.grad(q_scalar, argnums=2)
+    per_batch = jax.vmap(grad_a, in_axes=(None, 0, 0))
+    return jax.vmap(per_batch, in_axes=(0, None, None))(members, obs, action)
+
+
+def sample_bA(params, obs: jax.Array, key, config) -> jax.Array:
+    """B(A): per state, a~pi(.|s) (stop-gradient) with probability ``policy_prob``, else Uniform[-1, 1]^|A|."""
+    act_dim = params["score"]["out"]["bias"].shape[-1]
+    k_pi, k_u, k_m = jax.random.split(key, 3)
+    a_pi = networks.gaussian_actor(config, act_dim).apply(params["actor"], obs).sample(seed=k_pi)
+    a_u = jax.random.uniform(k_u, a_pi.shape, minval=-1.0, maxval=1.0)
+    use_pi = jax.random.bernoulli(k_m, config.policy_prob, (obs.shape[0], 1))
+    return sg(jnp.where(use_pi, a_pi, a_u))
+
+
+def score_matching_loss(params, batch: Transitions, key, config):
+    """L_SM: mean over states of sum_i || grad_a Q_i(s, a) - alpha_psi(s) score(s, a) ||^2, a ~ B(A).
+
+    Differentiable w.r.t. ``params["critic"]`` (theta) and ``params["alpha"]`` (psi); the score
+    network and the sampled actions are constants. The expectation is estimated on the first
+    ``sm_batch_size`` states of the (uniformly sampled) batch; 0 means all of them.
+    """
+    obs = batch.obs[: config.sm_batch_size] if config.sm_batch_size else batch.obs
+    a = sample_bA(params, obs, key, config)
+    target = sg(score_model.score(params["score"], obs, a, config.score_w, config.score_config))
+    g = action_gradients(params["critic"], obs, a, config)  # (E, B, A)
+    alpha = alpha_value(params, obs, config)  # (B,)
+    resid = g - alpha[None, :, None] * target[None]
+    loss = jnp.sum(resid**2, axis=(0, 2)).mean()
+    cos = jnp.sum(g * target[None], -1) / (jnp.linalg.norm(g, axis=-1) * jnp.linalg.norm(target, axis=-1)[None] + 1e-8)
+    return loss, {
+        "sm_loss": loss,
+        "alpha_mean": alpha.mean(),
+        "grad_q_norm": jnp.linalg.norm(g, axis=-1).mean(),
+        "score_norm": jnp.linalg.norm(target, axis=-1).mean(),
+        "grad_q_score_cos": cos.mean(),
+    }
+
+
+def critic_loss(params, batch: Transitions, key, config):
+    """L_SMAC = L_AC (SAC's TD loss) + kappa * L_SM."""
+    k_td, k_sm = jax.random.split(key)
+    l_ac, info = sac.critic_loss(params, batch, k_td, config)
+    l_sm, sm_info = score_matching_loss(params, batch, k_sm, config)
+    loss = l_ac + config.kappa * l_sm
+    return loss, {**info, **sm_info, "smac_critic_loss": loss}
+
+
+@register("smac")
+class SMAC(sac.SAC):
+    critic_loss_fn = staticmethod(critic_loss)
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        cfg = sac.SAC.default_config()
+        cfg.optimizer = "muon"
+        cfg.kappa = 1.0
+        cfg.policy_prob = 0.5
+        # States per step in the L_SM Monte-Carlo estimate (0 = the whole batch). Decision: 64, so a
+        # SMAC update costs <= 2x a SAC update; the IDQL score network's forward pass alone costs
+        # 1.5x a whole SAC update at 256 states (experiments/benchmark.py).
+        cfg.sm_batch_size = 64
+        cfg.alpha_param = "softplus"  # "softplus" (alpha >= 0) | "linear" (unconstrained)
+        cfg.alpha_lr = 3e-4
+        cfg.score_w = 1.0
+        # The score model: where to load it from / save it to ("" = <workdir>/score_model), and
+        # how to train it when it is missing (SPEC 3.1 defaults; ``steps`` is the budget).
+        cfg.score_model_path = ""
+        cfg.score_config = score_model.default_score_config()
+        cfg.score_config.steps = 50_000
+        return cfg
+
+    def __init__(self, config, obs_dim, act_dim):
+        super().__init__(config, obs_dim, act_dim)
+        if config.alpha_param not in ALPHA_PARAMS:
+            raise ConfigError(f"alpha_param must be one of {ALPHA_PARAMS}, got {config.alpha_param!r}")
+        self.score_params = None
+
+    # -- the score model ------------------------------------------------------------------
+    def prepare(self, dataset, workdir: str, progress: bool = True) -> None:
+        """Load the score model from ``score_model_path`` (or ``<workdir>/score_model``), training
+        and saving it on ``dataset`` first if it does not exist."""
+        from smac_jax.score.train import fit_or_load_score_model
+
+        path = self.config.score_model_path or os.path.join(workdir, "score_model")
+        params, score_cfg = fit_or_load_score_model(path, dataset, self.config.score_config, progress=progress)
+        # Query-time switches stay the learner's: its score_w / score_sign win over the saved ones.
+        score_cfg.score_w = self.config.score_w
+        score_cfg.score_sign = self.config.score_config.score_sign
+        self.config.score_config = score_cfg
+        self.score_params = params
+
+    def set_score_params(self, params, score_config=None) -> None:
+        """Use an already-trained score network (EMA parameters), e.g. in a notebook."""
+        self.score_params = params
+        if score_config is not None:
+            self.config.score_config = score_config
+
+    def optimizers(self):
+        opts = super().optimizers()
+        opts["alpha"] = make_optimizer(self.config, self.config.alpha_lr)
+        return opts
+
+    def init_params(self, key) -> dict:
+        if self.score_params is None:
+            raise ConfigError("SMAC needs its score model: call learner.prepare(dataset, workdir) "
+                              "(the pipeline does) or learner.set_score_params(params) first")
+        k_sac, k_alpha = jax.random.split(key)
+        params = super().init_params(k_sac)
+        params["alpha"] = alpha_net(self.config).init(k_alpha, jnp.zeros((1, self.obs_dim)))
+        params["score"] = self.score_params
+        return params
+
+    def update_critic(self, state: TrainState, batch, key):
+        """One joint step on (theta, psi) = (critic, alpha) of L_SMAC."""
+        c = self.config
+        opts = self.optimizers()
+
+        def loss(trainable):
+            return self.critic_loss_fn({**state.params, **trainable}, batch, key, c)
+
+        trainable = {"critic": state.params["critic"], "alpha": state.params["alpha"]}
+        grads, info = jax.grad(loss, has_aux=True)(trainable)
+        params, opt_state = dict(state.params), dict(state.opt_state)
+        for g in ("critic", "alpha"):
+            params[g], opt_state[g] = apply_grad(opts[g], params[g], opt_state[g], grads[g])
+        return state.replace(params=params, opt_state=opt_state), info

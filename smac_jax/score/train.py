@@ -1,0 +1,85 @@
+"""Fitting the dataset score model on an offline dataset, saving it, and loading it back.
+
+One saved score model serves many SMAC runs and seeds: ``fit_or_load_score_model(path, ...)``
+loads ``path`` when it exists (checking it was fitted on the same dataset and observation
+normalisation) and otherwise trains, saves and returns it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from smac_jax.score import model as sm
+
+
+class ScoreModelMismatch(ValueError):
+    """A saved score model was fitted on a different dataset or observation layout."""
+
+
+def fit_score_model(dataset, config: ml_collections.ConfigDict, seed: int = 0, progress: bool = True,
+                    chunk: int = 1_000) -> tuple[sm.ScoreModelState, dict]:
+    """Train the conditional DDPM on ``dataset`` (an ``OfflineDataset``) for ``config.steps`` steps.
+
+    Returns the state and a log ``{"steps": [...], "loss": [...], "steps_per_s": float}``.
+    """
+    t = dataset.transitions
+    obs = jnp.asarray(t.obs)
+    act = jnp.asarray(t.action)
+    w = sm.trajectory_weights(jnp.asarray(t.traj_return))
+    key = jax.random.PRNGKey(seed)
+    state = sm.init_score_model(jax.random.fold_in(key, 0), obs.shape[-1], act.shape[-1], config)
+    steps = int(config.steps)
+    log = {"steps": [], "loss": []}
+    done = 0
+    t0 = None
+    with tqdm(total=steps, desc="score model", disable=not progress, unit="step") as bar:
+        while done < steps:
+            n = min(chunk, steps - done)
+            state, m = sm.train_steps(state, obs, act, w, jax.random.fold_in(key, done + 1), n, config)
+            loss = float(np.mean(np.asarray(m["loss"])))
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"score model training diverged at step {done + n} (loss {loss})")
+            if t0 is None:  # exclude compilation from the rate
+                t0, first = time.time(), done + n
+            done += n
+            log["steps"].append(done)
+            log["loss"].append(loss)
+            bar.update(n)
+            bar.set_postfix(loss=f"{loss:.4f}")
+    if done > first:
+        log["steps_per_s"] = (done - first) / max(time.time() - t0, 1e-9)
+    return state, log
+
+
+def fit_or_load_score_model(path: str, dataset, config: ml_collections.ConfigDict, seed: int = 0,
+                            progress: bool = True) -> tuple[Any, ml_collections.ConfigDict]:
+    """(EMA parameters, score config) from ``path``; trained on ``dataset`` and saved there if missing."""
+    meta_expected = {
+        "dataset_id": dataset.dataset_id,
+        "normalize_obs": bool(dataset.normalize_obs),
+        "obs_dim": int(dataset.transitions.obs.shape[-1]),
+        "act_dim": int(dataset.transitions.action.shape[-1]),
+    }
+    if os.path.exists(os.path.join(path, "score_model.json")):
+        state, cfg, meta = sm.load_score_model(path)
+        for k, v in meta_expected.items():
+            if meta.get(k) != v:
+                raise ScoreModelMismatch(
+                    f"score model at {path} was fitted with {k}={meta.get(k)!r}, but this run has {k}={v!r}; "
+                    "point score_model_path elsewhere or delete it to refit")
+        return state.ema_params, cfg
+    print(f"[smac_jax] fitting the score model on {dataset.dataset_id} ({int(config.steps)} steps) -> {path}")
+    state, log = fit_score_model(dataset, config, seed=seed, progress=progress)
+    meta = {**meta_expected, "final_loss": log["loss"][-1], "steps_per_s": log.get("steps_per_s")}
+    sm.save_score_model(path, state, config, meta, overwrite=True)
+    with open(os.path.join(path, "training_log.json"), "w") as f:
+        json.dump(log, f)
+    return state.ema_params, ml_collections.ConfigDict(config.to_dict())

@@ -1,0 +1,209 @@
+"""SMAC: the per-sample action gradient, the score-matching loss on constructed cases, the
+optimiser routing, hand-over, and a short end-to-end update."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from smac_jax import networks
+from smac_jax.learners import make_learner
+from smac_jax.learners.smac import action_gradients, alpha_value, score_matching_loss
+from smac_jax.optim import muon_partition
+from smac_jax.score import model as sm
+from smac_jax.types import Transitions
+
+OBS, ACT = 3, 2
+SMALL = {"hidden_dims": (8, 8), "sm_batch_size": 0}
+
+
+def small_score_config():
+    c = sm.default_score_config()
+    c.hidden_dim, c.n_blocks, c.time_dim, c.time_mlp_dim = 16, 1, 8, 16
+    return c
+
+
+def smac(overrides=None):
+    ov = {**SMALL, **(overrides or {})}
+    learner = make_learner("smac", OBS, ACT, ov)
+    cfg = small_score_config()
+    learner.set_score_params(sm.init_score_model(jax.random.PRNGKey(7), OBS, ACT, cfg).ema_params, cfg)
+    return learner
+
+
+def batch(n=6, seed=0):
+    k = jax.random.split(jax.random.PRNGKey(seed), 4)
+    z = jnp.zeros(n)
+    return Transitions(
+        obs=jax.random.normal(k[0], (n, OBS)), action=jax.random.uniform(k[1], (n, ACT), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (n,)), next_obs=jax.random.normal(k[3], (n, OBS)), terminated=z,
+        truncated=z, episode=jnp.zeros(n, jnp.int32), rtg=z, mc_return=z, traj_return=z,
+    )
+
+
+def test_action_gradients_match_finite_differences():
+    learner = smac()
+    p = learner.init(jax.random.PRNGKey(0)).params
+    b = batch()
+    g = np.asarray(action_gradients(p["critic"], b.obs, b.action, learner.config))  # (E, B, A)
+    q = lambda a: np.asarray(networks.critic_net(learner.config).apply(p["critic"], b.obs, a), np.float64)
+    eps = 1e-2
+    fd = np.zeros_like(g)
+    for j in range(ACT):
+        e = jnp.zeros(ACT).at[j].set(eps)
+        fd[:, :, j] = (q(b.action + e) - q(b.action - e)) / (2 * eps)
+    assert g.shape == (2, 6, ACT)
+    np.testing.assert_allclose(g, fd, rtol=2e-2, atol=2e-4)
+    # members differ (independent initialisation), so the ensemble axis is really per member
+    assert not np.allclose(g[0], g[1])
+
+
+def _linear_critic(config, direction):
+    """Critic params whose every member is Q(s, a) = 3 + direction . a on [-1, 1]^|A| (ReLUs kept
+    in their linear regime by large biases)."""
+    h = config.hidden_dims[0]
+    p = networks.critic_net(config).init(jax.random.PRNGKey(0), jnp.zeros((1, OBS)), jnp.zeros((1, ACT)))
+    q = jax.tree.map(np.array, p["params"]["q"]["mlp"])
+    E = q["dense_0"]["kernel"].shape[0]
+    k0 = np.zeros((E, OBS + ACT, h), np.float32)
+    k0[:, OBS:, :ACT] = np.eye(ACT)  # hidden j < ACT carries a_j
+    q["dense_0"] = {"kernel": k0, "bias": np.full((E, h), 5.0, np.float32)}
+    q["dense_1"] = {"kernel": np.tile(np.eye(h, dtype=np.float32), (E, 1, 1)), "bias": np.zeros((E, h), np.float32)}
+    ko = np.zeros((E, h, 1), np.float32)
+    ko[:, :ACT, 0] = direction
+    q["out"] = {"kernel": ko, "bias": np.full((E, 1), 3.0 - 5.0 * np.sum(direction), np.float32)}
+    return {"params": {"q": {"mlp": jax.tree.map(jnp.asarray, q)}}}
+
+
+def _constant_score_net(params, eps_value):
+    out = dict(params["out"])
+    out["kernel"] = jnp.zeros_like(out["kernel"])
+    out["bias"] = jnp.asarray(eps_value, jnp.float32)
+    return {**params, "out": out}
+
+
+def _constant_alpha(params, value):
+    p = jax.tree.map(jnp.zeros_like, params)
+    raw = np.log(np.expm1(value))  # softplus^-1
+    p["params"]["out"]["bias"] = jnp.full_like(p["params"]["out"]["bias"], raw)
+    return p
+
+
+@pytest.mark.parametrize("perturb", [0.0, 0.5])
+def test_score_matching_loss_zero_exactly_when_gradient_matches(perturb):
+    learner = smac()
+    cfg = learner.config
+    params = dict(learner.init(jax.random.PRNGKey(0)).params)
+    direction = np.array([0.7, -1.3], np.float32)
+    params["critic"] = _linear_critic(cfg, direction)
+    alpha0 = 2.0
+    params["alpha"] = _constant_alpha(params["alpha"], alpha0)
+    # score = -eps / sigma_1 must equal direction / alpha0 (+ perturbation)
+    sigma1 = float(np.sqrt(1.0 - np.asarray(sm.vp_schedule()[2])[0]))
+    target_score = direction / alpha0 + perturb
+    params["score"] = _constant_score_net(params["score"], -target_score * sigma1)
+    b = batch()
+    np.testing.assert_allclose(np.asarray(alpha_value(params, b.obs, cfg)), alpha0, rtol=1e-5)
+    g = np.asarray(action_gradients(params["critic"], b.obs, b.action, cfg))
+    np.testing.assert_allclose(g, np.broadcast_to(direction, g.shape), rtol=1e-5)
+    loss, info = score_matching_loss(params, b, jax.random.PRNGKey(1), cfg)
+    # independent value: E members * |alpha0 * perturb|^2 summed over the action dims
+    expected = 2 * ACT * (alpha0 * perturb) ** 2
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_score_matching_loss_float64_reference():
+    """L_SM on a random tiny critic against NumPy with the same sampled actions and scores."""
+    learner = smac()
+    cfg = learner.config
+    params = learner.init(jax.random.PRNGKey(3)).params
+    b = batch(n=5, seed=4)
+    key = jax.random.PRNGKey(5)
+    from smac_jax.learners.smac import sample_bA
+
+    a = sample_bA(params, b.obs, key, cfg)
+    score = np.asarray(sm.score(params["score"], b.obs, a, cfg.score_w, cfg.score_config), np.float64)
+    # grad_a Q by central differences in float64 on a NumPy forward pass of each member
+    q = jax.tree.map(lambda x: np.asarray(x, np.float64), params["critic"]["params"]["q"]["mlp"])
+
+    def q_np(i, s, act):
+        x = np.concatenate([s, act], -1)
+        x = np.maximum(x @ q["dense_0"]["kernel"][i] + q["dense_0"]["bias"][i], 0)
+        x = np.maximum(x @ q["dense_1"]["kernel"][i] + q["dense_1"]["bias"][i], 0)
+        return (x @ q["out"]["kernel"][i] + q["out"]["bias"][i])[..., 0]
+
+    al = jax.tree.map(lambda x: np.asarray(x, np.float64), params["alpha"]["params"])
+    x = np.asarray(b.obs, np.float64)
+    x = np.maximum(x @ al["dense_0"]["kernel"] + al["dense_0"]["bias"], 0)
+    x = np.maximum(x @ al["dense_1"]["kernel"] + al["dense_1"]["bias"], 0)
+    alpha = np.log1p(np.exp((x @ al["out"]["kernel"] + al["out"]["bias"])[..., 0]))
+    obs, act = np.asarray(b.obs, np.float64), np.asarray(a, np.float64)
+    total = 0.0
+    for i in range(2):
+        g = np.zeros_like(act)
+        for j in range(ACT):
+            e = np.zeros(ACT)
+            e[j] = 1e-6
+            g[:, j] = (q_np(i, obs, act + e) - q_np(i, obs, act - e)) / 2e-6
+        total += np.sum((g - alpha[:, None] * score) ** 2, -1)
+    loss, _ = score_matching_loss(params, b, key, cfg)
+    np.testing.assert_allclose(float(loss), total.mean(), rtol=1e-3)
+
+
+def test_sm_loss_trains_critic_and_alpha_double_backward():
+    learner = smac({"kappa": 1.0})
+    params = learner.init(jax.random.PRNGKey(0)).params
+    b = batch()
+    grads = jax.grad(lambda t: score_matching_loss({**params, **t}, b, jax.random.PRNGKey(1), learner.config)[0])(
+        {"critic": params["critic"], "alpha": params["alpha"]}
+    )
+    norms = {k: float(jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(v)))) for k, v in grads.items()}
+    assert norms["critic"] > 0 and norms["alpha"] > 0
+    # the critic gradient flows through grad_a Q (double backward): check it by finite differences
+    # along a random direction in parameter space
+    # (a unit-norm direction and a small step, so no ReLU changes its activation pattern)
+    d = jax.tree.map(lambda x: jax.random.normal(jax.random.PRNGKey(2), x.shape), params["critic"])
+    dn = float(jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(d))))
+    d = jax.tree.map(lambda x: x / dn, d)
+    f = lambda t: float(score_matching_loss({**params, "critic": jax.tree.map(lambda p, v: p + t * v, params["critic"], d)}, b, jax.random.PRNGKey(1), learner.config)[0])
+    fd = (f(1e-3) - f(-1e-3)) / 2e-3
+    an = float(sum(jnp.sum(g * v) for g, v in zip(jax.tree.leaves(grads["critic"]), jax.tree.leaves(d))))
+    np.testing.assert_allclose(an, fd, rtol=2e-2)
+
+
+def test_muon_routing_of_smac_parameters():
+    learner = smac({"optimizer": "muon"})
+    params = learner.init(jax.random.PRNGKey(0)).params
+    for group in ("critic", "alpha", "actor"):
+        part = muon_partition(params[group])
+        flat = jax.tree_util.tree_flatten_with_path(part)[0]
+        shapes = dict(jax.tree_util.tree_flatten_with_path(jax.tree.map(jnp.shape, params[group], is_leaf=lambda x: hasattr(x, "shape")))[0])
+        for path, branch in flat:
+            name = path[-1].key
+            assert branch == ("muon" if name == "kernel" else "adam"), (group, path, branch)
+    crit = muon_partition(params["critic"])["params"]["q"]["mlp"]
+    assert crit["dense_1"]["kernel"] == "muon" and params["critic"]["params"]["q"]["mlp"]["dense_1"]["kernel"].ndim == 3
+    assert crit["dense_1"]["bias"] == "adam" and params["critic"]["params"]["q"]["mlp"]["dense_1"]["bias"].ndim == 2
+    # the frozen score network is not optimised at all
+    assert "score" not in learner.optimizers()
+
+
+def test_smac_update_and_handover_to_online_learners():
+    learner = smac()
+    states = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(0), 2))
+    step = jax.jit(jax.vmap(learner.update, in_axes=(0, None, 0)))
+    b = batch(32)
+    for i in range(3):
+        states, m = step(states, b, jax.random.split(jax.random.PRNGKey(i), 2))
+    for k, v in m.items():
+        assert np.all(np.isfinite(np.asarray(v))), k
+    assert float(np.asarray(m["sm_loss"]).mean()) > 0
+    st = jax.tree.map(lambda x: x[0], states)
+    obs = b.obs
+    mean_off = np.asarray(learner.act(st, obs, jax.random.PRNGKey(0), True))
+    for name in ("sac", "td3"):
+        on = make_learner(name, OBS, ACT, {"hidden_dims": (8, 8)})
+        s_on = on.transfer(jax.random.PRNGKey(1), st, learner)
+        assert "score" not in s_on.params and "alpha" not in s_on.params
+        np.testing.assert_allclose(np.asarray(on.act(s_on, obs, jax.random.PRNGKey(0), True)), mean_off, rtol=1e-6)
