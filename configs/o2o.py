@@ -20,8 +20,12 @@ TASKS = {
         online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
                     replay=dict(init="empty", capacity=100_000)),
         eval=dict(episodes=5),
-        offline_learner="sac",
+        offline_learner="smac",
         online_learner="sac",
+        # Pendulum is small: 128-wide networks and a 128-wide score model keep the default job
+        # (dataset generation included) within minutes on a 2-core CPU.
+        agent=dict(hidden_dims=(128, 128)),
+        score=dict(hidden_dim=128, steps=10_000),
     ),
     "hopper": dict(
         dataset=dict(id="smac_jax/hopper/medium-replay-v0", generate_env="Hopper-v5",
@@ -34,6 +38,18 @@ TASKS = {
         online_learner="sac",
     ),
 }
+
+
+def _agent_config(name: str, task: dict) -> ml_collections.ConfigDict:
+    """The learner's registered defaults with the task's overrides (keys the learner has)."""
+    cfg = resolve_config(name)
+    for k, v in task.get("agent", {}).items():
+        if k in cfg:
+            cfg[k] = v
+    if "score_config" in cfg:
+        for k, v in task.get("score", {}).items():
+            cfg.score_config[k] = v
+    return cfg
 
 
 def get_config(arg: str = "pendulum") -> ml_collections.ConfigDict:
@@ -61,11 +77,11 @@ def get_config(arg: str = "pendulum") -> ml_collections.ConfigDict:
     ))
 
     c.offline = ml_collections.ConfigDict(dict(learner=off_name, **t["offline"]))
-    c.offline.agent = resolve_config(off_name)
+    c.offline.agent = _agent_config(off_name, t)
     online = dict(t["online"])
     replay = dict(init="empty", capacity=100_000, mixing_ratio=0.5, top_n=50)
     replay.update(online.pop("replay"))
     c.online = ml_collections.ConfigDict(dict(learner=on_name, utd=1, replay=replay, **online))
-    c.online.agent = resolve_config(on_name)
+    c.online.agent = _agent_config(on_name, t)
     c.eval = ml_collections.ConfigDict(t["eval"])
     return c

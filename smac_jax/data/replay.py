@@ -35,7 +35,8 @@ def empty_buffer(obs_dim: int, act_dim: int, capacity: int) -> ReplayBuffer:
     z = lambda *s: jnp.zeros((capacity, *s), jnp.float32)
     data = Transitions(
         obs=z(obs_dim), action=z(act_dim), reward=z(), next_obs=z(obs_dim), terminated=z(), truncated=z(),
-        episode=jnp.full((capacity,), -1, jnp.int32), rtg=z(), mc_return=z(), traj_return=z(),
+        episode=jnp.full((capacity,), -1, jnp.int32), rtg=z(), mc_return=jnp.full((capacity,), NO_MC_RETURN, jnp.float32),
+        traj_return=z(),
     )
     return ReplayBuffer(data, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
@@ -48,15 +49,14 @@ def insert(buffer: ReplayBuffer, t: Transitions) -> ReplayBuffer:
 
 
 def insert_many(buffer: ReplayBuffer, t: Transitions) -> ReplayBuffer:
-    """Insert a block of rows starting at the pointer (must fit without wrapping)."""
+    """Insert a block of rows starting at the pointer, wrapping around the ring like repeated
+    :func:`insert` calls would (at most ``capacity`` rows)."""
     n = t.reward.shape[0]
     if n > buffer.capacity:
         raise ValueError(f"cannot insert {n} rows into a replay buffer of capacity {buffer.capacity}")
-    data = jax.tree.map(
-        lambda d, x: jax.lax.dynamic_update_slice_in_dim(d, jnp.asarray(x, d.dtype), buffer.ptr, 0),
-        buffer.data, t,
-    )
     cap = buffer.capacity
+    idx = (buffer.ptr + jnp.arange(n)) % cap
+    data = jax.tree.map(lambda d, x: d.at[idx].set(jnp.asarray(x, d.dtype)), buffer.data, t)
     return ReplayBuffer(data, (buffer.ptr + n) % cap, jnp.minimum(buffer.size + n, cap))
 
 

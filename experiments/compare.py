@@ -1,0 +1,72 @@
+"""Run several offline learners -> one online learner with the same budgets, then write a results
+page (curves + transfer-drop table).
+
+    python experiments/compare.py --task=pendulum --offline=smac,sac,cql --online=sac \
+        --root=runs/compare-pendulum --page=docs/results_pendulum.md
+    # extra overrides go to every run:
+    python experiments/compare.py --task=hopper --set=offline.steps=20000 --set=online.steps=20000 ...
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+import o2o as o2o_configs  # noqa: E402
+
+from smac_jax.analysis.compare import load_run, plot_runs, table  # noqa: E402
+from smac_jax.training.pipeline import run  # noqa: E402
+
+_TASK = flags.DEFINE_string("task", "pendulum", "Task in configs/o2o.py.")
+_OFF = flags.DEFINE_list("offline", ["smac", "sac", "cql"], "Offline learners.")
+_ON = flags.DEFINE_string("online", "sac", "Online learner.")
+_ROOT = flags.DEFINE_string("root", None, "Parent directory of the run workdirs.", required=True)
+_PAGE = flags.DEFINE_string("page", None, "Markdown results page to write (plot beside it).")
+_SET = flags.DEFINE_multi_string("set", [], "Overrides KEY=VALUE applied to every run's config.")
+_RESUME = flags.DEFINE_bool("resume", True, "Resume/skip runs that already have results.")
+_ONLY_REPORT = flags.DEFINE_bool("only_report", False, "Only write the page from existing runs.")
+
+
+def _apply(config, assignment: str):
+    key, value = assignment.split("=", 1)
+    *path, last = key.split(".")
+    node = config
+    for p in path:
+        node = node[p]
+    old = node[last]
+    node[last] = type(old)(eval(value)) if not isinstance(old, str) else value  # noqa: S307 (trusted CLI)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    runs = {}
+    for off in _OFF.value:
+        label = f"{off} -> {_ON.value}"
+        wd = os.path.join(_ROOT.value, f"{off}-{_ON.value}")
+        if not _ONLY_REPORT.value and not os.path.exists(os.path.join(wd, "summary.json")):
+            cfg = o2o_configs.get_config(f"{_TASK.value},{off},{_ON.value}")
+            for a in _SET.value:
+                _apply(cfg, a)
+            run(cfg, wd, resume=_RESUME.value and os.path.exists(os.path.join(wd, "checkpoints")))
+        if os.path.exists(os.path.join(wd, "summary.json")):
+            runs[label] = load_run(wd)
+    if _PAGE.value and runs:
+        png = os.path.splitext(_PAGE.value)[0] + ".png"
+        os.makedirs(os.path.dirname(_PAGE.value) or ".", exist_ok=True)
+        plot_runs(runs, png, f"{_TASK.value}: offline -> {_ON.value}")
+        any_cfg = next(iter(runs.values()))["config"]
+        with open(_PAGE.value, "w") as f:
+            f.write(f"# {_TASK.value}: {', '.join(runs)}\n\n")
+            f.write(f"Dataset `{any_cfg['dataset']['id']}`, {any_cfg['n_seeds']} seeds, "
+                    f"{any_cfg['offline']['steps']} offline updates, {any_cfg['online']['steps']} online steps "
+                    f"(UTD {any_cfg['online']['utd']}, replay `{any_cfg['online']['replay']['init']}`).\n\n")
+            f.write(f"![curves]({os.path.basename(png)})\n\n")
+            f.write(table(runs) + "\n")
+        print(open(_PAGE.value).read())
+
+
+if __name__ == "__main__":
+    app.run(main)

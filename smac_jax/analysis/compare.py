@@ -1,0 +1,69 @@
+"""Comparing finished runs: one figure of evaluation curves and a Markdown table of scores and
+transfer drops (SPEC 6), from the runs' ``metrics.jsonl`` / ``summary.json``."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from smac_jax.training.logger import MetricsLog
+
+
+def load_run(workdir: str) -> dict:
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    return {"summary": summary, "config": config, "log": MetricsLog(os.path.join(workdir, "metrics.jsonl"))}
+
+
+def plot_runs(runs: dict[str, dict], path: str, title: str) -> None:
+    """Curves of every run on one axis (offline steps then online steps), mean +- s.e. over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    boundary = None
+    for label, run in runs.items():
+        key = run["summary"]["metric"]
+        off_s, off = run["log"].evaluations("offline", key)
+        on_s, on = run["log"].evaluations("online", key)
+        b = int(off_s.max()) if len(off_s) else 0
+        boundary = b if boundary is None else boundary
+        steps = np.concatenate([off_s, on_s + b])
+        vals = np.concatenate([off, on], axis=1)
+        mean = np.nanmean(vals, 0)
+        se = np.nanstd(vals, 0) / np.sqrt(vals.shape[0])
+        (line,) = ax.plot(steps, mean, label=label)
+        ax.fill_between(steps, mean - se, mean + se, alpha=0.2, color=line.get_color())
+    if boundary:
+        ax.axvline(boundary, color="k", ls="--", lw=1)
+        ax.text(boundary, ax.get_ylim()[0], " offline -> online", va="bottom", fontsize=8)
+    ax.set_xlabel("offline update steps, then online environment steps")
+    ax.set_ylabel("normalised score")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table(runs: dict[str, dict]) -> str:
+    rows = ["| run | offline final | online final | transfer drop (per seed) | mean drop | smooth (<= 5) |",
+            "|---|---|---|---|---|---|"]
+    for label, run in runs.items():
+        s = run["summary"]
+        off = np.asarray(s.get("offline_final", [np.nan]))
+        on = np.asarray(s.get("online_final", [np.nan]))
+        drops = s.get("transfer_drop", [])
+        se = lambda x: np.std(x) / np.sqrt(len(x))
+        rows.append(
+            f"| {label} | {off.mean():.1f} ± {se(off):.1f} | {on.mean():.1f} ± {se(on):.1f} | "
+            f"{', '.join(f'{d:.1f}' for d in drops)} | {np.mean(drops):.1f} | "
+            f"{sum(d <= 5 for d in drops)}/{len(drops)} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,131 @@
+"""Shared fixtures: a tiny real Minari dataset for Pendulum-v1 and tiny pipeline configs.
+
+The dataset lives in a session temp dir that ``MINARI_DATASETS_PATH`` points at for the whole
+session (minari reads the variable at every call, so tests that set it for a module, like
+``tests/test_data.py``, temporarily shadow it and restore it afterwards).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+PENDULUM_ID = "test/pendulum/random-v0"
+#: Episode length of the test dataset; it is stored in the dataset's env spec, so the
+#: pipeline's evaluation and training environments use it as their time limit too.
+PENDULUM_EPISODE_STEPS = 50
+PENDULUM_EPISODES = 20
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_o2o_config_module():
+    """``configs/o2o.py`` loaded from its path (``configs`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("_o2o_config", os.path.join(REPO_ROOT, "configs", "o2o.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def minari_store(tmp_path_factory):
+    """A temporary Minari store that ``MINARI_DATASETS_PATH`` points at for the session."""
+    root = tmp_path_factory.mktemp("minari_store")
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield root
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+@pytest.fixture(scope="session")
+def pendulum_dataset_id(minari_store):
+    """``test/pendulum/random-v0``: 20 uniform-random Pendulum-v1 episodes of 50 steps (1000 rows)."""
+    import minari
+
+    env = minari.DataCollector(
+        gym.make("Pendulum-v1", max_episode_steps=PENDULUM_EPISODE_STEPS), data_format="hdf5"
+    )
+    env.action_space.seed(0)
+    for ep in range(PENDULUM_EPISODES):
+        env.reset(seed=ep)
+        done = False
+        while not done:
+            _, _, term, trunc, _ = env.step(env.action_space.sample())
+            done = term or trunc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # minari's "author / description is None" advice
+        env.create_dataset(
+            dataset_id=PENDULUM_ID,
+            eval_env=gym.make("Pendulum-v1", max_episode_steps=PENDULUM_EPISODE_STEPS),
+            ref_min_score=-400.0,
+            ref_max_score=0.0,
+            algorithm_name="uniform random",
+            description="tiny random Pendulum dataset for smac_jax tests",
+        )
+    env.close()
+    return PENDULUM_ID
+
+
+def tiny_config(dataset_id: str = PENDULUM_ID, offline: str = "sac", online: str = "sac", **overrides):
+    """``configs/o2o.py:pendulum`` with tiny budgets (validated by ``pipeline.validate_config``).
+
+    Offline: 200 updates in scan chunks of 50, evaluated every 50, checkpointed every 100.
+    Online: 120 environment steps, learning starts after 20, evaluated every 60, checkpointed
+    every 60. Networks (32, 32), batch 32, 2 seeds, 1 evaluation episode of 50 steps.
+    ``overrides`` are dotted keys, e.g. ``tiny_config(**{"offline.steps": 100})``.
+    """
+    c = load_o2o_config_module().get_config(f"pendulum,{offline},{online}")
+    c.n_seeds = 2
+    c.ckpt_keep = 10
+    c.dataset.id = dataset_id
+    c.dataset.generate = False
+    c.offline.steps = 200
+    c.offline.scan_steps = 50
+    c.offline.eval_every = 50
+    c.offline.ckpt_every = 100
+    c.online.steps = 120
+    c.online.eval_every = 60
+    c.online.ckpt_every = 60
+    c.online.learning_starts = 20
+    c.online.replay.capacity = 1_000
+    c.eval.episodes = 1
+    for agent in (c.offline.agent, c.online.agent):
+        agent.hidden_dims = (32, 32)
+        agent.batch_size = 32
+    for k, v in overrides.items():
+        node = c
+        *path, leaf = k.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = v
+    return c
+
+
+@pytest.fixture(scope="session")
+def make_tiny_config(pendulum_dataset_id):
+    """``tiny_config`` bound to the session's test dataset (which it creates first)."""
+
+    def make(offline: str = "sac", online: str = "sac", **overrides):
+        return tiny_config(pendulum_dataset_id, offline, online, **overrides)
+
+    return make
+
+
+def tree_allclose(a, b, rtol=0.0, atol=0.0) -> bool:
+    import jax
+
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    if jax.tree.structure(a) != jax.tree.structure(b) or len(la) != len(lb):
+        return False
+    return all(
+        np.shape(x) == np.shape(y) and np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+        for x, y in zip(la, lb)
+    )
