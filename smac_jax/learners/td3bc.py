@@ -1,0 +1,88 @@
+"""TD3+BC (Fujimoto & Gu, 2021): TD3 with a behaviour-cloning term in the actor loss (SPEC 1).
+
+Actor loss: -lambda mean_s Q_1(s, pi(s)) + w mean_{s, j} (pi(s)_j - a_j)^2, with
+lambda = alpha / mean_s |Q_1(s, pi(s))| (detached), alpha = 2.5, and the BC weight w = 1 unless
+``bc_decay`` is set. Critic, target policy smoothing, policy delay and Polyak targets are TD3's
+(:class:`smac_jax.learners.td3.TD3` ``update``, unchanged).
+
+Online the BC term is kept (the SMAC paper fine-tunes with TD3+BC as it is). ``bc_decay`` optionally
+decays w over update steps t = ``state.step``, which counts this learner's gradient steps and
+restarts at 0 at the offline-to-online hand-over (so online it counts online gradient steps:
+``utd`` per environment step):
+
+* ``"none"`` (default): w = 1;
+* ``"multiplicative"``: w = max(bc_decay_rate ** t, bc_final_weight);
+* ``"linear"``: w = 1 + (bc_final_weight - 1) min(t / bc_decay_steps, 1).
+
+Used offline, a decay would also apply to the offline steps; leave it at "none" there.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from smac_jax import networks
+from smac_jax.learners.base import ConfigError, TrainState, register, sg
+from smac_jax.learners.td3 import TD3
+from smac_jax.types import Transitions
+
+BC_DECAYS = ("none", "multiplicative", "linear")
+
+
+def bc_weight(step: jax.Array, config) -> jax.Array:
+    """The BC weight w after ``step`` update steps (see the module docstring)."""
+    t = jnp.asarray(step, jnp.float32)
+    final = config.bc_final_weight
+    if config.bc_decay == "multiplicative":
+        return jnp.maximum(jnp.power(jnp.float32(config.bc_decay_rate), t), final)
+    if config.bc_decay == "linear":
+        return 1.0 + (final - 1.0) * jnp.minimum(t / config.bc_decay_steps, 1.0)
+    return jnp.ones((), jnp.float32)
+
+
+def actor_loss(params, batch: Transitions, key, config):
+    """-lambda mean Q_1(s, pi(s)) + w mean (pi(s) - a)^2, lambda = alpha / mean|Q_1(s, pi(s))|
+    detached; w = ``params["bc_weight"]`` when present (set by :class:`TD3BC` each step), else 1."""
+    act_dim = batch.action.shape[-1]
+    pi = networks.deterministic_actor(config, act_dim).apply(params["actor"], batch.obs)
+    q = networks.critic_net(config).apply(params["critic"], batch.obs, pi)[0]
+    lam = sg(config.alpha / jnp.abs(q).mean())
+    bc = ((pi - batch.action) ** 2).mean()
+    w = params.get("bc_weight", 1.0)
+    loss = -lam * q.mean() + w * bc
+    return loss, {"actor_loss": loss, "bc_loss": bc, "lambda": lam, "bc_weight": jnp.asarray(w, jnp.float32)}
+
+
+@register("td3bc")
+class TD3BC(TD3):
+    actor_loss_fn = staticmethod(actor_loss)
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        cfg = super().default_config()
+        cfg.alpha = 2.5
+        cfg.bc_decay = "none"  # "none" | "multiplicative" | "linear"
+        cfg.bc_decay_rate = 0.9999  # multiplicative: w = rate ** step
+        cfg.bc_decay_steps = 100_000  # linear: steps from 1 to bc_final_weight
+        cfg.bc_final_weight = 0.0  # floor (multiplicative) / end value (linear)
+        return cfg
+
+    def __init__(self, config, obs_dim: int, act_dim: int):
+        super().__init__(config, obs_dim, act_dim)
+        if config.bc_decay not in BC_DECAYS:
+            raise ConfigError(f"td3bc: bc_decay must be one of {BC_DECAYS}, got {config.bc_decay!r}")
+        if config.bc_decay == "multiplicative" and not 0.0 < config.bc_decay_rate <= 1.0:
+            raise ConfigError(f"td3bc: bc_decay_rate must lie in (0, 1], got {config.bc_decay_rate}")
+        if config.bc_decay == "linear" and config.bc_decay_steps <= 0:
+            raise ConfigError(f"td3bc: bc_decay_steps must be > 0, got {config.bc_decay_steps}")
+
+    def update(self, state: TrainState, batch: Transitions, key):
+        """TD3's update, with this step's BC weight passed to the actor loss as a (non-trained)
+        ``bc_weight`` entry of the params dict, removed again from the returned state."""
+        if self.config.bc_decay == "none":
+            return super().update(state, batch, key)
+        w = bc_weight(state.step, self.config)
+        state, info = super().update(state.replace(params={**state.params, "bc_weight": w}), batch, key)
+        params = {k: v for k, v in state.params.items() if k != "bc_weight"}
+        return state.replace(params=params), info
