@@ -178,7 +178,6 @@ def test_muon_routing_of_smac_parameters():
     for group in ("critic", "alpha", "actor"):
         part = muon_partition(params[group])
         flat = jax.tree_util.tree_flatten_with_path(part)[0]
-        shapes = dict(jax.tree_util.tree_flatten_with_path(jax.tree.map(jnp.shape, params[group], is_leaf=lambda x: hasattr(x, "shape")))[0])
         for path, branch in flat:
             name = path[-1].key
             assert branch == ("muon" if name == "kernel" else "adam"), (group, path, branch)

@@ -221,3 +221,13 @@ def apply_grad(
 
 def sg(x: Any) -> Any:
     return jax.lax.stop_gradient(x)
+
+
+def ensemble_td_loss(critic_params: Any, batch: Transitions, y: jax.Array, config: Any):
+    """sum_i mean_batch (Q_i(s, a) - y)^2 over the critic ensemble, no gradient through ``y``."""
+    from smac_jax import networks
+
+    y = sg(y)
+    q = networks.critic_net(config).apply(critic_params, batch.obs, batch.action)
+    loss = ((q - y[None]) ** 2).mean(axis=1).sum()
+    return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_mean": y.mean()}

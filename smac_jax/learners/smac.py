@@ -17,9 +17,7 @@ dataset (see ``experiments/train_score_model.py``).
 from __future__ import annotations
 
 import os
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import Learner, TrainState, apply_grad, base_config, polyak, register, sg
+from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, apply_grad, base_config, polyak, register
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
@@ -22,10 +22,8 @@ def td_target(params, batch: Transitions, key, config) -> jax.Array:
 
 
 def critic_loss(params, batch: Transitions, key, config):
-    y = sg(td_target(params, batch, key, config))
-    q = networks.critic_net(config).apply(params["critic"], batch.obs, batch.action)
-    loss = ((q - y[None]) ** 2).mean(axis=1).sum()
-    return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_mean": y.mean()}
+    """sum_i mean_batch (Q_i(s, a) - y)^2 with y from :func:`td_target` (no gradient through y)."""
+    return ensemble_td_loss(params["critic"], batch, td_target(params, batch, key, config), config)
 
 
 def actor_loss(params, batch: Transitions, key, config):

@@ -7,7 +7,6 @@ environment step's insert + updates + action for every seed (online).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any
