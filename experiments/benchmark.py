@@ -184,7 +184,6 @@ def main(argv):
         out["score_model_steps_per_s"] = rate
         print(f"\nscore model (IDQL eps-net, batch {cfg.batch_size}): {rate:.0f} training steps/s")
         for opt in ("adam", "muon"):
-            r = rows.get(f"smac/{opt}", {}).get("time_vs_sac_adam")
             r_same = rows[f"sac/{opt}"]["updates_per_s"][seeds[0]] / rows[f"smac/{opt}"]["updates_per_s"][seeds[0]]
             print(f"SMAC update / SAC update time, both {opt}: {r_same:.2f}x")
             out[f"smac_over_sac_{opt}"] = r_same
