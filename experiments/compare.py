@@ -16,7 +16,7 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 
-from smac_jax.analysis.compare import load_run, plot_runs, table  # noqa: E402
+from smac_jax.analysis.compare import load_run, offline_table, plot_runs, table  # noqa: E402
 from smac_jax.training.pipeline import run  # noqa: E402
 
 _TASK = flags.DEFINE_string("task", "pendulum", "Task in configs/o2o.py.")
@@ -27,6 +27,8 @@ _PAGE = flags.DEFINE_string("page", None, "Markdown results page to write (plot 
 _SET = flags.DEFINE_multi_string("set", [], "Overrides KEY=VALUE applied to every run's config.")
 _RESUME = flags.DEFINE_bool("resume", True, "Resume/skip runs that already have results.")
 _ONLY_REPORT = flags.DEFINE_bool("only_report", False, "Only write the page from existing runs.")
+_OFFLINE_ONLY = flags.DEFINE_string("offline_table", None, "Write an offline-score table relative to this "
+                                    "learner (e.g. bc) instead of the transfer table; use with online.steps=0.")
 
 
 def _apply(config, assignment: str):
@@ -64,7 +66,10 @@ def main(argv):
                     f"{any_cfg['offline']['steps']} offline updates, {any_cfg['online']['steps']} online steps "
                     f"(UTD {any_cfg['online']['utd']}, replay `{any_cfg['online']['replay']['init']}`).\n\n")
             f.write(f"![curves]({os.path.basename(png)})\n\n")
-            f.write(table(runs) + "\n")
+            if _OFFLINE_ONLY.value:
+                f.write(offline_table({k.split(" ->")[0]: v for k, v in runs.items()}, _OFFLINE_ONLY.value) + "\n")
+            else:
+                f.write(table(runs) + "\n")
         print(open(_PAGE.value).read())
 
 

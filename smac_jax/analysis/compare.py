@@ -67,3 +67,20 @@ def table(runs: dict[str, dict]) -> str:
             f"{sum(d <= 5 for d in drops)}/{len(drops)} |"
         )
     return "\n".join(rows)
+
+
+def offline_table(runs: dict[str, dict], reference: str | None = None) -> str:
+    """Final offline score per learner (mean ± s.e. over seeds), and the difference to ``reference``
+    (e.g. BC) with its standard error."""
+    finals = {k: np.asarray(r["summary"].get("offline_final", [np.nan])) for k, r in runs.items()}
+    se = lambda x: np.std(x) / np.sqrt(len(x))
+    ref = finals.get(reference) if reference else None
+    head = "| offline learner | final score | seeds |" + (f" minus {reference} |" if ref is not None else "")
+    rows = [head, "|---|---|---|" + ("---|" if ref is not None else "")]
+    for k, v in sorted(finals.items(), key=lambda kv: -np.mean(kv[1])):
+        row = f"| {k} | {v.mean():.1f} ± {se(v):.1f} | {', '.join(f'{x:.1f}' for x in v)} |"
+        if ref is not None:
+            d = v.mean() - ref.mean()
+            row += f" {d:+.1f} ± {np.sqrt(se(v) ** 2 + se(ref) ** 2):.1f} |"
+        rows.append(row)
+    return "\n".join(rows)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from smac_jax.analysis.metrics import transfer_drop
 from smac_jax.data import replay
-from smac_jax.learners import ConfigError, Learner, TransferError, make_learner
+from smac_jax.learners import ConfigError, Learner, TransferError, make_learner, resolve_config
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import Evaluator, make_act_fn
 from smac_jax.training.logger import MetricsLog, plot_evaluations
@@ -68,6 +68,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(on.replay.init in replay.REPLAY_INITS,
          f"online.replay.init must be one of {replay.REPLAY_INITS}, got {on.replay.init!r}")
     need(0.0 <= on.replay.mixing_ratio < 1.0, f"online.replay.mixing_ratio must be in [0, 1), got {on.replay.mixing_ratio}")
+    # unknown learner names and hyperparameters fail here, before any data is loaded
+    resolve_config(off.learner, off.agent)
+    resolve_config(on.learner, on.agent)
 
 
 def _config_json(config) -> str:
@@ -135,8 +138,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.get("ckpt_keep", 2))
     log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
-    if not resume:
-        log.truncate(lambda r: False)
+    if not resume or (ckpt.latest_step("offline") is None and ckpt.latest_step("online") is None):
+        log.truncate(lambda r: False)  # a fresh start (also: --resume with nothing to resume from)
 
     ref_min, ref_max = dataset.ref_min_score, dataset.ref_max_score
     if config.get("ref_min_score") is not None:
