@@ -161,7 +161,7 @@ def main(argv):
         opt = learner.config.optimizer
         label = name + ("(smB=all)" if ov and ov.get("sm_batch_size") == 0 else "")
         key = f"{label}/{opt}"
-        sac_t = rows.get("sac/adam", {}).get("updates_per_s", {}).get(seeds[0])
+        sac_t = rates[seeds[0]] if key == "sac/adam" else rows.get("sac/adam", {}).get("updates_per_s", {}).get(seeds[0])
         rel = sac_t / rates[seeds[0]] if sac_t else float("nan")
         rows[key] = {"gflop_per_update": flops / 1e9, "updates_per_s": rates, "gflops": best / 1e9,
                      "fraction_of_peak": best / peak, "time_vs_sac_adam": rel}
