@@ -9,7 +9,8 @@ Prints, in one run (so ratios compare like with like):
 * SMAC's critic update against SAC's (same optimiser, and SMAC with Muon), and the score model's
   training rate;
 * the online loop on Hopper-v5 (one env per seed, one update per environment step): environment
-  steps/s, as a fraction of the pure scan-fused update rate.
+  steps/s, as a fraction of the pure scan-fused update rate timed in alternating windows
+  (``--online_seeds``).
 
     python experiments/benchmark.py
     python experiments/benchmark.py --learners=sac,smac --seeds=1,4,8 --json=bench.json
@@ -26,16 +27,26 @@ from absl import app, flags, logging
 
 from smac_jax.data import replay
 from smac_jax.learners import available_learners, make_learner
+from smac_jax.runtime import tune_host_allocator
 from smac_jax.score import model as sm
 from smac_jax.training.online import OnlineCollector
-from smac_jax.training.steps import make_act_step, make_offline_step, make_online_step, unalias
+from smac_jax.training.steps import (
+    make_act_step,
+    make_offline_step,
+    make_online_step,
+    unalias,
+)
 from smac_jax.types import Transitions
 
 _LEARNERS = flags.DEFINE_list("learners", None, "Offline learners to time (default: all registered).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "4", "8"], "Numbers of vmapped seeds.")
 _SCAN = flags.DEFINE_integer("scan", 100, "Updates fused per dispatch.")
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "Minimum timing window per measurement.")
-_ONLINE_STEPS = flags.DEFINE_integer("online_steps", 2000, "Environment steps timed on Hopper-v5.")
+_ONLINE_STEPS = flags.DEFINE_integer("online_steps", 3000, "Environment steps timed on Hopper-v5 per seed count "
+                                     "(in 10 alternating windows with the pure update; 0 skips).")
+_ONLINE_SEEDS = flags.DEFINE_list("online_seeds", ["1", "8"], "Seed counts for the online loop.")
+_TUNE_MALLOC = flags.DEFINE_bool("tune_malloc", True, "Keep XLA temporaries in the malloc heap "
+                                  "(smac_jax.runtime.tune_host_allocator); --notune_malloc shows glibc defaults.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
 
 OBS, ACT, BATCH = 11, 3, 256
@@ -102,46 +113,67 @@ def offline_rate(learner, data, n_seeds: int, scan: int, seconds: float) -> floa
     return timed(call, seconds) * scan
 
 
-def online_rate(n_steps: int, seconds: float) -> dict:
+def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
+    """The online loop on Hopper-v5 (``n_seeds`` environments, one SAC update per step per seed)
+    against the pure scan-fused update rate at the same seed count, timed side by side.
 
+    This machine's update rate drifts between two levels over tens of seconds (a 2-core VM; the
+    same program runs at ~300 or ~480 updates/s). A ratio of two rates timed at different moments
+    mixes those levels, so the two are timed in alternating windows of ``window`` steps and the
+    ratio is taken per round; the median round is reported, with the extremes.
+    """
     from smac_jax.envs import make_env
 
     learner = make_learner("sac", OBS, ACT)
-    env_fn = lambda: make_env("Hopper-v5")
-    collector = OnlineCollector(env_fn, [0])
-    key = jax.random.PRNGKey(0)[None]
-    states = unalias(jax.vmap(learner.init)(key))
-    buffers = jax.tree.map(lambda x: x[None], replay.insert_many(replay.empty_buffer(OBS, ACT, 200_000), fake_data(10_000)))
-    buffers = unalias(buffers)
+    collector = OnlineCollector(lambda: make_env("Hopper-v5"), list(range(n_seeds)))
+    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    states = unalias(jax.vmap(learner.init)(keys))
+    filled = replay.insert_many(replay.empty_buffer(OBS, ACT, 200_000), fake_data(10_000))
+    buffers = unalias(jax.tree.map(lambda x: jnp.stack([x] * n_seeds), filled))
     train = make_online_step(learner, 1, None, train=True)
-    act = make_act_step(learner)
-    actions = act(states, collector.obs, key, 0)
-    # warm-up (compile)
-    t, nxt = collector.step(np.asarray(actions))
-    states, buffers, actions, _ = train(states, buffers, t, nxt, buffers.data, key, 1)
-    jax.block_until_ready(actions)
-    t0 = time.perf_counter()
-    for i in range(n_steps):
-        t, nxt = collector.step(np.asarray(actions))
-        states, buffers, actions, _ = train(states, buffers, t, nxt, buffers.data, key, i + 2)
-    jax.block_until_ready(actions)
-    env_rate = n_steps / (time.perf_counter() - t0)
+    actions = make_act_step(learner)(states, collector.obs, keys, 0)
+    data = fake_data()
+    pure_step = make_offline_step(learner, window)
+    pure_states = unalias(jax.vmap(learner.init)(keys))
+    box = {"s": states, "b": buffers, "a": actions, "p": pure_states, "i": 1}
+
+    def online_window():
+        for _ in range(window):
+            t, nxt = collector.step(np.asarray(box["a"]))
+            box["s"], box["b"], box["a"], _ = train(box["s"], box["b"], t, nxt, box["b"].data, keys, box["i"])
+            box["i"] += 1
+        jax.block_until_ready(box["a"])
+
+    def pure_window():
+        box["p"], _ = pure_step(box["p"], data, keys, box["i"])
+        jax.block_until_ready(box["p"])
+
+    online_window(), pure_window()  # compile
+    on, pure = [], []
+    for _ in range(rounds):
+        for fn, out in ((online_window, on), (pure_window, pure)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(window / (time.perf_counter() - t0))
     collector.close()
-    pure = offline_rate(learner, fake_data(), 1, _SCAN.value, seconds)
-    return {"env_steps_per_s": env_rate, "pure_update_per_s": pure, "fraction": env_rate / pure}
+    ratio = np.asarray(on) / np.asarray(pure)
+    return {"seeds": n_seeds, "env_steps_per_s": float(np.median(on)), "pure_update_per_s": float(np.median(pure)),
+            "fraction": float(np.median(ratio)), "fraction_min": float(ratio.min()), "fraction_max": float(ratio.max()),
+            "rounds": [{"online": float(a), "pure": float(b)} for a, b in zip(on, pure)]}
 
 
 def main(argv):
     del argv
+    tuned = tune_host_allocator() if _TUNE_MALLOC.value else False
     logging.set_verbosity(logging.WARNING)
     seconds = _SECONDS.value
     names = _LEARNERS.value or [n for n in available_learners() if n != "base"]
     seeds = [int(s) for s in _SEEDS.value]
     data = fake_data()
-    out = {"device": str(jax.devices()[0]), "jax": jax.__version__}
+    out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "malloc_tuned": tuned}
     peak = matmul_peak(seconds)
     out["matmul_peak_gflops"] = peak / 1e9
-    print(f"device {out['device']}; 2048x2048 float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    print(f"device {out['device']}; malloc tuned: {tuned}; 2048x2048 float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
     print(f"\n{'learner':<15}{'optim':<7}{'GFLOP/upd':>10}" + "".join(f"{f'upd/s x{s}':>12}" for s in seeds)
           + f"{'GFLOP/s':>10}{'% peak':>8}{'x SAC':>7}")
     rows = {}
@@ -192,10 +224,15 @@ def main(argv):
         out["smac_full_batch_over_sac_adam"] = full
 
     if _ONLINE_STEPS.value:
-        res = online_rate(_ONLINE_STEPS.value, seconds)
-        out["online_hopper"] = res
-        print(f"\nonline loop, Hopper-v5, SAC, 1 seed, UTD 1: {res['env_steps_per_s']:.1f} env steps/s; "
-              f"pure update {res['pure_update_per_s']:.1f}/s; fraction {100 * res['fraction']:.0f}%")
+        print("\nonline loop, Hopper-v5, SAC, UTD 1, side by side with the scan-fused update "
+              "(median of 10 alternating rounds):")
+        out["online_hopper"] = []
+        for n in (int(s) for s in _ONLINE_SEEDS.value):
+            res = online_rate(n, max(_ONLINE_STEPS.value // 10, 1), 10)
+            out["online_hopper"].append(res)
+            print(f"  {n} seed(s): {res['env_steps_per_s']:.1f} env steps/s per seed; pure update "
+                  f"{res['pure_update_per_s']:.1f}/s per seed; fraction {100 * res['fraction']:.0f}% "
+                  f"(rounds {100 * res['fraction_min']:.0f}-{100 * res['fraction_max']:.0f}%)")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump(out, f, indent=2, default=str)

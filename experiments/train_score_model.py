@@ -18,6 +18,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from smac_jax.data.dataset import load_dataset
+from smac_jax.runtime import tune_host_allocator
 from smac_jax.score import model as sm
 from smac_jax.score.train import fit_or_load_score_model
 
@@ -32,6 +33,7 @@ _EVAL_W = flags.DEFINE_float("eval_w", 1.0, "Return conditioning of the sampled 
 
 def main(argv):
     del argv
+    tune_host_allocator()
     logging.set_verbosity(logging.WARNING)
     ds = load_dataset(_DATASET.value, normalize_obs=_NORM.value)
     cfg = sm.default_score_config()

@@ -21,7 +21,7 @@ rescales them).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import gymnasium as gym
 import jax
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from smac_jax.data import replay
 from smac_jax.learners import make_learner
+from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.steps import make_act_step, make_online_step, unalias
 from smac_jax.types import Transitions
 
@@ -45,7 +46,7 @@ def dataset_id(env_id: str, kind: str, namespace: str = "smac_jax") -> str:
     return f"{namespace}/{name}/{kind}-v0"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jit_act(learner, deterministic: bool):
     return jax.jit(lambda st, o, k: learner.act(st, o, k, deterministic))
 
@@ -184,6 +185,7 @@ def generate_datasets(
 
     ``n_transitions`` (default ``train_steps``) is the size of the rolled-out kinds.
     """
+    tune_host_allocator()
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise ValueError(f"unknown dataset kind(s) {bad}; choose from {KINDS}")

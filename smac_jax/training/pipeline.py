@@ -19,12 +19,24 @@ from tqdm.auto import tqdm
 
 from smac_jax.analysis.metrics import transfer_drop
 from smac_jax.data import replay
-from smac_jax.learners import ConfigError, Learner, TransferError, make_learner, resolve_config
+from smac_jax.learners import (
+    ConfigError,
+    Learner,
+    TransferError,
+    make_learner,
+    resolve_config,
+)
+from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import Evaluator, make_act_fn
 from smac_jax.training.logger import MetricsLog, plot_evaluations
 from smac_jax.training.online import OnlineCollector
-from smac_jax.training.steps import make_act_step, make_offline_step, make_online_step, unalias
+from smac_jax.training.steps import (
+    make_act_step,
+    make_offline_step,
+    make_online_step,
+    unalias,
+)
 
 
 class DivergenceError(RuntimeError):
@@ -79,7 +91,7 @@ def _config_json(config) -> str:
 
 def load_offline_dataset(dc):
     """The configured dataset, generated first if it is missing and ``dataset.generate`` allows."""
-    from smac_jax.data.dataset import load_dataset, list_local_datasets
+    from smac_jax.data.dataset import list_local_datasets, load_dataset
 
     if dc.id not in list_local_datasets() and dc.get("generate", False):
         from smac_jax.data.factory import generate_datasets
@@ -96,6 +108,7 @@ def load_offline_dataset(dc):
 def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, progress: bool = True) -> dict:
     """Run the whole offline-to-online job; returns the summary (also written to summary.json)."""
     validate_config(config)
+    tune_host_allocator()
     os.makedirs(workdir, exist_ok=True)
     cfg_path = os.path.join(workdir, "config.json")
     if resume and os.path.exists(cfg_path):

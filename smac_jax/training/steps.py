@@ -37,15 +37,20 @@ def make_offline_step(learner, n_updates: int):
 
 
 def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool):
-    """One environment step's device work for every seed, fused in one dispatch:
-    insert the last transition, ``utd`` updates (if ``train``), and the next exploratory action.
+    """One environment step's device work for every seed: insert the last transition, ``utd``
+    updates (if ``train``) on minibatches drawn after the insert, and the next exploratory action.
 
     ``(states, buffers, transition, obs, offline, seed_keys, step) -> (states, buffers, actions, metrics)``
+
+    Two dispatches, not one. Fused into the update program, the row insert is merged by XLA with
+    the minibatch gather that reads the same column, which then forces a copy of the whole column
+    every step (measured: ~0.3 ms per step on a 200k-row buffer, 13% of a SAC update). On its own
+    the insert is an in-place ``dynamic-update-slice``; the update program only reads the buffer.
     """
     bs = learner.config.batch_size
+    insert = jax.jit(jax.vmap(replay.insert), donate_argnums=0)
 
-    def per_seed(state, buffer, t, obs, offline, seed_key, step):
-        buffer = replay.insert(buffer, t)
+    def per_seed(state, buffer, obs, offline, seed_key, step):
         k = jax.random.fold_in(seed_key, step)
         k_act, k_up = jax.random.split(k)
         metrics = {}
@@ -61,11 +66,16 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool)
             state, ms = jax.lax.scan(body, state, jax.random.split(k_up, utd))
             metrics = _mean_metrics(ms)
         action = learner.act(state, obs, k_act, False)
-        return state, buffer, action, metrics
+        return state, action, metrics
 
-    return jax.jit(
-        jax.vmap(per_seed, in_axes=(0, 0, 0, 0, None, 0, None)), donate_argnums=(0, 1)
-    )
+    update_and_act = jax.jit(jax.vmap(per_seed, in_axes=(0, 0, 0, None, 0, None)), donate_argnums=0)
+
+    def step(states, buffers, transition, obs, offline, seed_keys, step_):
+        buffers = insert(buffers, transition)
+        states, actions, metrics = update_and_act(states, buffers, obs, offline, seed_keys, step_)
+        return states, buffers, actions, metrics
+
+    return step
 
 
 def make_act_step(learner):
