@@ -209,8 +209,17 @@ class Programs:
         env = self.env
         tr, next_obs = online_transition(env, 1)
         step = make_online_step(env["learners"][name], 1, online_replay(name)[1], train=True)
-        return aot(step, self.abstract_states(name), online_buffers(name, env), tr, next_obs, env["data"],
-                   env["online_keys"], 1)
+        buffers = online_buffers(name, env)
+        insert = aot(step.insert, buffers, tr)
+        update_and_act = aot(step.update_and_act, self.abstract_states(name), buffers, next_obs, env["data"],
+                             env["online_keys"], 1)
+
+        def run(states, bufs, t, obs, offline, keys, i):  # make_online_step's two dispatches
+            bufs = insert(bufs, t)
+            states, actions, metrics = update_and_act(states, bufs, obs, offline, keys, i)
+            return states, bufs, actions, metrics
+
+        return run
 
     def _compile_policy(self, name):
         return aot(policy_outputs(self.env["learners"][name]), self.abstract_states(name), self.env["obs"])

@@ -75,6 +75,9 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool)
         states, actions, metrics = update_and_act(states, buffers, obs, offline, seed_keys, step_)
         return states, buffers, actions, metrics
 
+    # The two jitted programs, for ahead-of-time compilation:
+    # ``insert(buffers, transition)``, ``update_and_act(states, buffers, obs, offline, seed_keys, step)``.
+    step.insert, step.update_and_act = insert, update_and_act
     return step
 
 
