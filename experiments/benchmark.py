@@ -64,9 +64,11 @@ def fake_data(n: int = 100_000) -> Transitions:
     )
 
 
-def timed(fn, seconds: float) -> float:
-    """Calls/s of ``fn`` (blocking), after one warm-up call, over at least ``seconds``."""
-    jax.block_until_ready(fn())
+def timed(fn, seconds: float, warmup: bool = True) -> float:
+    """Calls/s of ``fn`` (blocking), after one warm-up call unless ``warmup`` is False, over at
+    least ``seconds``."""
+    if warmup:
+        jax.block_until_ready(fn())
     n, t0 = 0, time.perf_counter()
     while True:
         jax.block_until_ready(fn())
@@ -77,14 +79,15 @@ def timed(fn, seconds: float) -> float:
 
 
 def timed_windows(fn, seconds: float, windows: int) -> list[float]:
-    """Calls/s of ``fn`` in ``windows`` consecutive windows of ``seconds / windows`` each.
+    """Calls/s of ``fn`` in ``windows`` consecutive windows of ``seconds / windows`` each, after
+    one warm-up call.
 
     On the 2-core development VM the rate of the same small-kernel XLA program switches between
     two levels (e.g. SAC at ~300 or ~480 updates/s) every few tens of seconds, while a large
     matmul does not; the windows show which level a measurement saw.
     """
     jax.block_until_ready(fn())
-    return [timed(fn, seconds / windows) for _ in range(windows)]
+    return [timed(fn, seconds / windows, warmup=False) for _ in range(windows)]
 
 
 def matmul_peak(seconds: float, n: int = 2048) -> float:
@@ -111,8 +114,8 @@ def update_flops(learner, data) -> float:
     return float(cost["flops"])
 
 
-def offline_rate(learner, data, n_seeds: int, scan: int, seconds: float, windows: int = 1):
-    """Updates per second per seed (a list of ``windows`` rates if ``windows > 1``)."""
+def offline_rate(learner, data, n_seeds: int, scan: int, seconds: float, windows: int) -> list[float]:
+    """Updates per second per seed in each of ``windows`` consecutive timing windows."""
     keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
     states = unalias(jax.vmap(learner.init)(keys))
     step = make_offline_step(learner, scan)
@@ -123,9 +126,7 @@ def offline_rate(learner, data, n_seeds: int, scan: int, seconds: float, windows
         box["i"] += scan
         return m
 
-    if windows > 1:
-        return [r * scan for r in timed_windows(call, seconds, windows)]
-    return timed(call, seconds) * scan
+    return [r * scan for r in timed_windows(call, seconds, windows)]
 
 
 def online_rate(n_seeds: int, window: int, rounds: int) -> dict:

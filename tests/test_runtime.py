@@ -1,20 +1,50 @@
-"""The host-allocator setting: applied on glibc, skipped when opted out."""
+"""The host-allocator setting: a large allocation lands in the heap when it is applied (read back
+from /proc/self/maps in a fresh process), a fresh mapping when not; the opt-out is honoured."""
 import platform
+import subprocess
+import sys
 
 import pytest
 
 from smac_jax import runtime
+
+# In a fresh interpreter: optionally apply the setting, allocate 64 MiB with malloc, and print how
+# much the [heap] segment grew (bytes). glibc's default puts such a block in its own mmap.
+_PROBE = """
+import ctypes, sys
+def heap():
+    for line in open("/proc/self/maps"):
+        if line.rstrip().endswith("[heap]"):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            return hi - lo
+    return 0
+if sys.argv[1] == "1":
+    from smac_jax.runtime import tune_host_allocator
+    assert tune_host_allocator()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+before = heap()
+p = libc.malloc(64 << 20)
+print(heap() - before)
+"""
+
+glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                                reason="mallopt and /proc/self/maps are Linux/glibc's")
+
+
+def _heap_growth(tuned: bool) -> int:
+    out = subprocess.run([sys.executable, "-c", _PROBE, "1" if tuned else "0"], capture_output=True, text=True,
+                         check=True)
+    return int(out.stdout.strip())
+
+
+@glibc_only
+def test_large_allocations_stay_in_heap_only_when_tuned():
+    assert _heap_growth(tuned=True) >= 64 << 20
+    assert _heap_growth(tuned=False) < 64 << 20
 
 
 def test_opt_out_leaves_allocator_alone(monkeypatch):
     monkeypatch.setattr(runtime, "_applied", False)
     monkeypatch.setenv("SMAC_JAX_TUNE_MALLOC", "0")
     assert runtime.tune_host_allocator() is False
-
-
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_applies_on_glibc(monkeypatch):
-    monkeypatch.setattr(runtime, "_applied", False)
-    monkeypatch.delenv("SMAC_JAX_TUNE_MALLOC", raising=False)
-    assert runtime.tune_host_allocator() is True
-    assert runtime.tune_host_allocator() is True  # idempotent
