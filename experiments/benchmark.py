@@ -137,6 +137,10 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
     same program runs at ~300 or ~480 updates/s). A ratio of two rates timed at different moments
     mixes those levels, so the two are timed in alternating windows of ``window`` steps and the
     ratio is taken per round; the median round is reported, with the extremes.
+
+    A third window runs the same update one per dispatch with no environment: the online loop
+    cannot beat it (it needs the action before the next update), so it separates the cost of
+    dispatching every update from the cost of the environment and the host.
     """
     from smac_jax.envs import make_env
 
@@ -150,13 +154,15 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
     actions = make_act_step(learner)(states, collector.obs, keys, 0)
     data = fake_data()
     pure_step = make_offline_step(learner, window)
+    single_step = make_offline_step(learner, 1)
     pure_states = unalias(jax.vmap(learner.init)(keys))
-    box = {"s": states, "b": buffers, "a": actions, "p": pure_states, "i": 1}
+    single_states = unalias(jax.vmap(learner.init)(keys))
+    box = {"s": states, "b": buffers, "a": actions, "p": pure_states, "q": single_states, "i": 1}
 
     def online_window():
         for _ in range(window):
             t, nxt = collector.step(np.asarray(box["a"]))
-            box["s"], box["b"], box["a"], _ = train(box["s"], box["b"], t, nxt, box["b"].data, keys, box["i"])
+            box["s"], box["b"], box["a"], _ = train(box["s"], box["b"], t, nxt, None, keys, box["i"])
             box["i"] += 1
         jax.block_until_ready(box["a"])
 
@@ -164,18 +170,28 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
         box["p"], _ = pure_step(box["p"], data, keys, box["i"])
         jax.block_until_ready(box["p"])
 
-    online_window(), pure_window()  # compile
-    on, pure = [], []
+    def single_window():  # the same updates, one per dispatch, no environment
+        for _ in range(window):
+            box["q"], _ = single_step(box["q"], data, keys, box["i"])
+            box["i"] += 1
+        jax.block_until_ready(box["q"])
+
+    online_window(), pure_window(), single_window()  # compile
+    on, pure, single = [], [], []
     for _ in range(rounds):
-        for fn, out in ((online_window, on), (pure_window, pure)):
+        for fn, out in ((online_window, on), (pure_window, pure), (single_window, single)):
             t0 = time.perf_counter()
             fn()
             out.append(window / (time.perf_counter() - t0))
     collector.close()
     ratio = np.asarray(on) / np.asarray(pure)
+    ratio_single = np.asarray(on) / np.asarray(single)
     return {"seeds": n_seeds, "env_steps_per_s": float(np.median(on)), "pure_update_per_s": float(np.median(pure)),
             "fraction": float(np.median(ratio)), "fraction_min": float(ratio.min()), "fraction_max": float(ratio.max()),
-            "rounds": [{"online": float(a), "pure": float(b)} for a, b in zip(on, pure)]}
+            "one_per_dispatch_per_s": float(np.median(single)),
+            "fraction_of_one_per_dispatch": float(np.median(ratio_single)),
+            "rounds": [{"online": float(a), "pure": float(b), "one_per_dispatch": float(c)}
+                       for a, b, c in zip(on, pure, single)]}
 
 
 def main(argv):
@@ -251,7 +267,9 @@ def main(argv):
             out["online_hopper"].append(res)
             print(f"  {n} seed(s): {res['env_steps_per_s']:.1f} env steps/s per seed; pure update "
                   f"{res['pure_update_per_s']:.1f}/s per seed; fraction {100 * res['fraction']:.0f}% "
-                  f"(rounds {100 * res['fraction_min']:.0f}-{100 * res['fraction_max']:.0f}%)")
+                  f"(rounds {100 * res['fraction_min']:.0f}-{100 * res['fraction_max']:.0f}%); the same update "
+                  f"one per dispatch, no env: {res['one_per_dispatch_per_s']:.1f}/s, online "
+                  f"{100 * res['fraction_of_one_per_dispatch']:.0f}% of it")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump(out, f, indent=2, default=str)

@@ -14,6 +14,7 @@ from ml_collections import config_flags
 
 from smac_jax.data.dataset import DatasetError
 from smac_jax.learners import ConfigError, TransferError
+from smac_jax.training.checkpoint import CheckpointMismatchError
 from smac_jax.training.pipeline import DivergenceError, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/o2o.py:pendulum", "Job config.", lock_config=True)
@@ -27,7 +28,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
         summary = run(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value, progress=_PROGRESS.value)
-    except (ConfigError, DatasetError, TransferError, DivergenceError) as e:
+    except (ConfigError, DatasetError, TransferError, DivergenceError, CheckpointMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(summary, indent=2))

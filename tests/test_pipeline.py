@@ -16,17 +16,17 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, tree_allclose
 
 from smac_jax.data import replay
 from smac_jax.data.dataset import DatasetError, load_dataset
 from smac_jax.learners import ConfigError, make_learner
 from smac_jax.training import pipeline
-from smac_jax.training.checkpoint import Checkpointer
+from smac_jax.training.checkpoint import Checkpointer, CheckpointMismatchError
 from smac_jax.training.pipeline import DivergenceError, run
-
-from conftest import REPO_ROOT, tree_allclose
 
 OBS_DIM, ACT_DIM = 3, 1  # Pendulum-v1
 
@@ -261,6 +261,19 @@ def test_online_resume_continues_from_checkpoint(run_a, run_c):
     assert [r for r in before if r["phase"] == "online"] == on_a
     assert os.path.exists(os.path.join(run_c["workdir"], "summary.json"))
     assert len(run_c["summary"]["online_final"]) == 2
+
+
+def test_restoring_a_mismatched_checkpoint_names_the_checkpoint(tmp_path):
+    """A checkpoint whose tree differs from the run's state (other config or version) gets an error
+    that names the phase, step and directory, not orbax's tree dump."""
+    ckpt = Checkpointer(str(tmp_path))
+    ckpt.save("online", 7, {"buffers": {"rows": jnp.zeros((4, 3))}, "step": jnp.zeros(())}, {"step": 7})
+    ckpt.restore("online", {"buffers": {"rows": jnp.ones((4, 3))}, "step": jnp.ones(())})  # same tree: fine
+    for template in ({"buffers": {"obs": jnp.zeros((4, 3))}, "step": jnp.zeros(())},  # other structure
+                     {"buffers": {"rows": jnp.zeros((8, 3))}, "step": jnp.zeros(())}):  # other shape
+        with pytest.raises(CheckpointMismatchError, match=r"online checkpoint at step 7 in .*online does not match"):
+            ckpt.restore("online", template)
+    ckpt.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,6 +60,50 @@ def test_insert_wraps_around_at_capacity():
     assert buf.data.episode.dtype == jnp.int32
 
 
+def test_pack_unpack_round_trip_and_packed_insert():
+    data = rows(4, start=3, episode=[0, 1, 2, 70_000], traj_return=[1.5, -2.0, 0.0, 9.0])
+    data = data.replace(mc_return=np.array([1.0, -np.inf, 2.0, 3.0], np.float32))
+    packed = replay.pack(data, np)
+    assert packed.shape == (4, replay.row_width(OBS, ACT)) and packed.dtype == np.float32
+    back = replay.unpack(jnp.asarray(packed), OBS, ACT)
+    for name in replay.FIELDS:
+        np.testing.assert_array_equal(getattr(back, name), getattr(data, name), err_msg=name)
+    assert back.episode.dtype == jnp.int32
+    # A packed row inserts exactly like the Transitions it came from.
+    a = replay.insert(replay.empty_buffer(OBS, ACT, 5), row(data, 3))
+    b = replay.insert(replay.empty_buffer(OBS, ACT, 5), packed[3])
+    np.testing.assert_array_equal(a.rows, b.rows)
+    np.testing.assert_array_equal(a.data.mc_return[:2], [3.0, replay.NO_MC_RETURN])  # the empty row keeps -inf
+    with pytest.raises(ValueError, match="episode indices"):
+        replay.insert_many(replay.empty_buffer(OBS, ACT, 5), rows(1, episode=[2**24]))
+
+
+def test_online_step_trains_on_the_transition_it_inserts():
+    """One dispatch inserts, then samples: a fresh buffer's only row is the one just inserted, per seed."""
+    from smac_jax.training.steps import make_online_step
+
+    class Probe:  # a learner whose update reports the minibatch it saw
+        config = ml_collections.ConfigDict({"batch_size": 8})
+
+        def update(self, state, batch, key):
+            return state + 1.0, {"reward_min": batch.reward.min(), "reward_max": batch.reward.max()}
+
+        def act(self, state, obs, key, deterministic):
+            return obs[:ACT] + state
+
+    step = make_online_step(Probe(), 2, None, train=True)
+    bufs = jax.tree.map(lambda x: jnp.stack([x, x]), replay.empty_buffer(OBS, ACT, 16))
+    tr = rows(2, start=7)  # seed 0 gets reward 7, seed 1 reward 8
+    obs = np.ones((2, OBS), np.float32)
+    states, bufs, actions, m = step(jnp.zeros(2), bufs, tr, obs, None, jax.random.split(jax.random.PRNGKey(0), 2), 1)
+    np.testing.assert_array_equal(m["reward_min"], [7.0, 8.0])
+    np.testing.assert_array_equal(m["reward_max"], [7.0, 8.0])
+    np.testing.assert_array_equal(states, [2.0, 2.0])  # utd = 2 updates
+    np.testing.assert_array_equal(actions, np.full((2, ACT), 3.0))  # acts after the updates
+    np.testing.assert_array_equal(bufs.ptr, [1, 1])
+    np.testing.assert_array_equal(bufs.data.next_obs[:, 0, 0], [7.5, 8.5])
+
+
 def test_insert_many_and_capacity_error():
     buf = replay.empty_buffer(OBS, ACT, 10)
     buf = replay.insert_many(buf, rows(3, start=1))

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import load_o2o_config_module, tree_allclose
 
 from smac_jax import networks
 from smac_jax.data import replay
@@ -46,8 +47,6 @@ from smac_jax.learners.base import TRANSFERABLE
 from smac_jax.score import model as sm
 from smac_jax.training import pipeline
 from smac_jax.training.steps import make_offline_step, make_online_step, unalias
-
-from conftest import load_o2o_config_module, tree_allclose
 
 OFFLINE_LEARNERS = available_learners()
 ONLINE_LEARNERS = ("sac", "td3", "td3bc", "awac", "awr", "iql", "calql")
@@ -208,16 +207,14 @@ class Programs:
     def _compile_online(self, name):
         env = self.env
         tr, next_obs = online_transition(env, 1)
-        step = make_online_step(env["learners"][name], 1, online_replay(name)[1], train=True)
-        buffers = online_buffers(name, env)
-        insert = aot(step.insert, buffers, tr)
-        update_and_act = aot(step.update_and_act, self.abstract_states(name), buffers, next_obs, env["data"],
-                             env["online_keys"], 1)
+        mixing = online_replay(name)[1]
+        step = make_online_step(env["learners"][name], 1, mixing, train=True)
+        offline = env["data"] if mixing is not None else None
+        program = aot(step.program, self.abstract_states(name), online_buffers(name, env), replay.pack(tr, np),
+                      next_obs, offline, env["online_keys"], 1)
 
-        def run(states, bufs, t, obs, offline, keys, i):  # make_online_step's two dispatches
-            bufs = insert(bufs, t)
-            states, actions, metrics = update_and_act(states, bufs, obs, offline, keys, i)
-            return states, bufs, actions, metrics
+        def run(states, bufs, t, obs, offline, keys, i):  # what make_online_step's step does
+            return program(states, bufs, replay.pack(t, np), obs, None if mixing is None else offline, keys, i)
 
         return run
 

@@ -117,7 +117,7 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     seed_keys = key[None]
     states = unalias(jax.vmap(learner.init)(jax.random.fold_in(key, 0)[None]))
     buffers = jax.tree.map(lambda x: x[None], replay.empty_buffer(obs_dim, act_dim, train_steps))
-    dummy = jax.tree.map(lambda x: x[:1], replay.empty_buffer(obs_dim, act_dim, 1).data)
+    dummy = jax.tree.map(lambda x: np.asarray(x[:1]), replay.empty_buffer(obs_dim, act_dim, 1).data)
     collect = make_online_step(learner, 1, None, train=False)
     train = make_online_step(learner, 1, None, train=True)
     act0 = make_act_step(learner)

@@ -8,6 +8,8 @@ buffers sampled with ``mixing_ratio``) and ``top_n`` (the N highest-return traje
 """
 from __future__ import annotations
 
+import dataclasses
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -20,44 +22,104 @@ REPLAY_INITS = ("empty", "full", "mix", "top_n")
 NO_MC_RETURN = -np.inf
 
 
+#: The fields of :class:`Transitions`, in the order they sit side by side in a buffer row.
+FIELDS = tuple(f.name for f in dataclasses.fields(Transitions))
+_VECTOR_FIELDS = ("obs", "action", "next_obs")
+#: int32 fields stored as float32 values: exact for magnitudes below 2**24.
+_INT_FIELDS = ("episode",)
+_MAX_EXACT_INT = 2**24
+
+
+def _columns(obs_dim: int, act_dim: int) -> dict[str, tuple[int, int]]:
+    """Column range ``[lo, hi)`` of every field in a packed row."""
+    out, lo = {}, 0
+    for name in FIELDS:
+        width = obs_dim if name in ("obs", "next_obs") else act_dim if name == "action" else 1
+        out[name] = (lo, lo + width)
+        lo += width
+    return out
+
+
+def row_width(obs_dim: int, act_dim: int) -> int:
+    return 2 * obs_dim + act_dim + len(FIELDS) - len(_VECTOR_FIELDS)
+
+
+def pack(t: Transitions, xp=jnp):
+    """``Transitions`` (any leading axes) -> one float32 array ``(..., row_width)``.
+
+    ``xp=np`` packs on the host, so that a transition reaches the device as one array."""
+    parts = [xp.asarray(getattr(t, f), xp.float32) for f in FIELDS]
+    lead = parts[FIELDS.index("reward")].shape
+    return xp.concatenate([p.reshape(lead + (-1,)) for p in parts], axis=-1)
+
+
+def unpack(rows: jax.Array, obs_dim: int, act_dim: int) -> Transitions:
+    """Inverse of :func:`pack`: columns sliced out of ``rows`` (``(..., row_width)``)."""
+    fields = {}
+    for name, (lo, hi) in _columns(obs_dim, act_dim).items():
+        x = rows[..., lo:hi] if name in _VECTOR_FIELDS else rows[..., lo]
+        fields[name] = x.astype(jnp.int32) if name in _INT_FIELDS else x
+    return Transitions(**fields)
+
+
 @flax.struct.dataclass
 class ReplayBuffer:
-    data: Transitions
+    """A ring buffer whose rows are packed transitions (:func:`pack`): ``rows`` is one
+    ``(capacity, row_width)`` float32 array, so an insert writes one row of one array and a
+    minibatch is one gather. (With one array per field, XLA merged the insert into the
+    minibatch gather of the same column and copied whole columns every step.)"""
+
+    rows: jax.Array
     ptr: jax.Array
     size: jax.Array
+    obs_dim: int = flax.struct.field(pytree_node=False)
+    act_dim: int = flax.struct.field(pytree_node=False)
 
     @property
     def capacity(self) -> int:
-        return self.data.reward.shape[-1]
+        return self.rows.shape[-2]
+
+    @property
+    def data(self) -> Transitions:
+        """Every row (filled or not) as :class:`Transitions`."""
+        return unpack(self.rows, self.obs_dim, self.act_dim)
 
 
 def empty_buffer(obs_dim: int, act_dim: int, capacity: int) -> ReplayBuffer:
-    z = lambda *s: jnp.zeros((capacity, *s), jnp.float32)
-    data = Transitions(
-        obs=z(obs_dim), action=z(act_dim), reward=z(), next_obs=z(obs_dim), terminated=z(), truncated=z(),
-        episode=jnp.full((capacity,), -1, jnp.int32), rtg=z(), mc_return=jnp.full((capacity,), NO_MC_RETURN, jnp.float32),
-        traj_return=z(),
-    )
-    return ReplayBuffer(data, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    cols = _columns(obs_dim, act_dim)
+    rows = np.zeros((capacity, row_width(obs_dim, act_dim)), np.float32)
+    rows[:, cols["episode"][0]] = -1
+    rows[:, cols["mc_return"][0]] = NO_MC_RETURN
+    return ReplayBuffer(jnp.asarray(rows), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), obs_dim, act_dim)
 
 
-def insert(buffer: ReplayBuffer, t: Transitions) -> ReplayBuffer:
-    """Insert ONE transition (fields without a row axis) at the ring pointer."""
-    data = jax.tree.map(lambda d, x: d.at[buffer.ptr].set(x.astype(d.dtype)), buffer.data, t)
+def _as_rows(t) -> jax.Array:
+    """``t``: :class:`Transitions` or rows already packed (e.g. on the host, ``pack(t, np)``)."""
+    return pack(t) if isinstance(t, Transitions) else jnp.asarray(t, jnp.float32)
+
+
+def insert(buffer: ReplayBuffer, t) -> ReplayBuffer:
+    """Insert ONE transition (fields without a row axis, or one packed row) at the ring pointer."""
     cap = buffer.capacity
-    return ReplayBuffer(data, (buffer.ptr + 1) % cap, jnp.minimum(buffer.size + 1, cap))
+    rows = jax.lax.dynamic_update_slice(buffer.rows, _as_rows(t)[None], (buffer.ptr, 0))
+    return buffer.replace(rows=rows, ptr=(buffer.ptr + 1) % cap, size=jnp.minimum(buffer.size + 1, cap))
 
 
-def insert_many(buffer: ReplayBuffer, t: Transitions) -> ReplayBuffer:
+def insert_many(buffer: ReplayBuffer, t) -> ReplayBuffer:
     """Insert a block of rows starting at the pointer, wrapping around the ring like repeated
     :func:`insert` calls would (at most ``capacity`` rows)."""
-    n = t.reward.shape[0]
-    if n > buffer.capacity:
-        raise ValueError(f"cannot insert {n} rows into a replay buffer of capacity {buffer.capacity}")
-    cap = buffer.capacity
+    if isinstance(t, Transitions) and isinstance(t.episode, np.ndarray):
+        ep = t.episode
+        if ep.size and np.abs(ep).max() >= _MAX_EXACT_INT:
+            raise ValueError(f"episode indices up to {np.abs(ep).max()} do not fit a replay row exactly "
+                             f"(stored as float32: below {_MAX_EXACT_INT})")
+    new = _as_rows(t)
+    n, cap = new.shape[0], buffer.capacity
+    if n > cap:
+        raise ValueError(f"cannot insert {n} rows into a replay buffer of capacity {cap}")
     idx = (buffer.ptr + jnp.arange(n)) % cap
-    data = jax.tree.map(lambda d, x: d.at[idx].set(jnp.asarray(x, d.dtype)), buffer.data, t)
-    return ReplayBuffer(data, (buffer.ptr + n) % cap, jnp.minimum(buffer.size + n, cap))
+    return buffer.replace(rows=buffer.rows.at[idx].set(new), ptr=(buffer.ptr + n) % cap,
+                          size=jnp.minimum(buffer.size + n, cap))
 
 
 def sample_transitions(data: Transitions, key, batch_size: int, size=None) -> Transitions:
@@ -68,7 +130,9 @@ def sample_transitions(data: Transitions, key, batch_size: int, size=None) -> Tr
 
 
 def sample(buffer: ReplayBuffer, key, batch_size: int) -> Transitions:
-    return sample_transitions(buffer.data, key, batch_size, buffer.size)
+    """Uniform minibatch from the filled rows: one gather of packed rows, then unpacked."""
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
+    return unpack(buffer.rows[idx], buffer.obs_dim, buffer.act_dim)
 
 
 def sample_mixed(buffer: ReplayBuffer, offline: Transitions, key, batch_size: int, mixing_ratio: float) -> Transitions:

@@ -8,6 +8,11 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose tree does not match the state this run builds (another config, or a
+    checkpoint written by another version of the library)."""
+
+
 class Checkpointer:
     """One orbax ``CheckpointManager`` per phase (``offline``, ``online``) under ``directory``."""
 
@@ -38,7 +43,16 @@ class Checkpointer:
         mgr = self._manager(phase)
         step = mgr.latest_step() if step is None else step
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+        try:
+            out = mgr.restore(step, args=args)
+        except ValueError as e:  # orbax: tree structure or shapes differ
+            detail = str(e).splitlines()[0][:300]
+            raise CheckpointMismatchError(
+                f"the {phase} checkpoint at step {step} in {os.path.join(self.directory, phase)} does not match "
+                f"the state this run builds (a different config, e.g. seeds, networks or replay capacity, or a "
+                f"checkpoint from another smac_jax version). "
+                f"Resume with the config that wrote it, or start a fresh --workdir. orbax said: {detail}") from None
         return out["state"], dict(out["meta"])
 
     def close(self) -> None:
