@@ -108,7 +108,7 @@ def get_config(arg: str = "pendulum") -> ml_collections.ConfigDict:
     online = dict(t["online"])
     replay = dict(init="empty", capacity=100_000, mixing_ratio=0.5, top_n=50)
     replay.update(online.pop("replay"))
-    c.online = ml_collections.ConfigDict(dict(learner=on_name, utd=1, replay=replay, **online))
+    c.online = ml_collections.ConfigDict(dict(learner=on_name, utd=1, scan_steps=100, replay=replay, **online))
     c.online.agent = _agent_config(on_name, t)
     for k, v in ONLINE_LEARNER_DEFAULTS.get(on_name, {}).items():
         node = c.online

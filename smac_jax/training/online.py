@@ -51,5 +51,11 @@ class OnlineCollector:
         self.obs = next_obs
         return t, next_obs
 
+    def step_packed(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`step` with the transitions packed into replay rows (``replay.pack``): the host
+        side of :func:`smac_jax.training.steps.make_online_loop`."""
+        t, next_obs = self.step(actions)
+        return replay.pack(t, np), next_obs
+
     def close(self) -> None:
         self.envs.close()

@@ -34,7 +34,7 @@ from smac_jax.training.online import OnlineCollector
 from smac_jax.training.steps import (
     make_act_step,
     make_offline_step,
-    make_online_step,
+    make_online_loop,
     unalias,
 )
 
@@ -77,6 +77,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f"offline.{k}={off[k]} must be a multiple of offline.scan_steps={off.scan_steps} "
              "(updates are fused in chunks of scan_steps)")
     need(on.utd >= 1, f"online.utd must be >= 1, got {on.utd}")
+    need(on.get("scan_steps", 100) >= 1, f"online.scan_steps must be >= 1, got {on.get('scan_steps')}")
+    need(on.ckpt_every >= 1, f"online.ckpt_every must be >= 1, got {on.ckpt_every}")
     need(on.replay.init in replay.REPLAY_INITS,
          f"online.replay.init must be one of {replay.REPLAY_INITS}, got {on.replay.init!r}")
     need(0.0 <= on.replay.mixing_ratio < 1.0, f"online.replay.mixing_ratio must be in [0, 1), got {on.replay.mixing_ratio}")
@@ -250,19 +252,27 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
         evaluate("online", 0, on_act, on_states, on_learner, {})
     collector = OnlineCollector(env_fn, seeds, on_step, config.dataset.reward_scale, config.dataset.reward_bias)
     act_step = make_act_step(on_learner)
-    collect = make_online_step(on_learner, config.online.utd, mixing, train=False)
-    train = make_online_step(on_learner, config.online.utd, mixing, train=True)
+    # Chunks of environment steps, each one dispatch (the environments are stepped from inside the
+    # program); a chunk ends at every evaluation, checkpoint and at learning_starts.
+    loops = {training: make_online_loop(on_learner, collector.step_packed, S, config.online.utd, mixing, training)
+             for training in (False, True)}
+    chunk = config.online.get("scan_steps", 100)
+    learning_starts = config.online.learning_starts
     actions = act_step(on_states, collector.obs, online_keys, on_step)
     t0, done0 = time.time(), on_step
     metrics = {}
     while on_step < n_on:
-        t, next_obs = collector.step(np.asarray(actions))
-        on_step += 1
-        fn = train if on_step > config.online.learning_starts else collect
-        on_states, buffers, actions, m = fn(on_states, buffers, t, next_obs, data, online_keys, on_step)
+        end = min(n_on, on_step + chunk, _next_multiple(on_step, config.online.eval_every),
+                  _next_multiple(on_step, config.online.ckpt_every))
+        training = on_step >= learning_starts  # environment step s trains iff s > learning_starts
+        if not training:
+            end = min(end, learning_starts)
+        on_states, buffers, actions, m = loops[training](on_states, buffers, actions, data, online_keys, on_step,
+                                                         end - on_step)
+        bar.update(end - on_step)
+        on_step = end
         if m:
             metrics = m
-        bar.update(1)
         if on_step % config.online.eval_every == 0 or on_step == n_on:
             evaluate("online", on_step, on_act, on_states, on_learner, metrics)
             ups = (on_step - done0) / max(time.time() - t0, 1e-9)
@@ -281,6 +291,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     plot_evaluations(log, os.path.join(workdir, "eval.png"),
                      f"{config.offline.learner} -> {config.online.learner} on {config.dataset.id}", key)
     return summary
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
 
 
 def _carry_optimizer_state(on_states, off_states):

@@ -37,16 +37,11 @@ def make_offline_step(learner, n_updates: int):
     return jax.jit(jax.vmap(per_seed, in_axes=(0, None, 0, None)), donate_argnums=0)
 
 
-def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool):
-    """One environment step's device work for every seed, in one dispatch: insert the last
-    transition, ``utd`` updates (if ``train``) on minibatches drawn after the insert, and the next
-    exploratory action.
+def _online_per_seed(learner, utd: int, mixing_ratio: float | None, train: bool):
+    """Per seed, one environment step's device work: insert the transition, ``utd`` updates (if
+    ``train``) on minibatches drawn after the insert, then the next exploratory action.
 
-    ``(states, buffers, transition, obs, offline, seed_keys, step) -> (states, buffers, actions, metrics)``
-
-    ``transition`` is :class:`Transitions` with a leading seed axis, or its rows already packed
-    (``replay.pack``); host (NumPy) transitions are packed on the host, so they travel as one
-    array. States and buffers are donated: the insert writes one row in place.
+    ``(state, buffer, row, obs, offline, seed_key, step) -> (state, buffer, action, metrics)``
     """
     bs = learner.config.batch_size
 
@@ -69,7 +64,23 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool)
         action = learner.act(state, obs, k_act, False)
         return state, buffer, action, metrics
 
-    program = jax.jit(jax.vmap(per_seed, in_axes=(0, 0, 0, 0, None, 0, None)), donate_argnums=(0, 1))
+    return jax.vmap(per_seed, in_axes=(0, 0, 0, 0, None, 0, None))
+
+
+def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool):
+    """One environment step's device work for every seed, in one dispatch (the environment is
+    stepped by the caller): insert the last transition, ``utd`` updates (if ``train``), and the
+    next exploratory action.
+
+    ``(states, buffers, transition, obs, offline, seed_keys, step) -> (states, buffers, actions, metrics)``
+
+    ``transition`` is :class:`Transitions` with a leading seed axis, or its rows already packed
+    (``replay.pack``); host (NumPy) transitions are packed on the host, so they travel as one
+    array. States and buffers are donated: the insert writes one row in place. For many steps in
+    one dispatch, with the environment stepped from inside the program, see
+    :func:`make_online_loop`.
+    """
+    program = jax.jit(_online_per_seed(learner, utd, mixing_ratio, train), donate_argnums=(0, 1))
 
     def step(states, buffers, transition, obs, offline, seed_keys, step_):
         if isinstance(transition, Transitions) and isinstance(transition.reward, np.ndarray):
@@ -80,6 +91,68 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool)
 
     step.program = program  # the jitted program, for ahead-of-time compilation
     return step
+
+
+def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: float | None, train: bool):
+    """Many environment steps in one dispatch: the environments are stepped from inside the
+    program (``jax.experimental.io_callback``), so a chunk of steps costs one dispatch instead of
+    one per step, with exactly the per-step semantics of :func:`make_online_step`.
+
+    ``env_step(actions) -> (rows, next_obs)`` is the host side: it applies ``actions``
+    (``(n_seeds, act_dim)``) and returns the packed transitions (``(n_seeds, row_width)``, see
+    ``replay.pack``) and the observations to act on, e.g.
+    :meth:`~smac_jax.training.online.OnlineCollector.step_packed`.
+
+    ``(states, buffers, actions, offline, seed_keys, start, n) -> (states, buffers, actions, metrics)``
+    runs environment steps ``start + 1 .. start + n`` (``n`` may change between calls without
+    recompiling): step the environments with ``actions``, then insert, update and act as
+    :func:`make_online_step` does with step index ``start + i``. ``metrics`` are the last step's.
+    An exception raised by ``env_step`` is re-raised by the returned function after the dispatch.
+    """
+    from jax.experimental import io_callback
+
+    per_seed = _online_per_seed(learner, utd, mixing_ratio, train)
+    obs_dim, act_dim = learner.obs_dim, learner.act_dim
+    shapes = (jax.ShapeDtypeStruct((n_seeds, replay.row_width(obs_dim, act_dim)), jnp.float32),
+              jax.ShapeDtypeStruct((n_seeds, obs_dim), jnp.float32))
+    failure: list[BaseException] = []
+
+    def host_step(actions):
+        if failure:  # the environment already failed in this chunk: keep the shapes, skip the work
+            return np.zeros(shapes[0].shape, np.float32), np.zeros(shapes[1].shape, np.float32)
+        try:
+            rows, obs = env_step(np.asarray(actions))
+            return np.asarray(rows, np.float32), np.asarray(obs, np.float32)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the host after the dispatch
+            failure.append(e)
+            return np.zeros(shapes[0].shape, np.float32), np.zeros(shapes[1].shape, np.float32)
+
+    def run(states, buffers, actions, offline, seed_keys, start, n):
+        def one_step(i, carry):
+            states, buffers, actions, _ = carry
+            rows, obs = io_callback(host_step, shapes, actions, ordered=True)
+            return per_seed(states, buffers, rows, obs, offline, seed_keys, start + i + 1)
+
+        metrics0 = jax.eval_shape(lambda: per_seed(states, buffers, jnp.zeros(shapes[0].shape), jnp.zeros(
+            shapes[1].shape), offline, seed_keys, start)[3])
+        metrics0 = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics0)
+        return jax.lax.fori_loop(0, n, one_step, (states, buffers, actions, metrics0))
+
+    program = jax.jit(run, donate_argnums=(0, 1))
+
+    def loop(states, buffers, actions, offline, seed_keys, start, n):
+        if mixing_ratio is None:
+            offline = None
+        out = program(states, buffers, actions, offline, seed_keys, start, n)
+        jax.block_until_ready(out[2])
+        if failure:
+            err = failure.pop()
+            failure.clear()
+            raise err
+        return out
+
+    loop.program = program
+    return loop
 
 
 def make_act_step(learner):

@@ -1,0 +1,72 @@
+"""The fused online loop (environments stepped from inside the program) against the per-step loop."""
+from __future__ import annotations
+
+import gymnasium as gym
+import jax
+import numpy as np
+import pytest
+from conftest import tree_allclose
+
+from smac_jax.data import replay
+from smac_jax.learners import make_learner
+from smac_jax.training.online import OnlineCollector
+from smac_jax.training.steps import (
+    make_act_step,
+    make_online_loop,
+    make_online_step,
+    unalias,
+)
+
+SEEDS = [0, 1]
+OBS, ACT = 3, 1  # Pendulum-v1
+LEARNING_STARTS, STEPS = 6, 20
+
+
+def setup():
+    learner = make_learner("sac", OBS, ACT, {"hidden_dims": (16, 16), "batch_size": 8})
+    keys = jax.random.split(jax.random.PRNGKey(3), len(SEEDS))
+    states = unalias(jax.vmap(learner.init)(keys))
+    buffers = unalias(jax.tree.map(lambda x: np.stack([x] * len(SEEDS)), replay.empty_buffer(OBS, ACT, 64)))
+    collector = OnlineCollector(lambda: gym.make("Pendulum-v1"), SEEDS, reward_scale=0.1)
+    actions = make_act_step(learner)(states, collector.obs, keys, 0)
+    return learner, keys, states, buffers, collector, actions
+
+
+def test_fused_loop_matches_per_step_loop():
+    """Chunks of different lengths, across learning_starts, give the per-step loop's states, buffers,
+    actions and episode returns."""
+    learner, keys, states, buffers, collector, actions = setup()
+    fns = {t: make_online_step(learner, 1, None, train=t) for t in (False, True)}
+    for step in range(1, STEPS + 1):
+        t, nxt = collector.step(np.asarray(actions))
+        states, buffers, actions, metrics = fns[step > LEARNING_STARTS](states, buffers, t, nxt, None, keys, step)
+    ref = (states, buffers, actions, metrics, collector.episode_returns.copy())
+
+    learner, keys, states, buffers, collector, actions = setup()
+    loops = {t: make_online_loop(learner, collector.step_packed, len(SEEDS), 1, None, t) for t in (False, True)}
+    step = 0
+    for n in (4, 2, 5, 1, 8):  # 4 + 2 = LEARNING_STARTS
+        states, buffers, actions, metrics = loops[step >= LEARNING_STARTS](states, buffers, actions, None, keys, step, n)
+        step += n
+    assert step == STEPS
+    # Same numbers up to float32 rounding: XLA fuses the loop program differently from the step program.
+    assert tree_allclose(ref[:4], (states, buffers, actions, metrics), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ref[4], collector.episode_returns, rtol=1e-4)
+    np.testing.assert_array_equal(ref[1].ptr, buffers.ptr)
+    assert int(buffers.size[0]) == STEPS and set(metrics) == set(ref[3]) and metrics
+
+
+def test_fused_loop_reraises_environment_errors():
+    learner, keys, states, buffers, collector, actions = setup()
+    calls = []
+
+    def failing_env_step(a):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the simulator exploded at call 3")
+        return collector.step_packed(a)
+
+    loop = make_online_loop(learner, failing_env_step, len(SEEDS), 1, None, False)
+    with pytest.raises(RuntimeError, match="exploded at call 3"):
+        loop(states, buffers, actions, None, keys, 0, 5)
+    assert len(calls) == 3  # the environment is not stepped again once it failed
