@@ -47,7 +47,9 @@ _SECONDS = flags.DEFINE_float("seconds", 3.0, "Minimum timing per measurement.")
 _WINDOWS = flags.DEFINE_integer("windows", 5, "Offline rates: the median of this many consecutive windows "
                                 "is reported (and the best window's share of peak).")
 _ONLINE_STEPS = flags.DEFINE_integer("online_steps", 3000, "Environment steps timed on Hopper-v5 per seed count "
-                                     "(in 10 alternating windows with the pure update; 0 skips).")
+                                     "(in alternating windows with the pure update; 0 skips).")
+_ONLINE_ROUNDS = flags.DEFINE_integer("online_rounds", 10, "Alternating rounds for the online loop (each times "
+                                     "online_steps / online_rounds steps of every variant).")
 _ONLINE_SEEDS = flags.DEFINE_list("online_seeds", ["1", "8"], "Seed counts for the online loop.")
 _TUNE_MALLOC = flags.DEFINE_bool("tune_malloc", True, "Keep XLA temporaries in the malloc heap "
                                   "(smac_jax.runtime.tune_host_allocator); --notune_malloc shows glibc defaults.")
@@ -205,14 +207,35 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
         box[name + "/collector"].close()
     r = {k: np.asarray(v) for k, v in rates.items()}
     frac = r["fused"] / r["pure"]
-    return {"seeds": n_seeds, "env_steps_per_s": float(np.median(r["fused"])),
-            "pure_update_per_s": float(np.median(r["pure"])),
-            "fraction": float(np.median(frac)), "fraction_min": float(frac.min()), "fraction_max": float(frac.max()),
-            "per_step_env_steps_per_s": float(np.median(r["per_step"])),
-            "per_step_fraction": float(np.median(r["per_step"] / r["pure"])),
-            "one_per_dispatch_per_s": float(np.median(r["one_per_dispatch"])),
-            "one_per_dispatch_fraction": float(np.median(r["one_per_dispatch"] / r["pure"])),
-            "rounds": [{k: float(v[i]) for k, v in r.items()} for i in range(rounds)]}
+    out = {"seeds": n_seeds, "env_steps_per_s": float(np.median(r["fused"])),
+           "pure_update_per_s": float(np.median(r["pure"])),
+           "fraction": float(np.median(frac)), "fraction_min": float(frac.min()), "fraction_max": float(frac.max()),
+           "per_step_env_steps_per_s": float(np.median(r["per_step"])),
+           "per_step_fraction": float(np.median(r["per_step"] / r["pure"])),
+           "one_per_dispatch_per_s": float(np.median(r["one_per_dispatch"])),
+           "one_per_dispatch_fraction": float(np.median(r["one_per_dispatch"] / r["pure"])),
+           "levels": _by_level(r),
+           "rounds": [{k: float(v[i]) for k, v in r.items()} for i in range(rounds)]}
+    return out
+
+
+def _by_level(r: dict) -> dict:
+    """The rounds split by the machine's speed level, told by the two update-only rates (``pure``
+    and ``one_per_dispatch``, each against the midpoint of its own range): rounds where both
+    agree are kept, and the median fused / pure fraction is given per level. Empty if the pure
+    rate did not move by 20% (one level throughout)."""
+    pure = r["pure"]
+    if pure.max() < 1.2 * pure.min():
+        return {}
+    side = {k: r[k] > (r[k].min() + r[k].max()) / 2 for k in ("pure", "one_per_dispatch")}
+    out = {}
+    for name, fast in (("fast", True), ("slow", False)):
+        keep = (side["pure"] == fast) & (side["one_per_dispatch"] == fast)
+        if keep.any():
+            out[name] = {"rounds": int(keep.sum()), "pure_update_per_s": float(np.median(pure[keep])),
+                         "fraction": float(np.median(r["fused"][keep] / pure[keep])),
+                         "per_step_fraction": float(np.median(r["per_step"][keep] / pure[keep]))}
+    return out
 
 
 def main(argv):
@@ -281,16 +304,19 @@ def main(argv):
 
     if _ONLINE_STEPS.value:
         print("\nonline loop, Hopper-v5, SAC, UTD 1, side by side with the scan-fused update "
-              "(median of 10 alternating rounds):")
+              f"(median of {_ONLINE_ROUNDS.value} alternating rounds):")
         out["online_hopper"] = []
         for n in (int(s) for s in _ONLINE_SEEDS.value):
-            res = online_rate(n, max(_ONLINE_STEPS.value // 10, 1), 10)
+            res = online_rate(n, max(_ONLINE_STEPS.value // _ONLINE_ROUNDS.value, 1), _ONLINE_ROUNDS.value)
             out["online_hopper"].append(res)
             print(f"  {n} seed(s): {res['env_steps_per_s']:.1f} env steps/s per seed; pure update "
                   f"{res['pure_update_per_s']:.1f}/s per seed; fraction {100 * res['fraction']:.0f}% "
                   f"(rounds {100 * res['fraction_min']:.0f}-{100 * res['fraction_max']:.0f}%). "
                   f"One dispatch per env step: {100 * res['per_step_fraction']:.0f}%; the update alone, "
                   f"one per dispatch: {100 * res['one_per_dispatch_fraction']:.0f}%")
+            for level, v in res["levels"].items():
+                print(f"    {level} level ({v['rounds']} rounds on it, pure update {v['pure_update_per_s']:.1f}/s): "
+                      f"fused {100 * v['fraction']:.0f}%, one dispatch per env step {100 * v['per_step_fraction']:.0f}%")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump(out, f, indent=2, default=str)

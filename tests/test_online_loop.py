@@ -70,3 +70,38 @@ def test_fused_loop_reraises_environment_errors():
     with pytest.raises(RuntimeError, match="exploded at call 3"):
         loop(states, buffers, actions, None, keys, 0, 5)
     assert len(calls) == 3  # the environment is not stepped again once it failed
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])  # time-limit ends; terminations
+def test_collector_matches_gymnasium_sync_vector_env(env_id):
+    """The collector steps like ``SyncVectorEnv`` with SAME_STEP autoreset: same observations, rewards,
+    flags, and the true final observation as ``next_obs`` where an episode ended."""
+    from smac_jax.envs import make_env
+
+    seeds, start, steps = [0, 5], 3, 260
+    env_fn = lambda: make_env(env_id)
+    collector = OnlineCollector(env_fn, seeds, start_step=start, reward_scale=0.5, reward_bias=1.0)
+    ref = gym.vector.SyncVectorEnv([env_fn] * len(seeds), autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    obs, _ = ref.reset(seed=[s * 7919 + start for s in seeds])
+    np.testing.assert_array_equal(collector.obs, obs.astype(np.float32))
+    rng = np.random.default_rng(0)
+    ends = {"term": 0, "trunc": 0}
+    for _ in range(steps):
+        a = rng.uniform(-1, 1, (len(seeds), collector.envs[0].action_space.shape[0])).astype(np.float32)
+        t, nxt = collector.step(a)
+        ref_next, r, term, trunc, info = ref.step(a)
+        real = ref_next.copy()
+        for i in np.nonzero(term | trunc)[0]:
+            real[i] = info["final_obs"][i]
+        np.testing.assert_array_equal(t.obs, obs.astype(np.float32))
+        np.testing.assert_array_equal(nxt, ref_next.astype(np.float32))
+        np.testing.assert_array_equal(t.next_obs, real.astype(np.float32))
+        np.testing.assert_array_equal(t.reward, (r * 0.5 + 1.0).astype(np.float32))
+        np.testing.assert_array_equal(t.terminated, term.astype(np.float32))
+        np.testing.assert_array_equal(t.truncated, trunc.astype(np.float32))
+        ends["term"] += int(term.sum())
+        ends["trunc"] += int(trunc.sum())
+        obs = ref_next
+    ref.close()
+    collector.close()
+    assert ends["term" if env_id == "Hopper-v5" else "trunc"] > 0  # the reset path was exercised

@@ -11,17 +11,24 @@ from smac_jax.types import Transitions
 
 
 class OnlineCollector:
-    """Steps ``n`` environments (one per seed) with SAME_STEP autoreset and builds the transitions
-    to insert: ``next_obs`` is the true final observation when an episode ended, rewards are scaled
-    (``reward * reward_scale + reward_bias``, as the offline data), and bootstrapping is cut by
-    ``terminated`` only. Environment ``i`` is reset with seed ``seeds[i] * 7919 + start_step``."""
+    """Steps ``n`` environments (one per seed) and builds the transitions to insert.
+
+    Each environment is reset with seed ``seeds[i] * 7919 + start_step``, and again (unseeded,
+    continuing its own RNG) as soon as an episode ends, within the same step: the returned
+    observation to act on is then the new episode's first, while the transition keeps the true
+    final observation as ``next_obs``. This is Gymnasium's ``SyncVectorEnv`` with
+    ``AutoresetMode.SAME_STEP``, step for step (``tests/test_online_loop.py`` checks it against
+    that class); the environments are stepped in a plain loop because the vector env's info
+    bookkeeping cost 0.09 ms of a 2.5 ms step on Hopper (measured in the fused online loop).
+    Rewards are scaled (``reward * reward_scale + reward_bias``, as the offline data), and
+    bootstrapping is cut by ``terminated`` only."""
 
     def __init__(self, env_fn: Callable[[], gym.Env], seeds: list[int], start_step: int = 0,
                  reward_scale: float = 1.0, reward_bias: float = 0.0):
         self.n = len(seeds)
-        self.envs = gym.vector.SyncVectorEnv([env_fn for _ in seeds], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        self.obs, _ = self.envs.reset(seed=[s * 7919 + start_step for s in seeds])
-        self.obs = self.obs.astype(np.float32)
+        self.envs = [env_fn() for _ in seeds]
+        first = [env.reset(seed=s * 7919 + start_step)[0] for env, s in zip(self.envs, seeds)]
+        self.obs = np.stack(first).astype(np.float32)
         self.reward_scale, self.reward_bias = reward_scale, reward_bias
         self._zeros = np.zeros(self.n, np.float32)
         self._no_mc = np.full(self.n, replay.NO_MC_RETURN, np.float32)
@@ -31,21 +38,23 @@ class OnlineCollector:
 
     def step(self, actions: np.ndarray) -> tuple[Transitions, np.ndarray]:
         """Apply ``actions`` (n, act_dim); returns (transitions to insert, observations to act on)."""
-        next_obs, rew, term, trunc, info = self.envs.step(actions)
-        next_obs = next_obs.astype(np.float32)
-        real_next = next_obs
-        done = term | trunc
-        self.episode_returns += rew
-        if done.any():
-            real_next = next_obs.copy()
-            for i in np.nonzero(done)[0]:
-                if "_final_obs" in info and info["_final_obs"][i]:
-                    real_next[i] = info["final_obs"][i]
+        n = self.n
+        final_obs, next_obs = np.empty_like(self.obs), np.empty_like(self.obs)
+        rew = np.empty(n)
+        term, trunc = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        for i, env in enumerate(self.envs):
+            obs, rew[i], terminated, truncated, _ = env.step(actions[i])
+            final_obs[i] = obs
+            self.episode_returns[i] += rew[i]
+            if terminated or truncated:
+                term[i], trunc[i] = float(terminated), float(truncated)
                 self.finished_returns[i].append(float(self.episode_returns[i]))
                 self.episode_returns[i] = 0.0
+                obs, _ = env.reset()
+            next_obs[i] = obs
         t = Transitions(
             obs=self.obs, action=actions, reward=(rew * self.reward_scale + self.reward_bias).astype(np.float32),
-            next_obs=real_next, terminated=term.astype(np.float32), truncated=trunc.astype(np.float32),
+            next_obs=final_obs, terminated=term, truncated=trunc,
             episode=self._episode, rtg=self._zeros, mc_return=self._no_mc, traj_return=self._zeros,
         )
         self.obs = next_obs
@@ -58,4 +67,5 @@ class OnlineCollector:
         return replay.pack(t, np), next_obs
 
     def close(self) -> None:
-        self.envs.close()
+        for env in self.envs:
+            env.close()
