@@ -1,7 +1,7 @@
 """Host side of online interaction: one Gymnasium environment per seed, stepped together."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
