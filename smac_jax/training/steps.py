@@ -104,9 +104,9 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     :meth:`~smac_jax.training.online.OnlineCollector.step_packed`.
 
     ``(states, buffers, actions, offline, seed_keys, start, n) -> (states, buffers, actions, metrics)``
-    runs environment steps ``start + 1 .. start + n`` (``n`` may change between calls without
-    recompiling): step the environments with ``actions``, then insert, update and act as
-    :func:`make_online_step` does with step index ``start + i``. ``metrics`` are the last step's.
+    runs environment steps ``s = start + 1 .. start + n`` (``n`` may change between calls
+    without recompiling): for each, step the environments with ``actions``, then insert, update
+    and act as :func:`make_online_step` does with step index ``s``. ``metrics`` are the last step's.
     An exception raised by ``env_step`` is re-raised by the returned function after the dispatch.
     """
     from jax.experimental import io_callback
@@ -116,16 +116,16 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     shapes = (jax.ShapeDtypeStruct((n_seeds, replay.row_width(obs_dim, act_dim)), jnp.float32),
               jax.ShapeDtypeStruct((n_seeds, obs_dim), jnp.float32))
     failure: list[BaseException] = []
+    placeholder = tuple(np.zeros(s.shape, np.float32) for s in shapes)
 
     def host_step(actions):
-        if failure:  # the environment already failed in this chunk: keep the shapes, skip the work
-            return np.zeros(shapes[0].shape, np.float32), np.zeros(shapes[1].shape, np.float32)
-        try:
-            rows, obs = env_step(np.asarray(actions))
-            return np.asarray(rows, np.float32), np.asarray(obs, np.float32)
-        except BaseException as e:  # noqa: BLE001 - re-raised on the host after the dispatch
-            failure.append(e)
-            return np.zeros(shapes[0].shape, np.float32), np.zeros(shapes[1].shape, np.float32)
+        if not failure:  # once the environment failed in a chunk, the rest of it is skipped
+            try:
+                rows, obs = env_step(np.asarray(actions))
+                return np.asarray(rows, np.float32), np.asarray(obs, np.float32)
+            except BaseException as e:  # noqa: BLE001 - re-raised on the host after the dispatch
+                failure.append(e)
+        return placeholder
 
     def run(states, buffers, actions, offline, seed_keys, start, n):
         def one_step(i, carry):
