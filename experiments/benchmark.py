@@ -143,7 +143,10 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
     is taken per round; the median round is reported, with the extremes. Timed each round:
 
     * ``fused``: the pipeline's loop, ``make_online_loop``: ``window`` environment steps per
-      dispatch, the environments stepped from inside the program;
+      dispatch, the environments stepped from inside the program by the lean host call
+      (``smac_jax.training.host_call``);
+    * ``fused_io_callback``: the same loop stepping the environments through
+      ``jax.experimental.io_callback``;
     * ``per_step``: ``make_online_step``, one dispatch per environment step;
     * ``pure``: the scan-fused update, ``window`` updates per dispatch, no environment;
     * ``one_per_dispatch``: the same update one per dispatch, no environment.
@@ -159,20 +162,21 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
     def fresh(name):
         box[name] = unalias(jax.vmap(learner.init)(keys))
 
-    for name in ("fused", "per_step"):
+    for name in ("fused", "fused_io_callback", "per_step"):
         collector = OnlineCollector(lambda: make_env("Hopper-v5"), list(range(n_seeds)))
         box[name + "/collector"] = collector
         fresh(name)
         box[name + "/b"] = unalias(jax.tree.map(lambda x: jnp.stack([x] * n_seeds), filled))
         box[name + "/a"] = make_act_step(learner)(box[name], collector.obs, keys, 0)
-    loop = make_online_loop(learner, box["fused/collector"].step_packed, n_seeds, 1, None, train=True)
+    loops = {name: make_online_loop(learner, box[name + "/collector"].step_packed, n_seeds, 1, None, train=True,
+                                    lean_callback=name == "fused") for name in ("fused", "fused_io_callback")}
     step = make_online_step(learner, 1, None, train=True)
     pure_step, single_step = make_offline_step(learner, window), make_offline_step(learner, 1)
     fresh("pure"), fresh("one_per_dispatch")
 
-    def fused():
-        box["fused"], box["fused/b"], box["fused/a"], _ = loop(box["fused"], box["fused/b"], box["fused/a"], None,
-                                                                keys, box["i"], window)
+    def fused(name="fused"):
+        box[name], box[name + "/b"], box[name + "/a"], _ = loops[name](box[name], box[name + "/b"], box[name + "/a"],
+                                                                       None, keys, box["i"], window)
         box["i"] += window
 
     def per_step():
@@ -194,7 +198,8 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
             box["i"] += 1
         jax.block_until_ready(box["one_per_dispatch"])
 
-    fns = {"fused": fused, "per_step": per_step, "pure": pure, "one_per_dispatch": one_per_dispatch}
+    fns = {"fused": fused, "fused_io_callback": lambda: fused("fused_io_callback"), "per_step": per_step,
+           "pure": pure, "one_per_dispatch": one_per_dispatch}
     for fn in fns.values():  # compile
         fn()
     rates = {k: [] for k in fns}
@@ -203,13 +208,16 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
             t0 = time.perf_counter()
             fn()
             rates[k].append(window / (time.perf_counter() - t0))
-    for name in ("fused", "per_step"):
+    for name in ("fused", "fused_io_callback", "per_step"):
         box[name + "/collector"].close()
     r = {k: np.asarray(v) for k, v in rates.items()}
     frac = r["fused"] / r["pure"]
     out = {"seeds": n_seeds, "env_steps_per_s": float(np.median(r["fused"])),
            "pure_update_per_s": float(np.median(r["pure"])),
            "fraction": float(np.median(frac)), "fraction_min": float(frac.min()), "fraction_max": float(frac.max()),
+           "io_callback_env_steps_per_s": float(np.median(r["fused_io_callback"])),
+           "io_callback_fraction": float(np.median(r["fused_io_callback"] / r["pure"])),
+           "lean_over_io_callback": float(np.median(r["fused"] / r["fused_io_callback"])),
            "per_step_env_steps_per_s": float(np.median(r["per_step"])),
            "per_step_fraction": float(np.median(r["per_step"] / r["pure"])),
            "one_per_dispatch_per_s": float(np.median(r["one_per_dispatch"])),
@@ -234,6 +242,7 @@ def _by_level(r: dict) -> dict:
         if keep.any():
             out[name] = {"rounds": int(keep.sum()), "pure_update_per_s": float(np.median(pure[keep])),
                          "fraction": float(np.median(r["fused"][keep] / pure[keep])),
+                         "io_callback_fraction": float(np.median(r["fused_io_callback"][keep] / pure[keep])),
                          "per_step_fraction": float(np.median(r["per_step"][keep] / pure[keep]))}
     return out
 
@@ -312,11 +321,12 @@ def main(argv):
             print(f"  {n} seed(s): {res['env_steps_per_s']:.1f} env steps/s per seed; pure update "
                   f"{res['pure_update_per_s']:.1f}/s per seed; fraction {100 * res['fraction']:.0f}% "
                   f"(rounds {100 * res['fraction_min']:.0f}-{100 * res['fraction_max']:.0f}%). "
-                  f"One dispatch per env step: {100 * res['per_step_fraction']:.0f}%; the update alone, "
+                  f"Through io_callback: {100 * res['io_callback_fraction']:.0f}% (lean / io_callback per round: "
+                  f"{res['lean_over_io_callback']:.3f}). One dispatch per env step: {100 * res['per_step_fraction']:.0f}%; the update alone, "
                   f"one per dispatch: {100 * res['one_per_dispatch_fraction']:.0f}%")
             for level, v in res["levels"].items():
                 print(f"    {level} level ({v['rounds']} rounds on it, pure update {v['pure_update_per_s']:.1f}/s): "
-                      f"fused {100 * v['fraction']:.0f}%, one dispatch per env step {100 * v['per_step_fraction']:.0f}%")
+                      f"fused {100 * v['fraction']:.0f}%, through io_callback {100 * v['io_callback_fraction']:.0f}%, one dispatch per env step {100 * v['per_step_fraction']:.0f}%")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump(out, f, indent=2, default=str)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tree_allclose
 
 from smac_jax.data import replay
 from smac_jax.learners import make_learner
+from smac_jax.training import host_call as host_call_mod
 from smac_jax.training.online import OnlineCollector
 from smac_jax.training.steps import (
     make_act_step,
@@ -32,9 +34,10 @@ def setup():
     return learner, keys, states, buffers, collector, actions
 
 
-def test_fused_loop_matches_per_step_loop():
+@pytest.mark.parametrize("lean_callback", [True, False])
+def test_fused_loop_matches_per_step_loop(lean_callback):
     """Chunks of different lengths, across learning_starts, give the per-step loop's states, buffers,
-    actions and episode returns."""
+    actions and episode returns, through either host-call path."""
     learner, keys, states, buffers, collector, actions = setup()
     fns = {t: make_online_step(learner, 1, None, train=t) for t in (False, True)}
     for step in range(1, STEPS + 1):
@@ -43,7 +46,8 @@ def test_fused_loop_matches_per_step_loop():
     ref = (states, buffers, actions, metrics, collector.episode_returns.copy())
 
     learner, keys, states, buffers, collector, actions = setup()
-    loops = {t: make_online_loop(learner, collector.step_packed, len(SEEDS), 1, None, t) for t in (False, True)}
+    loops = {t: make_online_loop(learner, collector.step_packed, len(SEEDS), 1, None, t, lean_callback)
+             for t in (False, True)}
     step = 0
     for n in (4, 2, 5, 1, 8):  # 4 + 2 = LEARNING_STARTS
         states, buffers, actions, metrics = loops[step >= LEARNING_STARTS](states, buffers, actions, None, keys, step, n)
@@ -54,6 +58,43 @@ def test_fused_loop_matches_per_step_loop():
     np.testing.assert_allclose(ref[4], collector.episode_returns, rtol=1e-4)
     np.testing.assert_array_equal(ref[1].ptr, buffers.ptr)
     assert int(buffers.size[0]) == STEPS and set(metrics) == set(ref[3]) and metrics
+
+
+def test_host_call_runs_once_per_iteration_in_order():
+    """The lean host call (taken on the pinned JAX) sees each iteration's operands in program order,
+    exactly once, and its results flow back into the program."""
+    assert host_call_mod.LEAN  # a JAX upgrade that drops the internals must not go unnoticed
+    seen = []
+
+    def fn(x, i):
+        seen.append((np.array(x), int(i)))
+        return (np.asarray(x * 2.0, np.float32),)
+
+    shapes = (jax.ShapeDtypeStruct((2, 3), jnp.float32),)
+
+    @jax.jit
+    def prog(x, n):
+        def body(i, x):
+            (y,) = host_call_mod.host_call(fn, shapes, x, i)
+            return y + 1.0
+        return jax.lax.fori_loop(0, n, body, x)
+
+    x0 = jnp.arange(6, dtype=jnp.float32).reshape(2, 3)
+    out = np.asarray(prog(x0, 4))
+    ref = np.asarray(x0)
+    for i in range(4):
+        np.testing.assert_array_equal(seen[i][0], ref)
+        assert seen[i][1] == i
+        ref = ref * 2.0 + 1.0
+    assert len(seen) == 4
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_host_call_wrong_result_shape_is_an_error():
+    shapes = (jax.ShapeDtypeStruct((3,), jnp.float32),)
+    f = jax.jit(lambda x: host_call_mod.host_call(lambda v: (np.zeros(4, np.float32),), shapes, x)[0])
+    with pytest.raises(Exception, match="shape"):
+        jax.block_until_ready(f(jnp.zeros(3)))
 
 
 def test_fused_loop_reraises_environment_errors():

@@ -93,10 +93,11 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool)
     return step
 
 
-def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: float | None, train: bool):
+def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: float | None, train: bool,
+                     lean_callback: bool = True):
     """Many environment steps in one dispatch: the environments are stepped from inside the
-    program (``jax.experimental.io_callback``), so a chunk of steps costs one dispatch instead of
-    one per step, with exactly the per-step semantics of :func:`make_online_step`.
+    program (an ordered host call), so a chunk of steps costs one dispatch instead of one per
+    step, with exactly the per-step semantics of :func:`make_online_step`.
 
     ``env_step(actions) -> (rows, next_obs)`` is the host side: it applies ``actions``
     (``(n_seeds, act_dim)``) and returns the packed transitions (``(n_seeds, row_width)``, see
@@ -108,8 +109,14 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     without recompiling): for each, step the environments with ``actions``, then insert, update
     and act as :func:`make_online_step` does with step index ``s``. ``metrics`` are the last step's.
     An exception raised by ``env_step`` is re-raised by the returned function after the dispatch.
+
+    ``lean_callback``: step the environments through :func:`smac_jax.training.host_call.host_call`
+    (default), or through ``jax.experimental.io_callback`` (slower on CPU: it builds JAX arrays
+    of the operands inside every call; kept for comparison, see ``experiments/benchmark.py``).
     """
     from jax.experimental import io_callback
+
+    from smac_jax.training.host_call import host_call
 
     per_seed = _online_per_seed(learner, utd, mixing_ratio, train)
     obs_dim, act_dim = learner.obs_dim, learner.act_dim
@@ -121,7 +128,7 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     def host_step(actions):
         if not failure:  # once the environment failed in a chunk, the rest of it is skipped
             try:
-                rows, obs = env_step(np.asarray(actions))
+                rows, obs = env_step(np.array(actions))  # a copy: the operand may view a program buffer
                 return np.asarray(rows, np.float32), np.asarray(obs, np.float32)
             except BaseException as e:  # noqa: BLE001 - re-raised on the host after the dispatch
                 failure.append(e)
@@ -130,7 +137,10 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     def run(states, buffers, actions, offline, seed_keys, start, n):
         def one_step(i, carry):
             states, buffers, actions, _ = carry
-            rows, obs = io_callback(host_step, shapes, actions, ordered=True)
+            if lean_callback:
+                rows, obs = host_call(host_step, shapes, actions)
+            else:
+                rows, obs = io_callback(host_step, shapes, actions, ordered=True)
             return per_seed(states, buffers, rows, obs, offline, seed_keys, start + i + 1)
 
         metrics0 = jax.eval_shape(lambda: per_seed(states, buffers, jnp.zeros(shapes[0].shape), jnp.zeros(

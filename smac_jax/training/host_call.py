@@ -1,0 +1,84 @@
+"""An ordered host call from inside a jitted program, NumPy in and NumPy out.
+
+The fused online loop (:func:`smac_jax.training.steps.make_online_loop`) steps the environments
+from inside the program, once per environment step. ``jax.experimental.io_callback`` wraps
+every call in ``jax.device_put`` of its arguments onto the CPU device (a JAX array is built for
+every operand, inside the running program) and converts the results back; in that loop this
+cost 0.4 ms per call, 8% of a 1-seed SAC step on the 2-core development machine, measured side
+by side (``experiments/benchmark.py``, ``io_callback`` variant).
+
+:func:`host_call` has ``io_callback(..., ordered=True)``'s semantics (the calls happen in
+program order, exactly once each) but hands the callback the operands as the NumPy arrays the
+runtime already holds, with nothing in between. It is built on JAX's internal callback
+lowering (``jax._src.callback.emit_python_callback``); where a JAX version lacks it,
+:func:`host_call` falls back to ``io_callback`` (same results, the slower path) and
+:data:`LEAN` is False (``tests/test_online_loop.py`` checks that the pinned JAX takes the lean
+path).
+
+Unlike ``io_callback``, the operands the callback receives may be views of the program's
+buffers: copy what must outlive the call. ``host_call`` cannot be ``vmap``ped or
+differentiated (neither can an ordered ``io_callback``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+
+__all__ = ["LEAN", "host_call"]
+
+try:  # JAX internals; the public io_callback below is the fallback.
+    from jax._src import callback as _jcb
+    from jax._src import core as _jcore
+    from jax._src.interpreters import mlir as _mlir
+
+    _ORDERED = _jcb._OrderedIOEffect
+    _emit = _jcb.emit_python_callback
+
+    _host_call_p = _jcore.Primitive("smac_host_call")
+    _host_call_p.multiple_results = True
+
+    def _abstract_eval(*avals, fn, result_avals):
+        del avals, fn
+        return result_avals, {_ORDERED}
+
+    _host_call_p.def_effectful_abstract_eval(_abstract_eval)
+
+    def _impl(*args, fn, result_avals):
+        del result_avals
+        return [jax.numpy.asarray(r) for r in fn(*(np.asarray(a) for a in args))]
+
+    _host_call_p.def_impl(_impl)
+
+    def _lowering(ctx, *args, fn, result_avals):
+        del result_avals
+        token = ctx.tokens_in.get(_ORDERED)
+        result, token, _ = _emit(ctx, lambda *xs: tuple(fn(*xs)), token, list(args), ctx.avals_in,
+                                 ctx.avals_out, has_side_effect=True, returns_token=True)
+        ctx.set_tokens_out(ctx.tokens_in.update_tokens(_mlir.TokenSet({_ORDERED: token})))
+        return result
+
+    _mlir.register_lowering(_host_call_p, _lowering, platform="cpu")
+    LEAN = True
+except (ImportError, AttributeError, TypeError):  # pragma: no cover - depends on the JAX version
+    LEAN = False
+
+
+def host_call(fn: Callable[..., Sequence[np.ndarray]], result_shapes: Sequence[jax.ShapeDtypeStruct],
+              *args) -> tuple[jax.Array, ...]:
+    """Call ``fn(*numpy_args) -> tuple of numpy arrays`` on the host, in program order.
+
+    ``result_shapes``: a ``jax.ShapeDtypeStruct`` per result; ``fn`` must return arrays of exactly
+    these shapes and dtypes (a mismatch raises inside the call). Only on the CPU backend the
+    lean path is taken; elsewhere (and on JAX versions without the internals) this is
+    ``io_callback(fn, result_shapes, *args, ordered=True)``.
+    """
+    result_shapes = tuple(result_shapes)
+    if LEAN and jax.default_backend() == "cpu":
+        avals = tuple(_jcore.ShapedArray(s.shape, s.dtype) for s in result_shapes)
+        return tuple(_host_call_p.bind(*args, fn=fn, result_avals=avals))
+    from jax.experimental import io_callback
+
+    return tuple(io_callback(lambda *xs: tuple(fn(*(np.asarray(x) for x in xs))), result_shapes, *args,
+                             ordered=True))
