@@ -11,9 +11,10 @@ side (``experiments/benchmark.py``, the ``fused_io_callback`` variant; ``docs/RE
 program order, exactly once each) but hands the callback the operands as the NumPy arrays the
 runtime already holds, with nothing in between. It is built on JAX's internal callback
 lowering (``jax._src.callback.emit_python_callback``); where a JAX version lacks it,
-:func:`host_call` falls back to ``io_callback`` (same results, the slower path) and
-:data:`LEAN` is False (``tests/test_online_loop.py`` checks that the pinned JAX takes the lean
-path).
+:func:`host_call` falls back to ``io_callback`` (same results, the slower path):
+:data:`LEAN` is False where the internals do not import, and :func:`lean_path_works` checks once
+that they compile and run (``tests/test_online_loop.py`` checks that the installed JAX takes the
+lean path).
 
 Unlike ``io_callback``, the operands the callback receives may be views of the program's
 buffers: copy what must outlive the call. ``host_call`` cannot be ``vmap``ped or
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-__all__ = ["LEAN", "host_call"]
+__all__ = ["LEAN", "host_call", "lean_path_works"]
 
 try:  # JAX internals; the public io_callback below is the fallback.
     from jax._src import callback as _jcb
@@ -65,6 +66,28 @@ except (ImportError, AttributeError, TypeError):  # pragma: no cover - depends o
     LEAN = False
 
 
+_WORKS: list[bool] = []
+
+
+def lean_path_works() -> bool:
+    """Whether the lean path imports, compiles and returns the right values on this JAX (checked
+    once per process with a tiny program; a JAX whose internals changed falls back to
+    ``io_callback`` instead of failing inside the training loop)."""
+    if not _WORKS:
+        ok = False
+        if LEAN:
+            try:
+                aval = _jcore.ShapedArray((2,), np.float32)
+                f = jax.jit(lambda x: _host_call_p.bind(x, fn=lambda v: (np.asarray(v + 1.0, np.float32),),
+                                                        result_avals=(aval,))[0])
+                with jax.ensure_compile_time_eval():  # also when first asked while tracing a program
+                    ok = bool(np.array_equal(np.asarray(f(jax.numpy.arange(2.0, dtype=np.float32))), [1.0, 2.0]))
+            except Exception:  # noqa: BLE001 - any failure means: use the public path
+                ok = False
+        _WORKS.append(ok)
+    return _WORKS[0]
+
+
 def host_call(fn: Callable[..., Sequence[np.ndarray]], result_shapes: Sequence[jax.ShapeDtypeStruct],
               *args) -> tuple[jax.Array, ...]:
     """Call ``fn(*numpy_args) -> tuple of numpy arrays`` on the host, in program order.
@@ -75,7 +98,7 @@ def host_call(fn: Callable[..., Sequence[np.ndarray]], result_shapes: Sequence[j
     ``io_callback(fn, result_shapes, *args, ordered=True)``.
     """
     result_shapes = tuple(result_shapes)
-    if LEAN and jax.default_backend() == "cpu":
+    if lean_path_works() and jax.default_backend() == "cpu":
         avals = tuple(_jcore.ShapedArray(s.shape, s.dtype) for s in result_shapes)
         return tuple(_host_call_p.bind(*args, fn=fn, result_avals=avals))
     from jax.experimental import io_callback
