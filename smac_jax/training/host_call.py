@@ -89,16 +89,16 @@ def lean_path_works() -> bool:
 
 
 def host_call(fn: Callable[..., Sequence[np.ndarray]], result_shapes: Sequence[jax.ShapeDtypeStruct],
-              *args) -> tuple[jax.Array, ...]:
+              *args, lean: bool = True) -> tuple[jax.Array, ...]:
     """Call ``fn(*numpy_args) -> tuple of numpy arrays`` on the host, in program order.
 
     ``result_shapes``: a ``jax.ShapeDtypeStruct`` per result; ``fn`` must return arrays of exactly
-    these shapes and dtypes (a mismatch raises inside the call). Only on the CPU backend the
-    lean path is taken; elsewhere (and on JAX versions without the internals) this is
-    ``io_callback(fn, result_shapes, *args, ordered=True)``.
+    these shapes and dtypes (a mismatch raises inside the call). The lean path is taken on the
+    CPU backend when ``lean`` is True; otherwise (and on JAX versions without the internals) this
+    is ``io_callback(fn, result_shapes, *args, ordered=True)``, with ``fn`` given NumPy arrays.
     """
     result_shapes = tuple(result_shapes)
-    if lean_path_works() and jax.default_backend() == "cpu":
+    if lean and lean_path_works() and jax.default_backend() == "cpu":
         avals = tuple(_jcore.ShapedArray(s.shape, s.dtype) for s in result_shapes)
         return tuple(_host_call_p.bind(*args, fn=fn, result_avals=avals))
     from jax.experimental import io_callback

@@ -114,8 +114,6 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     (default), or through ``jax.experimental.io_callback`` (slower on CPU: it builds JAX arrays
     of the operands inside every call; kept for comparison, see ``experiments/benchmark.py``).
     """
-    from jax.experimental import io_callback
-
     from smac_jax.training.host_call import host_call
 
     per_seed = _online_per_seed(learner, utd, mixing_ratio, train)
@@ -137,10 +135,7 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     def run(states, buffers, actions, offline, seed_keys, start, n):
         def one_step(i, carry):
             states, buffers, actions, _ = carry
-            if lean_callback:
-                rows, obs = host_call(host_step, shapes, actions)
-            else:
-                rows, obs = io_callback(host_step, shapes, actions, ordered=True)
+            rows, obs = host_call(host_step, shapes, actions, lean=lean_callback)
             return per_seed(states, buffers, rows, obs, offline, seed_keys, start + i + 1)
 
         metrics0 = jax.eval_shape(lambda: per_seed(states, buffers, jnp.zeros(shapes[0].shape), jnp.zeros(
