@@ -39,11 +39,36 @@ TASKS = {
         agent=dict(hidden_dims=(128, 128)),
         score=dict(hidden_dim=128, steps=10_000),
     ),
+    # A single medium policy (a third of the way from random to the SAC expert), 100k transitions.
+    "pendulum-medium": dict(
+        dataset=dict(id="smac_jax/pendulum/medium-v0", generate_env="Pendulum-v1", generate_kind="medium",
+                     generate_kwargs=dict(train_steps=20_000, eval_every=1_000, n_transitions=100_000)),
+        offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
+        online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
+                    replay=dict(init="empty", capacity=100_000)),
+        eval=dict(episodes=5),
+        offline_learner="smac",
+        online_learner="sac",
+        agent=dict(hidden_dims=(128, 128)),
+        score=dict(hidden_dim=128, steps=10_000),
+    ),
     "hopper": dict(
         dataset=dict(id="smac_jax/hopper/medium-replay-v0", generate_env="Hopper-v5",
-                     generate_kind="medium-replay", generate_kwargs=dict(train_steps=300_000, eval_every=10_000)),
+                     generate_kind="medium-replay", generate_kwargs=dict(train_steps=150_000, eval_every=10_000)),
         # Budgets this 2-core CPU finishes within a working session (3 seeds, three methods);
         # raise them on an accelerator (--config.offline.steps=1000000 as in the papers).
+        offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
+        online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
+                    replay=dict(init="empty", capacity=1_000_000)),
+        eval=dict(episodes=5),
+        offline_learner="smac",
+        online_learner="sac",
+        agent=dict(hidden_dims=(128, 128)),
+        score=dict(hidden_dim=128, steps=10_000),
+    ),
+    "walker": dict(
+        dataset=dict(id="smac_jax/walker2d/medium-replay-v0", generate_env="Walker2d-v5",
+                     generate_kind="medium-replay", generate_kwargs=dict(train_steps=150_000, eval_every=10_000)),
         offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
         online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
                     replay=dict(init="empty", capacity=1_000_000)),

@@ -1,14 +1,26 @@
-"""Optimisers shared by every learner: Adam, or Muon for matrix-shaped weights (SPEC 3.3).
+"""Optimisers shared by every learner: Adam, or Muon for hidden-layer weight matrices.
 
-``make_optimizer(config)`` reads ``config.optimizer`` ("adam" | "muon"), ``config.lr`` and,
-for Muon, ``config.muon_consistent_rms``. Muon receives every ``kernel`` leaf (2-D Dense
-kernels and the 3-D ``(E, in, out)`` kernels of ``nn.vmap`` ensembles, orthogonalised per
-ensemble member); everything that is not a kernel (biases, LayerNorm scales, temperatures,
-Fourier features) goes to Adam.
+``make_optimizer(config, lr)`` reads ``config.optimizer`` ("adam" | "muon") and, for Muon,
+``config.muon_consistent_rms`` and ``config.muon_scope``:
+
+* ``muon_scope="hidden"`` (default): Muon updates only the hidden-to-hidden kernels, i.e. the
+  ``dense_i`` layers with ``i >= 1`` of an MLP. The input layer (``dense_0``), every output layer
+  and head (a critic's ``out``, an actor's ``mean`` and ``log_std``), biases, LayerNorm
+  parameters and scalars use Adam. This is standard Muon practice: Muon is defined for hidden
+  layers, and with Muon on every kernel even plain offline SAC fails (docs/algorithms.md).
+* ``muon_scope="all_kernels"``: Muon on every ``kernel`` leaf (the literal reading of "every
+  matrix-shaped weight").
+
+2-D Dense kernels are ``(in, out)``; the 3-D ``(E, in, out)`` kernels of ``nn.vmap`` ensembles
+are orthogonalised per ensemble member (``MuonDimensionNumbers(reduction_axis=1,
+output_axis=2)``), and their 2-D ``(E, out)`` biases are sent to Adam explicitly (optax would
+otherwise treat any 2-D leaf as a matrix).
 """
 from __future__ import annotations
 
 from typing import Any
+
+import re
 
 import jax
 import optax
@@ -16,6 +28,8 @@ from optax.contrib import MuonDimensionNumbers
 
 MUON_2D = MuonDimensionNumbers(reduction_axis=0, output_axis=1)
 MUON_ENSEMBLE = MuonDimensionNumbers(reduction_axis=1, output_axis=2)
+MUON_SCOPES = ("hidden", "all_kernels")
+_HIDDEN_LAYER = re.compile(r"dense_(\d+)$")
 
 
 def _leaf_name(path) -> str:
@@ -25,11 +39,25 @@ def _leaf_name(path) -> str:
     return str(getattr(last, "key", getattr(last, "name", last)))
 
 
-def muon_dimension_numbers(params: Any) -> Any:
+def _module_name(path) -> str:
+    return _leaf_name(path[:-1]) if len(path) > 1 else ""
+
+
+def is_hidden_kernel(path) -> bool:
+    """A hidden-to-hidden kernel: the ``kernel`` of an MLP layer ``dense_i`` with ``i >= 1``."""
+    m = _HIDDEN_LAYER.match(_module_name(path))
+    return _leaf_name(path) == "kernel" and m is not None and int(m.group(1)) >= 1
+
+
+def muon_dimension_numbers(params: Any, scope: str = "hidden") -> Any:
     """For every leaf: its MuonDimensionNumbers if Muon should update it, else None (Adam)."""
+    if scope not in MUON_SCOPES:
+        raise ValueError(f"muon_scope must be one of {MUON_SCOPES}, got {scope!r}")
 
     def spec(path, leaf):
         if _leaf_name(path) != "kernel":
+            return None
+        if scope == "hidden" and not is_hidden_kernel(path):
             return None
         if leaf.ndim == 2:
             return MUON_2D
@@ -40,9 +68,9 @@ def muon_dimension_numbers(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(spec, params)
 
 
-def muon_partition(params: Any) -> Any:
+def muon_partition(params: Any, scope: str = "hidden") -> Any:
     """'muon' or 'adam' for every leaf: what ``make_optimizer`` does with it (for tests and logs)."""
-    specs = muon_dimension_numbers(params)
+    specs = muon_dimension_numbers(params, scope)
     return jax.tree.map(
         lambda s: "adam" if s is None else "muon",
         specs,
@@ -61,9 +89,12 @@ def make_optimizer(
     if name == "adam":
         opt = optax.adam(lr)
     elif name == "muon":
+        scope = config.get("muon_scope", "hidden")
+        if scope not in MUON_SCOPES:
+            raise ValueError(f"config.muon_scope must be one of {MUON_SCOPES}, got {scope!r}")
         opt = optax.contrib.muon(
             learning_rate=lr,
-            muon_weight_dimension_numbers=muon_dimension_numbers,
+            muon_weight_dimension_numbers=lambda params: muon_dimension_numbers(params, scope),
             consistent_rms=config.get("muon_consistent_rms", 0.2),
         )
     else:

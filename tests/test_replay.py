@@ -230,19 +230,33 @@ def sac_params_ln():
     return learner, jax.jit(learner.init)(jax.random.PRNGKey(0))
 
 
-def test_muon_partition_kernels_to_muon_everything_else_to_adam(sac_params_ln):
+def _hidden_layer(path):
+    """dense_i with i >= 1: a hidden-to-hidden layer of an MLP (independently of smac_jax.optim)."""
+    module = path.split("/")[-2] if "/" in path else ""
+    return module.startswith("dense_") and int(module.split("_")[1]) >= 1
+
+
+@pytest.mark.parametrize("scope", ["hidden", "all_kernels"])
+def test_muon_partition_by_scope(sac_params_ln, scope):
     _, state = sac_params_ln
     params = state.params
-    part = muon_partition(params)
+    part = muon_partition(params, scope)
     leaves = _leaf_names(params)
     labels = dict((p, lab) for p, _, lab in _leaf_names(part))
     assert set(labels) == {p for p, _, _ in leaves}
-    seen = {"kernel2d": 0, "kernel3d": 0, "bias2d": 0, "ln": 0, "scalar": 0}
+    seen = {"kernel2d": 0, "kernel3d": 0, "bias2d": 0, "ln": 0, "scalar": 0, "input": 0, "output": 0}
     for path, name, leaf in leaves:
-        want = "muon" if name == "kernel" else "adam"
+        if scope == "all_kernels":
+            want = "muon" if name == "kernel" else "adam"
+        else:
+            want = "muon" if name == "kernel" and _hidden_layer(path) else "adam"
         assert labels[path] == want, (path, leaf.shape, labels[path])
         if name == "kernel":
             seen["kernel3d" if leaf.ndim == 3 else "kernel2d"] += 1
+            if "dense_0" in path:
+                seen["input"] += 1
+            if path.split("/")[-2] in ("out", "mean", "log_std"):
+                seen["output"] += 1
         elif name == "bias" and leaf.ndim == 2:
             seen["bias2d"] += 1
         if "ln_" in path:
@@ -250,8 +264,23 @@ def test_muon_partition_kernels_to_muon_everything_else_to_adam(sac_params_ln):
         if leaf.ndim == 0:
             seen["scalar"] += 1
     # The tree really contains the tricky cases: 3-D ensemble kernels, 2-D ensemble biases,
-    # LayerNorm scale/bias (2-D under the ensemble) and the scalar log temperature.
+    # LayerNorm scale/bias (2-D under the ensemble), the scalar log temperature, input layers
+    # and output layers / heads (actor and ensemble critic).
     assert all(v > 0 for v in seen.values()), seen
+    # Spot checks on named leaves, ensemble included.
+    crit = part["critic"]["params"]["q"]["mlp"]
+    actor = part["actor"]["params"]
+    assert crit["dense_1"]["kernel"] == "muon" and crit["dense_1"]["bias"] == "adam"
+    assert actor["trunk"]["dense_1"]["kernel"] == "muon"
+    edge = "muon" if scope == "all_kernels" else "adam"
+    assert crit["dense_0"]["kernel"] == edge and crit["out"]["kernel"] == edge
+    assert actor["trunk"]["dense_0"]["kernel"] == edge
+    assert actor["mean"]["kernel"] == edge and actor["log_std"]["kernel"] == edge
+
+
+def test_muon_scope_is_validated():
+    with pytest.raises(ValueError, match="muon_scope"):
+        make_optimizer(ml_collections.ConfigDict(dict(optimizer="muon", lr=1e-3, muon_scope="input")))
 
 
 def test_muon_optimizer_applies_the_partition(sac_params_ln):
@@ -285,6 +314,7 @@ def test_muon_on_ensemble_kernel_is_per_member():
     rng = np.random.default_rng(0)
     kernel = jnp.asarray(rng.normal(size=(E, n_in, n_out)), jnp.float32)
     cfg = ml_collections.ConfigDict(dict(optimizer="muon", lr=lr, muon_consistent_rms=0.2))
+    cfg.muon_scope = "all_kernels"  # a bare kernel is no MLP hidden layer
     opt = make_optimizer(cfg)
     params = {"kernel": kernel}
     state = opt.init(params)

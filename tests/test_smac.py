@@ -179,8 +179,9 @@ def test_muon_routing_of_smac_parameters():
         part = muon_partition(params[group])
         flat = jax.tree_util.tree_flatten_with_path(part)[0]
         for path, branch in flat:
-            name = path[-1].key
-            assert branch == ("muon" if name == "kernel" else "adam"), (group, path, branch)
+            name, module = path[-1].key, path[-2].key
+            hidden = module.startswith("dense_") and module != "dense_0"
+            assert branch == ("muon" if name == "kernel" and hidden else "adam"), (group, path, branch)
     crit = muon_partition(params["critic"])["params"]["q"]["mlp"]
     assert crit["dense_1"]["kernel"] == "muon" and params["critic"]["params"]["q"]["mlp"]["dense_1"]["kernel"].ndim == 3
     assert crit["dense_1"]["bias"] == "adam" and params["critic"]["params"]["q"]["mlp"]["dense_1"]["bias"].ndim == 2

@@ -103,8 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
             lr=3e-4,
             actor_lr=3e-4,
             critic_lr=3e-4,
-            optimizer="adam",  # "adam" | "muon" (SPEC 3.3)
+            optimizer="adam",  # "adam" | "muon" (docs/algorithms.md, "Optimiser")
             muon_consistent_rms=0.2,
+            muon_scope="hidden",  # "hidden" (hidden-to-hidden kernels) | "all_kernels"
             log_std_min=-20.0,
             log_std_max=2.0,
         )

@@ -105,7 +105,9 @@ def critic_loss(params, batch: Transitions, key, config):
     l_ac, info = sac.critic_loss(params, batch, k_td, config)
     l_sm, sm_info = score_matching_loss(params, batch, k_sm, config)
     loss = l_ac + config.kappa * l_sm
-    return loss, {**info, **sm_info, "smac_critic_loss": loss}
+    # Q against the data's discounted Monte-Carlo return (offline batches; online rows carry 0).
+    mc = batch.mc_return.mean()
+    return loss, {**info, **sm_info, "smac_critic_loss": loss, "mc_return_mean": mc, "q_minus_mc": info["q_mean"] - mc}
 
 
 @register("smac")
