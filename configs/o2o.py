@@ -11,8 +11,8 @@ import ml_collections
 
 from smac_jax.learners import resolve_config
 
-# SMAC settings per task (SPEC 3; how they were chosen, evidence in docs/README.md):
-# * kappa = 1 (SPEC default). On Pendulum medium-replay, 10k offline steps, 3 seeds, kappa 1 / 10 /
+# SMAC settings per task (docs/algorithms.md, SMAC; how they were chosen, evidence in docs/README.md):
+# * kappa = 1 (the learner's default). On Pendulum medium-replay, 10k offline steps, 3 seeds, kappa 1 / 10 /
 #   100 ended at normalised offline scores -4.4 / 9.7 / 10.1: larger kappa keeps grad_a Q aligned
 #   with the score (cosine 0.12-0.17 instead of -0.06 at 10k steps) but the gain is within the
 #   seed spread on a near-random dataset, so the default stays until a larger sweep says otherwise.
@@ -20,8 +20,8 @@ from smac_jax.learners import resolve_config
 # * optimizer = "muon" with consistent_rms 0.2 (the paper's choice); Muon against Adam on Hopper is
 #   in docs/README.md (on Hopper, Adam learned faster offline over the first 10k updates: 8.0 vs 1.5).
 # * Networks 128x128 and a 128-wide score model on both tasks: the 256-wide defaults cost 4x more
-#   per Muon step on this 2-core CPU (experiments/benchmark.py) and would not fit three methods x
-#   three seeds into a session. Use --config.offline.agent.hidden_dims=256,256 on an accelerator.
+#   per Muon step on a 2-core CPU (docs/README.md, benchmarks) and would not fit three methods x
+#   three seeds into a few hours. Use --config.offline.agent.hidden_dims=256,256 on an accelerator.
 #
 # Per task: the dataset and the budgets. The Pendulum job is the README's default job.
 TASKS = {
@@ -55,7 +55,7 @@ TASKS = {
     "hopper": dict(
         dataset=dict(id="smac_jax/hopper/medium-replay-v0", generate_env="Hopper-v5",
                      generate_kind="medium-replay", generate_kwargs=dict(train_steps=150_000, eval_every=10_000)),
-        # Budgets this 2-core CPU finishes within a working session (3 seeds, three methods);
+        # Budgets a 2-core CPU finishes within a few hours (3 seeds, three methods);
         # raise them on an accelerator (--config.offline.steps=1000000 as in the papers).
         offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
         online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
@@ -118,7 +118,7 @@ def get_config(arg: str = "pendulum") -> ml_collections.ConfigDict:
     c.seed = 0
     c.n_seeds = 3
     c.ckpt_keep = 2
-    c.transfer_reset_optimizer = True  # SPEC 2 decision: optimiser states re-initialised at hand-over
+    c.transfer_reset_optimizer = True  # optimiser states re-initialised at hand-over (docs/algorithms.md)
     c.ref_min_score = ml_collections.config_dict.placeholder(float)  # override the dataset's metadata
     c.ref_max_score = ml_collections.config_dict.placeholder(float)
 

@@ -86,7 +86,7 @@ def timed_windows(fn, seconds: float, windows: int) -> list[float]:
     """Calls/s of ``fn`` in ``windows`` consecutive windows of ``seconds / windows`` each, after
     one warm-up call.
 
-    On the 2-core development VM the rate of the same small-kernel XLA program switches between
+    On a 2-core VM (docs/README.md) the rate of the same small-kernel XLA program switches between
     two levels (e.g. SAC at ~300 or ~480 updates/s) every few tens of seconds, while a large
     matmul does not; the windows show which level a measurement saw.
     """
@@ -137,7 +137,7 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
     """The online loop on Hopper-v5 (``n_seeds`` environments, one SAC update per step per seed)
     against the pure scan-fused update rate at the same seed count, timed side by side.
 
-    This machine's update rate drifts between two levels over tens of seconds (a 2-core VM; the
+    The update rate can drift between two levels over tens of seconds (on a 2-core VM, the
     same program runs at ~300 or ~480 updates/s). A ratio of two rates timed at different moments
     mixes those levels, so all are timed in alternating windows of ``window`` steps and the ratio
     is taken per round; the median round is reported, with the extremes. Timed each round:

@@ -1,4 +1,4 @@
-"""Fit the SMAC dataset score model (SPEC 3.1) once, so many SMAC runs and seeds can share it.
+"""Fit the SMAC dataset score model (docs/algorithms.md, SMAC) once, so many SMAC runs and seeds can share it.
 
     python experiments/train_score_model.py --dataset=smac_jax/pendulum/medium-replay-v0 \
         --out=score_models/pendulum-mr --steps=50000

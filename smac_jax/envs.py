@@ -1,4 +1,4 @@
-"""Environment construction with the library's conventions (SPEC section 0).
+"""Environment construction with the library's conventions (docs/algorithms.md, Conventions).
 
 Every environment the library steps is built by :func:`make_env`, which applies, in order:
 

@@ -3,9 +3,8 @@
 :func:`tune_host_allocator` keeps XLA's large temporary buffers in the malloc heap. By default
 glibc serves every allocation above a (dynamic, at most 32 MiB) threshold with a fresh ``mmap``
 and hands it back on free, so a jitted program whose temporaries exceed it page-faults its whole
-working set on every call. Measured on the 2-core development machine, one dispatched SAC update
-for 8 vmapped seeds: 30.5 ms with glibc's defaults, 17.4 ms with the heap kept
-(``python experiments/benchmark.py`` shows the effect on every learner). Scan-fused programs
+working set on every call (``python experiments/benchmark.py`` shows the effect on every learner;
+measured numbers in ``docs/README.md``, "Offline update throughput"). Scan-fused programs
 suffer less (the temporaries are allocated once per dispatch), per-environment-step dispatches
 the most.
 

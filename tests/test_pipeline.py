@@ -307,7 +307,7 @@ def check_handover(cfg, off_learner, off, on_learner, on):
             np.testing.assert_array_equal(ls["kernel"], 0.0)
             np.testing.assert_array_equal(ls["bias"], cfg.online.agent.transfer_log_std_init)
             assert float(st_on.params["log_temp"]) == pytest.approx(np.log(cfg.online.agent.init_temperature))
-        # Optimiser states are fresh (SPEC 2 decision): Adam's step counts are zero.
+        # Optimiser states are fresh (docs/algorithms.md, "Hand-over"): Adam's step counts are zero.
         counts = [np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(st_on.opt_state)[0]
                   if "count" in jax.tree_util.keystr(p)]
         assert counts and all((c == 0).all() for c in counts)

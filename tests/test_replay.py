@@ -1,4 +1,4 @@
-"""Replay buffer (smac_jax.data.replay) and the Muon / Adam routing of smac_jax.optim (SPEC 2, 3.3)."""
+"""Replay buffer (smac_jax.data.replay) and the Muon / Adam routing of smac_jax.optim (docs/algorithms.md)."""
 from __future__ import annotations
 
 import jax
@@ -211,7 +211,7 @@ def test_init_replay_modes():
 
 
 # ---------------------------------------------------------------------------------------------
-# Muon / Adam routing (SPEC 3.3)
+# Muon / Adam routing (docs/algorithms.md, "Optimiser")
 # ---------------------------------------------------------------------------------------------
 def _leaf_names(tree):
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)

@@ -1,4 +1,4 @@
-"""SAC and TD3 losses against an independent float64 NumPy computation (SPEC 0, 1).
+"""SAC and TD3 losses against an independent float64 NumPy computation (docs/algorithms.md, SAC and TD3).
 
 A tiny network (obs_dim 3, act_dim 2, hidden (4, 4), 2 critics, batch 5) with fixed weights is
 evaluated by hand in NumPy (relu MLP; ensemble kernels are (E, in, out)); stochastic parts are
@@ -242,7 +242,7 @@ def test_sac_temperature_loss(sac, batch):
     mean, log_std = np_gaussian_head(state.params["actor"], batch.obs)
     _, logp = np_tanh_gaussian_sample(mean, log_std, gaussian_noise(key))
     temp = np.exp(f64(state.params["log_temp"]))
-    target_entropy = -float(ACT)  # SPEC 1 default: -|A|
+    target_entropy = -float(ACT)  # SAC's default: -|A|
     ref = temp * (-logp.mean() - target_entropy)
     np.testing.assert_allclose(float(loss), ref, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(float(info["temperature"]), temp, rtol=1e-6)

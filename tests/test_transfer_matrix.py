@@ -1,4 +1,4 @@
-"""The transfer matrix (SPEC 2, step 4): every offline learner hands over to every online learner.
+"""The transfer matrix (docs/algorithms.md, "Hand-over"): every offline learner hands over to every online learner.
 
 For every (offline, online) pair, on (16, 16) networks and the tiny Pendulum dataset (tests/conftest.py):
 
@@ -364,7 +364,7 @@ def test_handover(offline, online, env, programs):
             assert tree_allclose(p_on["target_critic"], p_on["critic"])
     if "log_temp" in p_off and "log_temp" in p_on:
         assert "log_temp" in carried
-    # Optimiser states are fresh (SPEC 2 decision).
+    # Optimiser states are fresh (docs/algorithms.md, "Hand-over").
     counts = [x for path, x in jax.tree_util.tree_flatten_with_path(on_np.opt_state)[0]
               if "count" in jax.tree_util.keystr(path)]
     assert counts and all((c == 0).all() for c in counts)

@@ -1,5 +1,5 @@
 """Comparing finished runs: one figure of evaluation curves and a Markdown table of scores and
-transfer drops (SPEC 6), from the runs' ``metrics.jsonl`` / ``summary.json``."""
+transfer drops (docs/algorithms.md, Metrics), from the runs' ``metrics.jsonl`` / ``summary.json``."""
 from __future__ import annotations
 
 import json

@@ -2,7 +2,7 @@
 
 ``load_dataset(id)`` reads every episode of a *local* Minari dataset (nothing is downloaded),
 flattens it into one row per transition and adds the per-transition quantities the learners
-need (return-to-go, Monte-Carlo return, episode return). Conventions (SPEC section 0):
+need (return-to-go, Monte-Carlo return, episode return). Conventions (docs/algorithms.md, Conventions):
 
 * observations are flattened exactly like the online environments built by
   :func:`smac_jax.envs.make_env` (layout: :func:`smac_jax.envs.flatten_obs_keys` of the
@@ -42,7 +42,7 @@ __all__ = [
     "validate_transitions",
 ]
 
-#: Added to the dataset's observation std before dividing (SPEC section 0).
+#: Added to the dataset's observation std before dividing (docs/algorithms.md, Conventions).
 OBS_STD_EPS = 1e-3
 
 

@@ -2,7 +2,7 @@
 
 All functions are pure and written for one seed; the online loop ``jax.vmap``s them over the
 seed axis. The offline dataset is a plain :class:`~smac_jax.types.Transitions` shared by all
-seeds (``sample_transitions``). Replay initialisations (SPEC 2, step 3) are built by
+seeds (``sample_transitions``). Replay initialisations (docs/algorithms.md, "Replay initialisations") are built by
 :func:`init_replay`: ``empty``, ``full`` (the whole dataset), ``mix`` (separate offline and online
 buffers sampled with ``mixing_ratio``) and ``top_n`` (the N highest-return trajectories).
 """

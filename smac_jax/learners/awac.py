@@ -1,5 +1,5 @@
 """AWAC (Nair et al., 2020), also registered as "awr": advantage-weighted actor, SAC-style critic
-without entropy (SPEC 1).
+without entropy (docs/algorithms.md, "AWAC / AWR").
 
 * critic: y = r + gamma (1 - terminated) min_i Qbar_i(s', a'),  a' ~ pi(s'); loss
   sum_i mean_batch (Q_i(s, a) - y)^2 (SAC's clipped double-Q backup with no entropy term).

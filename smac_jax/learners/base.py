@@ -7,7 +7,7 @@ pure and written for ONE seed (the training loops ``jax.vmap`` them over the see
 * ``update(state, batch, key) -> (TrainState, metrics)``: one gradient step of every network.
 * ``act(state, obs, key, deterministic) -> action`` in [-1, 1].
 * ``transfer(key, src_state, src_learner) -> TrainState``: take over another learner's state
-  (SPEC 2, step 2). The default implementation copies every parameter group both sides have,
+  (docs/algorithms.md, "Hand-over"). The default implementation copies every parameter group both sides have,
   converts the actor between stochastic and deterministic, and re-initialises optimisers.
 
 Every learner keeps its trainable and target parameters in ``TrainState.params``, a dict with
@@ -90,7 +90,7 @@ def make_learner(name: str, obs_dim: int, act_dim: int, overrides: Any = None) -
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Hyperparameters every actor-critic learner shares (SPEC 0 defaults)."""
+    """Hyperparameters every actor-critic learner shares (docs/algorithms.md, "Conventions")."""
     return ml_collections.ConfigDict(
         dict(
             gamma=0.99,
@@ -149,7 +149,7 @@ class Learner:
 
     # -- hand-over ------------------------------------------------------------------------
     def transfer(self, key: PRNGKey, src_state: TrainState, src_learner: "Learner") -> TrainState:
-        """Build this learner's initial state from another learner's (SPEC 2, step 2)."""
+        """Build this learner's initial state from another learner's (docs/algorithms.md, "Hand-over")."""
         fresh = self.init(key)
         params = dict(fresh.params)
         src = src_state.params
@@ -173,7 +173,7 @@ class Learner:
         return self.fresh_optimizer_state(fresh.replace(params=params))
 
     def fresh_optimizer_state(self, state: TrainState) -> TrainState:
-        """Re-initialise every optimiser on the state's current parameters (SPEC 2 decision)."""
+        """Re-initialise every optimiser on the state's current parameters (docs/algorithms.md, "Hand-over")."""
         opt_state = {g: opt.init(state.params[g]) for g, opt in self.optimizers().items()}
         return state.replace(opt_state=opt_state)
 

@@ -1,4 +1,4 @@
-"""Calibrated Q-Learning, Cal-QL (Nakamoto et al., 2023) (SPEC 1).
+"""Calibrated Q-Learning, Cal-QL (Nakamoto et al., 2023); docs/algorithms.md, Cal-QL.
 
 CQL (:mod:`smac_jax.learners.cql`) with one change: inside the conservative penalty the Q values
 of the policy actions, the pi(s) and the pi(s') samples (both evaluated at s), are lower-bounded

@@ -1,4 +1,4 @@
-"""Conservative Q-Learning (Kumar et al., 2020), CQL(H) with importance sampling (SPEC 1).
+"""Conservative Q-Learning (Kumar et al., 2020), CQL(H) with importance sampling (docs/algorithms.md, CQL).
 
 SAC whose critic loss carries, for every ensemble member i, the conservative penalty
 
@@ -12,7 +12,7 @@ gradient, and the penalty's gradient reaches the critic only. The TD part is SAC
 (``sum_i mean_batch (Q_i(s, a) - y)^2``).
 
 Decisions (config fields):
-* ``cql_alpha`` = 5.0 (SPEC 1); ``cql_temp`` = 1.0; ``cql_n_actions`` = 10.
+* ``cql_alpha`` = 5.0; ``cql_temp`` = 1.0; ``cql_n_actions`` = 10.
 * ``cql_lagrange`` = False. When True the penalty of member i becomes
   ``alpha' * cql_alpha * (diff_i - cql_target_action_gap)`` with ``alpha' = clip(exp(log_alpha'), 0, 1e6)``
   trained to *maximise* it (loss :func:`alpha_prime_loss`), as in the CQL paper's Lagrange form
@@ -134,7 +134,7 @@ def conservative_critic_loss(params, batch: Transitions, key, config, policy_q_b
     logp_pi, logp_next = sg(logp_pi.T), sg(logp_next.T)  # (B, n)
 
     # All 3n + 1 actions at s in one critic pass: (3n + 1) * B rows per matmul instead of four
-    # smaller passes (same numbers; 8 seeds on the 2-core CPU: 4.4 -> 4.6 updates/s per seed).
+    # smaller passes (same numbers, higher throughput: docs/README.md, "Offline update throughput").
     actions = jnp.concatenate([batch.action[None], a_rand, a_pi, a_next], axis=0)
     q_all = q_at_samples(config, params["critic"], batch.obs, actions)  # (E, B, 3n + 1)
     q_data = q_all[..., 0]  # (E, B)

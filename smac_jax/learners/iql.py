@@ -1,4 +1,4 @@
-"""Implicit Q-Learning (Kostrikov et al., 2022), offline and online (SPEC 1).
+"""Implicit Q-Learning (Kostrikov et al., 2022), offline and online (docs/algorithms.md, IQL).
 
 Three losses, applied in this order every step (then Polyak-averaging the target critic):
 

@@ -1,4 +1,4 @@
-"""Soft Actor-Critic (Haarnoja et al., 2018): clipped double-Q, automatic temperature (SPEC 1).
+"""Soft Actor-Critic (Haarnoja et al., 2018): clipped double-Q, automatic temperature (docs/algorithms.md, SAC).
 
 The three losses are plain functions of ``(params, batch, key, config)``; ``params`` is the
 learner's parameter dict (``actor``, ``critic``, ``target_critic``, ``log_temp``).

@@ -1,4 +1,4 @@
-"""SMAC: Score-Matched Actor-Critic (de Lara & Shkurti), SPEC 3.
+"""SMAC: Score-Matched Actor-Critic (de Lara & Shkurti; docs/algorithms.md, SMAC).
 
 Offline SAC whose critic loss carries a score-matching term,
 
@@ -8,7 +8,7 @@ Offline SAC whose critic loss carries a score-matching term,
 where ``score(s, a)`` is the frozen, return-conditioned diffusion model's estimate of the
 dataset's score (``smac_jax.score``), B(A) mixes policy and uniform actions 50/50, and
 alpha_psi(s) >= 0 is a learned state-dependent scale trained jointly with the critic. Trained
-with Muon by default (SPEC 3.3). The actor and temperature losses are SAC's, unchanged.
+with Muon by default (docs/algorithms.md, "Optimiser"). The actor and temperature losses are SAC's, unchanged.
 
 The frozen score network lives in ``params["score"]`` (never optimised, never handed over); the
 learner gets it from :meth:`SMAC.prepare`, which loads a saved score model or trains one on the
@@ -105,7 +105,7 @@ def critic_loss(params, batch: Transitions, key, config):
     l_ac, info = sac.critic_loss(params, batch, k_td, config)
     l_sm, sm_info = score_matching_loss(params, batch, k_sm, config)
     loss = l_ac + config.kappa * l_sm
-    # Q against the data's discounted Monte-Carlo return (offline batches; online rows carry 0).
+    # Q against the data's discounted Monte-Carlo return (offline batches; online rows carry -inf).
     mc = batch.mc_return.mean()
     return loss, {**info, **sm_info, "smac_critic_loss": loss, "mc_return_mean": mc, "q_minus_mc": info["q_mean"] - mc}
 
@@ -121,14 +121,14 @@ class SMAC(sac.SAC):
         cfg.kappa = 1.0
         cfg.policy_prob = 0.5
         # States per step in the L_SM Monte-Carlo estimate (0 = the whole batch). Decision: 64, so a
-        # SMAC update costs <= 2x a SAC update; the IDQL score network's forward pass alone costs
-        # 1.5x a whole SAC update at 256 states (experiments/benchmark.py).
+        # SMAC update stays within about 2x a SAC update; the IDQL score network's forward pass alone
+        # costs more than a whole SAC update at 256 states (docs/README.md, "Offline update throughput").
         cfg.sm_batch_size = 64
         cfg.alpha_param = "softplus"  # "softplus" (alpha >= 0) | "linear" (unconstrained)
         cfg.alpha_lr = 3e-4
         cfg.score_w = 1.0
         # The score model: where to load it from / save it to ("" = <workdir>/score_model), and
-        # how to train it when it is missing (SPEC 3.1 defaults; ``steps`` is the budget).
+        # how to train it when it is missing (docs/algorithms.md, SMAC; ``steps`` is the budget).
         cfg.score_model_path = ""
         cfg.score_config = score_model.default_score_config()
         cfg.score_config.steps = 50_000

@@ -1,4 +1,4 @@
-"""TD3 (Fujimoto et al., 2018): target policy smoothing, clipped double-Q, delayed actor (SPEC 1)."""
+"""TD3 (Fujimoto et al., 2018): target policy smoothing, clipped double-Q, delayed actor (docs/algorithms.md, TD3)."""
 from __future__ import annotations
 
 import jax

@@ -1,4 +1,4 @@
-"""TD3+BC (Fujimoto & Gu, 2021): TD3 with a behaviour-cloning term in the actor loss (SPEC 1).
+"""TD3+BC (Fujimoto & Gu, 2021): TD3 with a behaviour-cloning term in the actor loss (docs/algorithms.md, "TD3+BC").
 
 Actor loss: -lambda mean_s Q_1(s, pi(s)) + w mean_{s, j} (pi(s)_j - a_j)^2, with
 lambda = alpha / mean_s |Q_1(s, pi(s))| (detached), alpha = 2.5, and the BC weight w = 1 unless

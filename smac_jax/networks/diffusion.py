@@ -1,4 +1,4 @@
-"""The noise-prediction network of SMAC's dataset score model (SPEC 3.1, IDQL's architecture).
+"""The noise-prediction network of SMAC's dataset score model (IDQL's architecture; docs/algorithms.md, SMAC).
 
 ``EpsNetwork`` computes eps_omega(a_k, k, s, w): the noise that was added to a clean action to
 produce the noised action ``a_k`` at diffusion step k, given the state ``s`` and the return

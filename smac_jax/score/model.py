@@ -1,4 +1,4 @@
-"""SMAC's dataset score model: a return-conditioned DDPM over actions (SPEC 3.1).
+"""SMAC's dataset score model: a return-conditioned DDPM over actions (docs/algorithms.md, SMAC).
 
 The model is trained once per dataset, then frozen and queried by the SMAC critic loss through
 :func:`score`. Everything here is a pure function of explicit inputs (parameters, data, PRNG keys
@@ -78,7 +78,7 @@ _FORMAT_VERSION = 1
 
 
 def default_score_config() -> ml_collections.ConfigDict:
-    """The defaults of SPEC 3.1 (IDQL's DDPM)."""
+    """The score model's defaults (IDQL's DDPM; docs/algorithms.md, SMAC)."""
     c = ml_collections.ConfigDict()
     # Diffusion schedule.
     c.T = 5

@@ -3,9 +3,9 @@
 The fused online loop (:func:`smac_jax.training.steps.make_online_loop`) steps the environments
 from inside the program, once per environment step. ``jax.experimental.io_callback`` wraps
 every call in ``jax.device_put`` of its arguments onto the CPU device (a JAX array is built for
-every operand, inside the running program) and converts the results back. In that loop this
-cost 7% of a 1-seed SAC step (4% at 8 seeds) on the 2-core development machine, measured side by
-side (``experiments/benchmark.py``, the ``fused_io_callback`` variant; ``docs/README.md``).
+every operand, inside the running program) and converts the results back, a measurable share of
+a small SAC step on CPU (timed side by side by ``experiments/benchmark.py``, the
+``fused_io_callback`` variant; numbers in ``docs/README.md``, "Online loop").
 
 :func:`host_call` has ``io_callback(..., ordered=True)``'s semantics (the calls happen in
 program order, exactly once each) but hands the callback the operands as the NumPy arrays the

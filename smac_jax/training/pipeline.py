@@ -1,4 +1,5 @@
-"""The offline-to-online pipeline (SPEC 2): offline phase -> transfer -> online phase.
+"""The offline-to-online pipeline: offline phase -> transfer -> online phase (docs/algorithms.md,
+"Offline-to-online protocol").
 
 ``run(config, workdir, resume=False)`` is what ``experiments/o2o.py`` calls. Every state carries a
 leading seed axis; one dispatch runs ``scan_steps`` fused updates for every seed (offline) or one
