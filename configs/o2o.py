@@ -3,7 +3,7 @@
 Usage: ``--config=configs/o2o.py:TASK[,OFFLINE[,ONLINE]]``, e.g. ``configs/o2o.py:pendulum`` or
 ``configs/o2o.py:hopper,cql,sac``. Learner hyperparameters start from each learner's registered
 defaults (``smac_jax.learners.resolve_config``) and can be overridden on the command line, e.g.
-``--config.offline.agent.lr=1e-4``.
+``--config.offline.agent.critic_lr=1e-4``.
 """
 from __future__ import annotations
 
@@ -89,6 +89,14 @@ TASKS = {
 ONLINE_LEARNER_DEFAULTS = {
     "calql": {"replay.init": "mix", "replay.mixing_ratio": 0.5},
     "iql": {"replay.init": "full"},
+    # ACA starts its buffer with the 50 highest-return dataset trajectories (its medium-replay,
+    # medium-expert and expert presets; random and medium use none: --config.online.replay.top_n=0).
+    # docs/aca.md.
+    "aca": {"replay.init": "top_n", "replay.top_n": 50},
+    # SAMG fine-tunes from online data only: a small buffer (20k), no dataset rows, seeded with
+    # 2,000 steps of the handed-over offline policy before the first update (docs/samg.md).
+    **{f"samg_{base}": {"replay.init": "empty", "replay.capacity": 20_000, "learning_starts": 2_000}
+       for base in ("sac", "awac", "cql", "calql", "iql")},
 }
 
 

@@ -24,8 +24,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
+from smac_jax.cli import fail, run_cli
 from smac_jax.data import replay
 from smac_jax.learners import available_learners, make_learner
 from smac_jax.runtime import tune_host_allocator
@@ -253,7 +254,22 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     seconds = _SECONDS.value
     names = _LEARNERS.value or [n for n in available_learners() if n != "base"]
-    seeds = [int(s) for s in _SEEDS.value]
+    unknown = [n for n in names if n not in available_learners()]
+    if unknown:
+        fail(f"--learners: unknown learner(s) {unknown}; available: {', '.join(available_learners())}")
+    try:
+        seeds = [int(s) for s in _SEEDS.value]
+        online_seeds = [int(s) for s in _ONLINE_SEEDS.value]
+    except ValueError:
+        fail(f"--seeds and --online_seeds take comma-separated integers, got {_SEEDS.value} / {_ONLINE_SEEDS.value}")
+    if not seeds or min(seeds) < 1 or (online_seeds and min(online_seeds) < 1):
+        fail(f"--seeds / --online_seeds must be integers >= 1, got {_SEEDS.value} / {_ONLINE_SEEDS.value}")
+    for name, v in (("seconds", _SECONDS.value), ("windows", _WINDOWS.value), ("scan", _SCAN.value),
+                    ("online_rounds", _ONLINE_ROUNDS.value)):
+        if v <= 0:
+            fail(f"--{name} must be > 0, got {v}")
+    if _ONLINE_STEPS.value < 0:
+        fail(f"--online_steps must be >= 0, got {_ONLINE_STEPS.value}")
     data = fake_data()
     out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "malloc_tuned": tuned}
     peak = matmul_peak(seconds)
@@ -333,4 +349,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli(main)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 
+from smac_jax.cli import run_cli  # noqa: E402
 from smac_jax.analysis.compare import load_run, offline_table, plot_runs, table  # noqa: E402
+from smac_jax.runtime import tune_host_allocator  # noqa: E402
 from smac_jax.training.pipeline import run  # noqa: E402
 
 _TASK = flags.DEFINE_string("task", "pendulum", "Task in configs/o2o.py.")
@@ -44,6 +46,7 @@ def _apply(config, assignment: str):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    tune_host_allocator()
     runs = {}
     for off in _OFF.value:
         label = f"{off} -> {_ON.value}"
@@ -52,7 +55,7 @@ def main(argv):
             cfg = o2o_configs.get_config(f"{_TASK.value},{off},{_ON.value}")
             for a in _SET.value:
                 _apply(cfg, a)
-            run(cfg, wd, resume=_RESUME.value and os.path.exists(os.path.join(wd, "checkpoints")))
+            run(cfg, wd, resume=_RESUME.value and os.path.exists(os.path.join(wd, "config.json")))
         if os.path.exists(os.path.join(wd, "summary.json")):
             runs[label] = load_run(wd)
     if _PAGE.value and runs:
@@ -74,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli(main)

@@ -2,9 +2,11 @@
 
     python experiments/make_dataset.py --env=Hopper-v5 --kinds=random,medium,medium-replay,expert
 """
-from absl import app, flags, logging
+from absl import flags, logging
 
+from smac_jax.cli import fail, run_cli
 from smac_jax.data.factory import KINDS, generate_datasets
+from smac_jax.runtime import tune_host_allocator
 
 _ENV = flags.DEFINE_string("env", "Pendulum-v1", "Gymnasium environment id.")
 _KINDS = flags.DEFINE_list("kinds", list(KINDS), "Dataset kinds to write.")
@@ -20,6 +22,17 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing datasets.")
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    tune_host_allocator()
+    bad = [k for k in _KINDS.value if k not in KINDS]
+    if bad:
+        fail(f"--kinds: unknown dataset kind(s) {bad}; choose from {list(KINDS)}")
+    for name, v in (("train_steps", _TRAIN.value), ("eval_every", _EVAL.value)):
+        if v < 1:
+            fail(f"--{name} must be >= 1, got {v}")
+    if _N.value is not None and _N.value < 1:
+        fail(f"--n_transitions must be >= 1, got {_N.value}")
+    if not 0.0 < _FRAC.value < 1.0:
+        fail(f"--medium_fraction must be in (0, 1), got {_FRAC.value}")
     ids = generate_datasets(_ENV.value, _KINDS.value, seed=_SEED.value, train_steps=_TRAIN.value,
                             eval_every=_EVAL.value, n_transitions=_N.value, medium_fraction=_FRAC.value,
                             namespace=_NS.value, overwrite=_OVERWRITE.value)
@@ -28,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli(main)

@@ -15,8 +15,9 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
+from smac_jax.cli import fail, run_cli
 from smac_jax.data.dataset import load_dataset
 from smac_jax.runtime import tune_host_allocator
 from smac_jax.score import model as sm
@@ -35,6 +36,10 @@ def main(argv):
     del argv
     tune_host_allocator()
     logging.set_verbosity(logging.WARNING)
+    if _STEPS.value < 1:
+        fail(f"--steps must be >= 1, got {_STEPS.value}")
+    if _EVAL_EPISODES.value < 0:
+        fail(f"--eval_episodes must be >= 0, got {_EVAL_EPISODES.value}")
     ds = load_dataset(_DATASET.value, normalize_obs=_NORM.value)
     cfg = sm.default_score_config()
     cfg.steps = _STEPS.value
@@ -61,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli(main)

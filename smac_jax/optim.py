@@ -29,6 +29,7 @@ from optax.contrib import MuonDimensionNumbers
 MUON_2D = MuonDimensionNumbers(reduction_axis=0, output_axis=1)
 MUON_ENSEMBLE = MuonDimensionNumbers(reduction_axis=1, output_axis=2)
 MUON_SCOPES = ("hidden", "all_kernels")
+OPTIMIZERS = ("adam", "muon")
 _HIDDEN_LAYER = re.compile(r"dense_(\d+)$")
 
 
@@ -85,7 +86,7 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """The optimiser ``config.optimizer`` names, with learning rate ``lr`` (default ``config.lr``)."""
     name = config.get("optimizer", "adam")
-    lr = config.get("lr", 3e-4) if lr is None else lr
+    lr = config.lr if lr is None else lr
     if name == "adam":
         opt = optax.adam(lr)
     elif name == "muon":

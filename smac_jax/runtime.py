@@ -8,8 +8,9 @@ measured numbers in ``docs/README.md``, "Offline update throughput"). Scan-fused
 suffer less (the temporaries are allocated once per dispatch), per-environment-step dispatches
 the most.
 
-The setting is process-wide and cannot be undone, so nothing applies it on import: the launch
-scripts and :func:`smac_jax.training.pipeline.run` call it; a notebook can too. Set
+The setting is process-wide and cannot be undone, so no library function applies it: the launch
+scripts in ``experiments/`` call it first thing; in a notebook, call it once yourself before
+training. Set
 ``SMAC_JAX_TUNE_MALLOC=0`` to opt out. On a non-glibc platform it does nothing.
 """
 from __future__ import annotations

@@ -46,8 +46,7 @@ __all__ = [
 OBS_STD_EPS = 1e-3
 
 
-class DatasetError(ValueError):
-    """A dataset is missing, malformed or contains invalid values."""
+from smac_jax.errors import DatasetError  # noqa: E402,F401  (re-exported)
 
 
 # --------------------------------------------------------------------------------------------

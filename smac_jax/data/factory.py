@@ -33,8 +33,8 @@ from minari.data_collector import EpisodeBuffer
 from tqdm.auto import tqdm
 
 from smac_jax.data import replay
+from smac_jax.errors import DatasetError
 from smac_jax.learners import make_learner
-from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.steps import make_act_step, make_online_step, unalias
 from smac_jax.types import Transitions
 
@@ -109,7 +109,7 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     """Online SAC on ``env_id`` with one seed; returns (learner, snapshots, episodes recorded)."""
     raw = gym.make(env_id)
     if not isinstance(raw.action_space, spaces.Box):
-        raise ValueError(f"the dataset factory needs a Box action space; {env_id} has {raw.action_space}")
+        raise DatasetError(f"the dataset factory needs a Box action space; {env_id} has {raw.action_space}")
     obs_space, act_space = raw.observation_space, raw.action_space
     obs_dim, act_dim = spaces.flatdim(obs_space), int(np.prod(act_space.shape))
     learner = make_learner("sac", obs_dim, act_dim, agent_overrides)
@@ -185,16 +185,15 @@ def generate_datasets(
 
     ``n_transitions`` (default ``train_steps``) is the size of the rolled-out kinds.
     """
-    tune_host_allocator()
     bad = [k for k in kinds if k not in KINDS]
     if bad:
-        raise ValueError(f"unknown dataset kind(s) {bad}; choose from {KINDS}")
+        raise DatasetError(f"unknown dataset kind(s) {bad}; the generator writes {list(KINDS)}")
     ids = {k: dataset_id(env_id, k, namespace) for k in kinds}
     local = set(minari.list_local_datasets())
     for k, i in ids.items():
         if i in local:
             if not overwrite:
-                raise FileExistsError(f"dataset {i} already exists; pass overwrite=True (--overwrite) to replace it")
+                raise DatasetError(f"dataset {i} already exists; pass overwrite=True (--overwrite) to replace it")
             minari.delete_dataset(i)
     n_transitions = n_transitions or train_steps
 
@@ -205,6 +204,11 @@ def generate_datasets(
     ref_min = _random_return(eval_env, max(eval_episodes, 10), seed + 11)
     expert_state = snaps[-1][2]
     ref_max = _evaluate(eval_env, _Policy(learner, expert_state, obs_space, act_space, True), max(eval_episodes, 10), seed + 13)
+    if not ref_max > ref_min:
+        raise DatasetError(
+            f"{env_id}: the trained expert's return {ref_max:.1f} is not above the random policy's {ref_min:.1f}, "
+            f"so normalised scores would be meaningless; nothing was written. Train the expert longer "
+            f"(train_steps, now {train_steps}) or with other SAC settings (agent_overrides)")
     target = ref_min + medium_fraction * (ref_max - ref_min)
     med = next((s for s in snaps if s[1] >= target), snaps[-1])
     print(f"[smac_jax] {env_id}: random return {ref_min:.1f}, expert return {ref_max:.1f}; medium snapshot "

@@ -33,12 +33,7 @@ REGISTRY: dict[str, type["Learner"]] = {}
 TRANSFERABLE = ("actor", "critic", "target_critic", "target_actor", "log_temp", "value", "target_value")
 
 
-class TransferError(ValueError):
-    """An offline learner's state cannot be handed to the chosen online learner."""
-
-
-class ConfigError(ValueError):
-    """A learner or pipeline config is invalid."""
+from smac_jax.errors import ConfigError, TransferError  # noqa: E402,F401  (re-exported)
 
 
 @flax.struct.dataclass
@@ -82,7 +77,37 @@ def resolve_config(name: str, overrides: Any = None) -> ml_collections.ConfigDic
                     f"{k!r} is not a hyperparameter of learner {name!r} (known: {', '.join(sorted(cfg))})"
                 )
             cfg[k] = v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
+    validate_hyperparameters(name, cfg)
     return cfg
+
+
+def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
+    """Range checks shared by every learner; the message names the field."""
+    from smac_jax.optim import MUON_SCOPES, OPTIMIZERS
+
+    def need(ok, field, what):
+        if not ok:
+            raise ConfigError(f"learner {name!r}: {field}={cfg[field]!r} {what}")
+
+    for k in cfg:
+        v = cfg[k]
+        if k.endswith("_lr"):
+            need(isinstance(v, (int, float)) and v > 0, k, "must be a learning rate > 0")
+    for k in ("gamma", "tau"):
+        if k in cfg:
+            need(0 < cfg[k] <= 1, k, "must be in (0, 1]")
+    for k in ("batch_size", "num_critics"):
+        if k in cfg:
+            need(int(cfg[k]) >= 1, k, "must be >= 1")
+    if "hidden_dims" in cfg:
+        dims = cfg.hidden_dims
+        need(len(dims) >= 1 and all(int(d) >= 1 for d in dims), "hidden_dims", "must be one or more layer widths >= 1")
+    if "optimizer" in cfg:
+        need(cfg.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
+    if "muon_scope" in cfg:
+        need(cfg.muon_scope in MUON_SCOPES, "muon_scope", f"must be one of {MUON_SCOPES}")
+    if "log_std_min" in cfg and "log_std_max" in cfg:
+        need(cfg.log_std_min < cfg.log_std_max, "log_std_min", f"must be below log_std_max={cfg.log_std_max}")
 
 
 def make_learner(name: str, obs_dim: int, act_dim: int, overrides: Any = None) -> "Learner":
@@ -100,7 +125,6 @@ def base_config() -> ml_collections.ConfigDict:
             actor_layer_norm=False,
             critic_layer_norm=False,
             num_critics=2,
-            lr=3e-4,
             actor_lr=3e-4,
             critic_lr=3e-4,
             optimizer="adam",  # "adam" | "muon" (docs/algorithms.md, "Optimiser")

@@ -105,8 +105,10 @@ def critic_loss(params, batch: Transitions, key, config):
     l_ac, info = sac.critic_loss(params, batch, k_td, config)
     l_sm, sm_info = score_matching_loss(params, batch, k_sm, config)
     loss = l_ac + config.kappa * l_sm
-    # Q against the data's discounted Monte-Carlo return (offline batches; online rows carry -inf).
-    mc = batch.mc_return.mean()
+    # Q against the data's discounted Monte-Carlo return, over the rows that have one (online rows
+    # carry -inf: no return known); 0 when the batch has none.
+    has_mc = jnp.isfinite(batch.mc_return)
+    mc = jnp.where(has_mc, batch.mc_return, 0.0).sum() / jnp.maximum(has_mc.sum(), 1)
     return loss, {**info, **sm_info, "smac_critic_loss": loss, "mc_return_mean": mc, "q_minus_mc": info["q_mean"] - mc}
 
 

@@ -17,11 +17,15 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from smac_jax.errors import ConfigError
 from smac_jax.score import model as sm
 
+#: Score-config fields that only matter at query / sampling time: a saved model serves any value.
+QUERY_FIELDS = ("score_w", "score_sign", "sample_noise", "sample_clip")
 
-class ScoreModelMismatch(ValueError):
-    """A saved score model was fitted on a different dataset or observation layout."""
+
+class ScoreModelMismatch(ConfigError):
+    """A saved score model was fitted on a different dataset, observation layout or config."""
 
 
 def fit_score_model(dataset, config: ml_collections.ConfigDict, seed: int = 0, progress: bool = True,
@@ -75,6 +79,13 @@ def fit_or_load_score_model(path: str, dataset, config: ml_collections.ConfigDic
                 raise ScoreModelMismatch(
                     f"score model at {path} was fitted with {k}={meta.get(k)!r}, but this run has {k}={v!r}; "
                     "point score_model_path elsewhere or delete it to refit")
+        want, have = config.to_dict(), cfg.to_dict()
+        diff = sorted(k for k in set(want) | set(have) if k not in QUERY_FIELDS and want.get(k) != have.get(k))
+        if diff:
+            raise ScoreModelMismatch(
+                f"score model at {path} was fitted with a different config ("
+                + ", ".join(f"{k}={have.get(k)!r} there, {want.get(k)!r} asked" for k in diff)
+                + "); point score_model_path elsewhere, or delete it to refit")
         return state.ema_params, cfg
     print(f"[smac_jax] fitting the score model on {dataset.dataset_id} ({int(config.steps)} steps) -> {path}")
     state, log = fit_score_model(dataset, config, seed=seed, progress=progress)

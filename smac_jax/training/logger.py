@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -17,7 +18,19 @@ class MetricsLog:
         self.rows: list[dict] = []
         if os.path.exists(path):
             with open(path) as f:
-                self.rows = [json.loads(line) for line in f if line.strip()]
+                lines = [line for line in f.read().split("\n")]
+            numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+            for k, (lineno, line) in enumerate(numbered):
+                try:
+                    self.rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    if k == len(numbered) - 1:  # a write cut short by a kill: that row is lost, nothing else
+                        warnings.warn(f"{path}: dropping the torn last line {lineno} (a write was interrupted)")
+                        continue
+                    from smac_jax.errors import SmacJaxError
+
+                    raise SmacJaxError(f"{path}: line {lineno} is not valid JSON; the metrics log is corrupt "
+                                       "(repair or remove that line, or start a fresh --workdir)") from None
 
     def write(self, rows: Iterable[dict]) -> None:
         rows = [{k: _plain(v) for k, v in r.items()} for r in rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from typing import Any
 
@@ -27,7 +28,6 @@ from smac_jax.learners import (
     make_learner,
     resolve_config,
 )
-from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import Evaluator, make_act_fn
 from smac_jax.training.logger import MetricsLog, plot_evaluations
@@ -40,12 +40,15 @@ from smac_jax.training.steps import (
 )
 
 
-class DivergenceError(RuntimeError):
-    """A loss or parameter became NaN/inf during training."""
+from smac_jax.errors import DivergenceError, WorkdirError  # noqa: E402,F401  (re-exported)
 
 
 def stack_seeds(tree: Any, n: int) -> Any:
     return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n, *jnp.shape(x))).copy(), tree)
+
+
+_ADVICE = ("Lower the learning rate, scale the rewards (dataset.reward_scale) or enable layer norm; "
+           "the checkpoints written so far are intact, and --resume continues from the last one.")
 
 
 def check_finite(metrics: dict, phase: str, learner: Learner, step: int) -> None:
@@ -56,9 +59,27 @@ def check_finite(metrics: dict, phase: str, learner: Learner, step: int) -> None
             seeds = np.nonzero(bad.reshape(bad.shape[0], -1).any(1))[0].tolist()
             raise DivergenceError(
                 f"{phase} learner {learner.name!r} diverged: metric {k!r} is not finite at step {step} "
-                f"for seed index(es) {seeds} (values {v.tolist()}). Lower the learning rate, scale the "
-                f"rewards (dataset.reward_scale) or enable layer norm; checkpoints up to the last "
-                f"evaluation are kept in the workdir."
+                f"for seed index(es) {seeds} (values {v.tolist()}). {_ADVICE}"
+            )
+
+
+@jax.jit
+def _finite_per_seed(tree: Any) -> Any:
+    """For every leaf: a (seeds,) bool, True where every entry of that seed's slice is finite."""
+    return jax.tree.map(lambda x: jnp.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+                        if jnp.issubdtype(x.dtype, jnp.floating) else jnp.ones(x.shape[:1], bool), tree)
+
+
+def check_finite_state(states: Any, phase: str, learner: Learner, step: int) -> None:
+    """Parameters and optimiser state are finite for every seed (checked before each checkpoint)."""
+    flags = _finite_per_seed({"params": states.params, "optimizer state": states.opt_state})
+    for path, ok in jax.tree_util.tree_flatten_with_path(flags)[0]:
+        ok = np.asarray(ok)
+        if not ok.all():
+            where = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
+            raise DivergenceError(
+                f"{phase} learner {learner.name!r} diverged: {where} is not finite at step {step} for seed "
+                f"index(es) {np.nonzero(~ok)[0].tolist()}. {_ADVICE}"
             )
 
 
@@ -68,6 +89,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(msg)
 
     need(config.n_seeds >= 1, f"n_seeds must be >= 1, got {config.n_seeds}")
+    need(config.eval.episodes >= 1, f"eval.episodes must be >= 1, got {config.eval.episodes}")
+    need(config.ckpt_keep >= 1, f"ckpt_keep must be >= 1, got {config.ckpt_keep}")
     off, on = config.offline, config.online
     for name, ph in (("offline", off), ("online", on)):
         need(ph.steps >= 0, f"{name}.steps must be >= 0, got {ph.steps}")
@@ -80,12 +103,59 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(on.utd >= 1, f"online.utd must be >= 1, got {on.utd}")
     need(on.get("scan_steps", 100) >= 1, f"online.scan_steps must be >= 1, got {on.get('scan_steps')}")
     need(on.ckpt_every >= 1, f"online.ckpt_every must be >= 1, got {on.ckpt_every}")
+    need(on.learning_starts >= 0, f"online.learning_starts must be >= 0, got {on.learning_starts}")
+    need(on.replay.capacity >= 1, f"online.replay.capacity must be >= 1, got {on.replay.capacity}")
     need(on.replay.init in replay.REPLAY_INITS,
          f"online.replay.init must be one of {replay.REPLAY_INITS}, got {on.replay.init!r}")
     need(0.0 <= on.replay.mixing_ratio < 1.0, f"online.replay.mixing_ratio must be in [0, 1), got {on.replay.mixing_ratio}")
     # unknown learner names and hyperparameters fail here, before any data is loaded
-    resolve_config(off.learner, off.agent)
-    resolve_config(on.learner, on.agent)
+    for phase in ("offline", "online"):
+        try:
+            resolve_config(config[phase].learner, config[phase].agent)
+        except ConfigError as e:
+            raise ConfigError(f"{phase}.agent: {e}") from None
+
+
+def check_batch_sizes(config, n_transitions: int) -> None:
+    """A minibatch is at least one row and no larger than what it is drawn from."""
+    for phase, size, what in (("offline", n_transitions, f"the dataset's {n_transitions} transitions"),
+                              ("online", config.online.replay.capacity,
+                               f"online.replay.capacity={config.online.replay.capacity}")):
+        b = config[phase].agent.batch_size
+        if not 1 <= b <= size:
+            raise ConfigError(f"{phase}.agent.batch_size={b} must be between 1 and {what}")
+
+
+#: What a run writes in its workdir; a workdir holding any of them holds a run.
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval.png", "checkpoints", "score_model")
+
+
+def prepare_workdir(workdir: str, config, resume: bool, overwrite: bool) -> None:
+    """Never touch another run by accident: an existing run needs ``resume`` (same config) or
+    ``overwrite``; then write ``config.json``."""
+    if resume and overwrite:
+        raise ConfigError("pass either --resume (continue the run in the workdir) or --overwrite (replace it), not both")
+    existing = [f for f in RUN_FILES if os.path.exists(os.path.join(workdir, f))]
+    cfg_path = os.path.join(workdir, "config.json")
+    if existing and not (resume or overwrite):
+        raise WorkdirError(f"{workdir} already holds a run ({', '.join(existing)}); pass --resume to continue "
+                           "it, --overwrite to replace it, or choose another --workdir")
+    if resume and os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            if f.read() != _config_json(config):
+                raise ConfigError(f"--resume: {cfg_path} holds a different config than the one given; "
+                                  "resume with the same config, or use a new workdir")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        if overwrite and existing:
+            print(f"[smac_jax] --overwrite: removing the run in {workdir} ({', '.join(existing)})")
+            for f in existing:
+                path = os.path.join(workdir, f)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        with open(cfg_path, "w") as f:
+            f.write(_config_json(config))
+    except OSError as e:
+        raise WorkdirError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None
 
 
 def _config_json(config) -> str:
@@ -108,23 +178,18 @@ def load_offline_dataset(dc):
     )
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, progress: bool = True) -> dict:
-    """Run the whole offline-to-online job; returns the summary (also written to summary.json)."""
+def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, progress: bool = True,
+        overwrite: bool = False) -> dict:
+    """Run the whole offline-to-online job; returns the summary (also written to summary.json).
+
+    A workdir that already holds a run is continued with ``resume=True`` (same config) or replaced
+    with ``overwrite=True``; otherwise it is left untouched and :class:`WorkdirError` is raised."""
     validate_config(config)
-    tune_host_allocator()
-    os.makedirs(workdir, exist_ok=True)
-    cfg_path = os.path.join(workdir, "config.json")
-    if resume and os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            saved = f.read()
-        if saved != _config_json(config):
-            raise ConfigError(f"--resume: {cfg_path} holds a different config than the one given; "
-                              "resume with the same config, or use a new workdir")
-    with open(cfg_path, "w") as f:
-        f.write(_config_json(config))
+    prepare_workdir(workdir, config, resume, overwrite)
 
     dataset = load_offline_dataset(config.dataset)
     data_np = dataset.transitions
+    check_batch_sizes(config, int(data_np.reward.shape[0]))
     obs_dim, act_dim = data_np.obs.shape[-1], data_np.action.shape[-1]
     data = jax.device_put(jax.tree.map(jnp.asarray, data_np))
 
@@ -215,15 +280,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
             off_states, metrics = offline_step(off_states, data, offline_keys, off_step)
             off_step += config.offline.scan_steps
             bar.update(config.offline.scan_steps)
+            check_finite(metrics, "offline", off_learner, off_step)
             if off_step % config.offline.eval_every == 0 or off_step == n_off:
                 evaluate("offline", off_step, off_act, off_states, off_learner, metrics)
                 ups = (off_step - done0) / max(time.time() - t0, 1e-9)
                 bar.set_postfix(phase="offline", eval=f"{last_eval['value']:.1f}", upd_s=f"{ups:.0f}")
             if off_step % config.offline.ckpt_every == 0 and off_step < n_off:
+                check_finite_state(off_states, "offline", off_learner, off_step)
                 ckpt.save("offline", off_step, off_states, {"step": off_step})
-        if off_step > 0 or n_off == 0:
-            if n_off == 0:
-                evaluate("offline", 0, off_act, off_states, off_learner, {})
+        if n_off == 0 and ckpt.latest_step("offline") is None:
+            evaluate("offline", 0, off_act, off_states, off_learner, {})
+        if ckpt.latest_step("offline") != off_step:  # a resumed, finished offline phase is saved already
+            check_finite_state(off_states, "offline", off_learner, off_step)
             ckpt.save("offline", off_step, off_states, {"step": off_step})
 
     # ---------------------------------------------------------------- transfer
@@ -239,11 +307,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     buffers = stack_seeds(buf0, S)
     del buf0
     on_step = 0
+    collector = OnlineCollector(env_fn, seeds, 0, config.dataset.reward_scale, config.dataset.reward_bias)
     if on_resume_step is not None:
         template = {"states": jax.vmap(on_learner.init)(init_keys), "buffers": buffers}
         restored, meta = ckpt.restore("online", template)
         on_states, buffers = unalias(restored["states"]), unalias(restored["buffers"])
         on_step = int(meta["step"])
+        collector.load_state_dict(meta["collector"])  # the environments exactly as they were
         log.truncate(lambda r: r["phase"] == "offline" or r["step"] <= on_step)
         bar.update(n_off + on_step)
         print(f"[smac_jax] resumed online phase at environment step {on_step}")
@@ -251,7 +321,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     # ---------------------------------------------------------------- online phase
     if on_step == 0:
         evaluate("online", 0, on_act, on_states, on_learner, {})
-    collector = OnlineCollector(env_fn, seeds, on_step, config.dataset.reward_scale, config.dataset.reward_bias)
     act_step = make_act_step(on_learner)
     # Chunks of environment steps, each one dispatch (the environments are stepped from inside the
     # program); a chunk ends at every evaluation, checkpoint and at learning_starts.
@@ -274,12 +343,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
         on_step = end
         if m:
             metrics = m
+            check_finite(metrics, "online", on_learner, on_step)
         if on_step % config.online.eval_every == 0 or on_step == n_on:
             evaluate("online", on_step, on_act, on_states, on_learner, metrics)
             ups = (on_step - done0) / max(time.time() - t0, 1e-9)
             bar.set_postfix(phase="online", eval=f"{last_eval['value']:.1f}", env_s=f"{ups:.0f}")
         if on_step % config.online.ckpt_every == 0 or on_step == n_on:
-            ckpt.save("online", on_step, {"states": on_states, "buffers": buffers}, {"step": on_step})
+            check_finite_state(on_states, "online", on_learner, on_step)
+            ckpt.save("online", on_step, {"states": on_states, "buffers": buffers},
+                      {"step": on_step, "collector": collector.state_dict()})
     bar.close()
     collector.close()
     evaluator.close()

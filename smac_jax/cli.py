@@ -1,0 +1,56 @@
+"""One error boundary for every launch script.
+
+``run_cli(main)`` is ``absl.app.run(main)`` where a bad flag (unknown flag, missing required flag,
+unknown or mistyped ``--config.*`` key) and any of the library's own errors
+(:class:`smac_jax.errors.SmacJaxError`) print one line, ``error: ...``, on stderr and exit with
+status 2. Anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+
+from smac_jax.errors import SmacJaxError
+
+
+def fail(message: str) -> None:
+    """Print ``error: message`` (one line) and exit with status 2."""
+    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    sys.exit(2)
+
+
+def _config_key_message(err: Exception, argv: list[str]) -> str:
+    """Name the ``--config.*`` override that ml_collections could not apply."""
+    detail = str(err)
+    m = re.search(r"[A-Za-z_]\w*", detail)
+    key = m.group(0) if m else detail
+    m = re.search(r'Did you mean "(\w+)"', detail)
+    hint = f" (did you mean {m.group(1)!r}?)" if m else ""
+    for arg in argv:
+        name = arg.lstrip("-").split("=", 1)[0]
+        if name.startswith("config.") and name.split(".")[-1] == key:
+            return f"unknown config key {name[len('config.'):]!r}{hint}"
+    return f"bad --config override: {detail}{hint}"
+
+
+def run_cli(main: Callable[[list[str]], None]) -> None:
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            fail(str(e))
+        except (AttributeError, KeyError) as e:  # ml_collections: an override names no config field
+            fail(_config_key_message(e, argv))
+        except (TypeError, ValueError) as e:  # ml_collections: an override of the wrong type
+            fail(f"bad --config override: {e}")
+
+    def guarded(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except SmacJaxError as e:
+            fail(str(e))
+
+    app.run(guarded, flags_parser=parse)

@@ -1,0 +1,33 @@
+"""The library's own errors: each one is a mistake in the input or the run's state that a user
+can fix, and its message says what is wrong and where. Launch scripts print them as one line
+(``smac_jax.cli``); anything else is a bug and keeps its traceback."""
+from __future__ import annotations
+
+
+class SmacJaxError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class ConfigError(SmacJaxError, ValueError):
+    """A learner or pipeline config is invalid."""
+
+
+class TransferError(SmacJaxError, ValueError):
+    """An offline learner's state cannot be handed to the chosen online learner."""
+
+
+class DatasetError(SmacJaxError, ValueError):
+    """A dataset is missing, unreadable, or invalid."""
+
+
+class DivergenceError(SmacJaxError, RuntimeError):
+    """A loss, parameter or optimiser state became NaN/inf during training."""
+
+
+class CheckpointMismatchError(SmacJaxError, ValueError):
+    """A checkpoint whose tree does not match the state this run builds (another config, or a
+    checkpoint written by another version of the library), or one that cannot be read."""
+
+
+class WorkdirError(SmacJaxError, RuntimeError):
+    """The workdir holds another run, or cannot be written."""

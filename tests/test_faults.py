@@ -1,0 +1,335 @@
+"""Fault injection: a run killed at any instant resumes to byte-identical results, and every bad
+input or damaged file is one clear error with nothing lost.
+
+Each kill scenario runs the tiny SAC -> SAC job (tests/conftest.py), stops it by raising
+:class:`Killed` at a named point (a stand-in for the process being killed: it is not an
+``Exception``, so nothing in the library catches it), resumes it with ``resume=True`` and
+compares the full ``metrics.jsonl`` text and the final online checkpoint (parameters, optimiser
+states, replay buffers) with an uninterrupted run's, bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from smac_jax.data import replay
+from smac_jax.errors import CheckpointMismatchError, ConfigError, DivergenceError, WorkdirError
+from smac_jax.learners import make_learner
+from smac_jax.training import pipeline
+from smac_jax.training.checkpoint import Checkpointer
+from smac_jax.training.logger import MetricsLog
+
+OBS_DIM, ACT_DIM = 3, 1
+
+
+class Killed(BaseException):
+    pass
+
+
+def quiet_run(config, workdir, **kw):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return pipeline.run(config, workdir, progress=False, **kw)
+
+
+def final_online(config, workdir):
+    learner = make_learner(config.online.learner, OBS_DIM, ACT_DIM, config.online.agent)
+    keys = jax.random.split(jax.random.PRNGKey(0), config.n_seeds)
+    template = {"states": jax.eval_shape(jax.vmap(learner.init), keys),
+                "buffers": jax.eval_shape(lambda: pipeline.stack_seeds(
+                    replay.empty_buffer(OBS_DIM, ACT_DIM, config.online.replay.capacity), config.n_seeds))}
+    ck = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        tree, meta = ck.restore("online", template, config.online.steps)
+    finally:
+        ck.close()
+    return jax.tree.map(np.asarray, tree), meta
+
+
+def metrics_text(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def reference(make_tiny_config, tmp_path_factory):
+    config = make_tiny_config()
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    summary = quiet_run(config, workdir)
+    return dict(config=config, workdir=workdir, summary=summary, metrics=metrics_text(workdir),
+                final=final_online(config, workdir))
+
+
+# -- kill points ------------------------------------------------------------------------------
+def after_save(phase, step):
+    def install(mp):
+        orig = Checkpointer.save
+
+        def save(self, ph, st, tree, meta=None):
+            orig(self, ph, st, tree, meta)
+            if (ph, st) == (phase, step):
+                raise Killed(f"after saving {phase} {step}")
+
+        mp.setattr(Checkpointer, "save", save)
+    return install
+
+
+def during_save(phase, step):
+    """Killed while the checkpoint is being written: orbax's temporary directory is left behind
+    and the step is never committed."""
+    def install(mp):
+        orig = Checkpointer.save
+
+        def save(self, ph, st, tree, meta=None):
+            if (ph, st) == (phase, step):
+                junk = os.path.join(self.directory, ph, f"{st}.orbax-checkpoint-tmp-1234")
+                os.makedirs(os.path.join(junk, "state"), exist_ok=True)
+                with open(os.path.join(junk, "state", "partial"), "wb") as f:
+                    f.write(b"\0" * 100)
+                raise Killed(f"during the save of {phase} {step}")
+            orig(self, ph, st, tree, meta)
+
+        mp.setattr(Checkpointer, "save", save)
+    return install
+
+
+def after_rows(phase, step):
+    """Killed right after the evaluation rows of (phase, step) were written, before any save."""
+    def install(mp):
+        orig = MetricsLog.write
+
+        def write(self, rows):
+            rows = list(rows)
+            orig(self, rows)
+            if rows and (rows[0]["phase"], rows[0]["step"]) == (phase, step):
+                raise Killed(f"after writing {phase} {step} rows")
+
+        mp.setattr(MetricsLog, "write", write)
+    return install
+
+
+def in_online_chunk(n):
+    """Killed inside the n-th online chunk (the hand-over done, nothing online saved yet)."""
+    def install(mp):
+        orig = pipeline.make_online_loop
+        count = {"chunks": 0}
+
+        def make(*a, **k):
+            loop = orig(*a, **k)
+
+            def wrapped(*args):
+                count["chunks"] += 1
+                if count["chunks"] == n:
+                    raise Killed(f"in online chunk {n}")
+                return loop(*args)
+            return wrapped
+
+        mp.setattr(pipeline, "make_online_loop", make)
+    return install
+
+
+KILLS = {
+    "offline, after a checkpoint": after_save("offline", 100),
+    "offline, during a save": during_save("offline", 100),
+    "offline, after an evaluation": after_rows("offline", 150),
+    "hand-over, after the final offline save": after_save("offline", 200),
+    "hand-over, first online chunk": in_online_chunk(1),
+    "online, after the evaluation before a save": after_rows("online", 60),
+    "online, during a save": during_save("online", 60),
+    "online, after a checkpoint": after_save("online", 60),
+}
+
+
+@pytest.mark.parametrize("where", list(KILLS))
+def test_kill_and_resume_is_bit_identical(reference, where, tmp_path):
+    config = reference["config"]
+    workdir = str(tmp_path / "run")
+    with pytest.MonkeyPatch.context() as mp:
+        KILLS[where](mp)
+        with pytest.raises(Killed):
+            quiet_run(config, workdir)
+    summary = quiet_run(config, workdir, resume=True)
+    assert metrics_text(workdir) == reference["metrics"]
+    got, meta = final_online(config, workdir)
+    ref, ref_meta = reference["final"]
+    assert meta == ref_meta  # the environments' state included
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(ref)):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+    assert summary == reference["summary"]
+
+
+def test_resume_twice_after_the_offline_phase_is_idempotent(reference, tmp_path):
+    """A run killed twice in the window between the offline phase and the first online
+    checkpoint resumes every time (the final offline checkpoint is not saved again)."""
+    config = reference["config"]
+    workdir = str(tmp_path / "run")
+    for attempt in range(2):
+        with pytest.MonkeyPatch.context() as mp:
+            in_online_chunk(1)(mp)
+            with pytest.raises(Killed):
+                quiet_run(config, workdir, resume=attempt > 0)
+    quiet_run(config, workdir, resume=True)
+    assert metrics_text(workdir) == reference["metrics"]
+
+
+# -- damaged files ------------------------------------------------------------------------------
+def test_torn_last_metrics_line_is_dropped_with_a_warning(reference, tmp_path):
+    config = reference["config"]
+    workdir = str(tmp_path / "run")
+    with pytest.MonkeyPatch.context() as mp:
+        after_save("online", 60)(mp)
+        with pytest.raises(Killed):
+            quiet_run(config, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write('{"phase": "online", "step": 1')  # a write cut short
+    with pytest.warns(UserWarning, match="torn last line"):
+        quiet_run(config, workdir, resume=True)
+    assert metrics_text(workdir) == reference["metrics"]
+
+
+def test_corrupt_metrics_line_in_the_middle_is_an_error(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"phase": "offline", "step": 1}\nnot json\n{"phase": "offline", "step": 2}\n')
+    with pytest.raises(Exception, match=r"line 2 is not valid JSON"):
+        MetricsLog(str(path))
+
+
+def damage(directory):
+    """Overwrite every file below ``directory`` with garbage."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+    config = reference["config"]
+    workdir = str(tmp_path / "run")
+    with pytest.MonkeyPatch.context() as mp:
+        after_save("offline", 200)(mp)
+        with pytest.raises(Killed):
+            quiet_run(config, workdir)
+    # Damage every file of the latest offline checkpoint (step 200).
+    damage(os.path.join(workdir, "checkpoints", "offline", "200"))
+    with pytest.warns(UserWarning, match=r"offline checkpoint at step 200 .* falling back .* step 100"):
+        quiet_run(config, workdir, resume=True)
+    assert metrics_text(workdir) == reference["metrics"]
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "offline_unreadable", "200"))
+
+
+def test_unreadable_only_checkpoint_is_one_clear_error(tmp_path):
+    ck = Checkpointer(str(tmp_path))
+    ck.save("online", 5, {"x": np.zeros(3, np.float32)}, {"step": 5})
+    ck.close()
+    damage(tmp_path / "online" / "5")
+    ck = Checkpointer(str(tmp_path))
+    with pytest.raises(CheckpointMismatchError, match=r"online checkpoint at step 5 .* (cannot be read|does not match)"):
+        ck.restore("online", {"x": np.zeros(3, np.float32)})
+    ck.close()
+
+
+# -- never overwrite a run ----------------------------------------------------------------------
+def snapshot(workdir):
+    out = {}
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, workdir)] = f.read()
+    return out
+
+
+def test_existing_run_is_never_modified_without_resume_or_overwrite(reference, make_tiny_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference["workdir"], workdir)
+    before = snapshot(workdir)
+    for cfg in (reference["config"], make_tiny_config(**{"offline.steps": 100})):
+        with pytest.raises(WorkdirError, match=r"already holds a run .* pass --resume .* --overwrite"):
+            quiet_run(cfg, workdir)
+    assert snapshot(workdir) == before
+    with pytest.raises(ConfigError, match="holds a different config"):
+        quiet_run(make_tiny_config(**{"offline.steps": 100}), workdir, resume=True)
+    assert snapshot(workdir) == before
+    with pytest.raises(ConfigError, match="not both"):
+        quiet_run(reference["config"], workdir, resume=True, overwrite=True)
+    # --overwrite replaces the run with the new one.
+    cfg = make_tiny_config(**{"offline.steps": 100, "offline.ckpt_every": 50})
+    quiet_run(cfg, workdir, overwrite=True)
+    rows = [json.loads(line) for line in metrics_text(workdir).splitlines()]
+    assert max(r["step"] for r in rows if r["phase"] == "offline") == 100
+    assert not os.path.exists(os.path.join(workdir, "checkpoints", "offline", "200"))
+
+
+def test_unwritable_workdir_is_one_clear_error(make_tiny_config, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(WorkdirError, match="cannot write to workdir"):
+        quiet_run(make_tiny_config(), str(blocker / "run"))
+
+
+# -- bad configs --------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides, match", [
+    ({"offline.agent.batch_size": 0}, r"offline\.agent: learner 'sac': batch_size=0 must be >= 1"),
+    ({"offline.agent.batch_size": 5000}, r"offline\.agent\.batch_size=5000 must be between 1 and the dataset's 1000"),
+    ({"online.agent.batch_size": 2000}, r"online\.agent\.batch_size=2000 must be between 1 and online\.replay\.capacity"),
+    ({"offline.agent.hidden_dims": (0, 0)}, r"hidden_dims=\(0, 0\) must be one or more layer widths"),
+    ({"offline.agent.critic_lr": -1.0}, r"critic_lr=-1\.0 must be a learning rate > 0"),
+    ({"offline.agent.gamma": 1.5}, r"gamma=1\.5 must be in \(0, 1\]"),
+    ({"online.agent.optimizer": "sgd"}, r"optimizer='sgd' must be one of"),
+    ({"offline.agent.muon_scope": "input"}, r"muon_scope='input' must be one of"),
+    ({"eval.episodes": 0}, r"eval\.episodes must be >= 1"),
+    ({"online.replay.capacity": 0}, r"online\.replay\.capacity must be >= 1"),
+])
+def test_bad_config_values_are_named(make_tiny_config, tmp_path, overrides, match):
+    cfg = make_tiny_config(**overrides)
+    with pytest.raises(ConfigError, match=match):
+        quiet_run(cfg, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_unused_lr_key_is_rejected(make_tiny_config, tmp_path):
+    cfg = make_tiny_config()
+    cfg.offline.agent.lr = 1e-4  # there is no single "lr": every learner has per-network *_lr
+    with pytest.raises(ConfigError, match=r"'lr' is not a hyperparameter of learner 'sac'"):
+        quiet_run(cfg, str(tmp_path / "run"))
+
+
+def test_non_finite_optimizer_state_is_caught_before_saving():
+    learner = make_learner("sac", OBS_DIM, ACT_DIM, {"hidden_dims": (4, 4)})
+    states = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(0), 2))
+    pipeline.check_finite_state(states, "online", learner, 7)
+    mu = states.opt_state["critic"][0].mu
+    bad_mu = jax.tree.map(lambda x: x.at[1].set(np.inf), mu)
+    bad = states.replace(opt_state={**states.opt_state,
+                                    "critic": (states.opt_state["critic"][0]._replace(mu=bad_mu),
+                                               *states.opt_state["critic"][1:])})
+    with pytest.raises(DivergenceError, match=r"optimizer state/critic/.* is not finite at step 7 for seed index\(es\) \[1\]"):
+        pipeline.check_finite_state(bad, "online", learner, 7)
+
+
+# -- launch scripts: one line, exit status 2 ----------------------------------------------------
+@pytest.mark.parametrize("argv, match", [
+    (["experiments/o2o.py", "--config=configs/o2o.py:pendulum", "--config.offline.stepz=1", "--workdir=W"],
+     r"^error: unknown config key 'offline\.stepz' \(did you mean 'steps'\?\)$"),
+    (["experiments/o2o.py", "--config=configs/o2o.py:pendulum"], r"^error: .*--workdir"),
+    (["experiments/make_dataset.py", "--kinds=medium,bogus"], r"^error: --kinds: unknown dataset kind\(s\) \['bogus'\]"),
+    (["experiments/benchmark.py", "--seeds=0"], r"^error: --seeds / --online_seeds must be integers >= 1"),
+    (["experiments/train_score_model.py", "--out=X", "--steps=0"], r"^error: --steps must be >= 1"),
+])
+def test_launch_scripts_print_one_line(argv, match, tmp_path):
+    argv = [a.replace("=W", f"={tmp_path / 'w'}") for a in argv]
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert __import__("re").search(match, lines[0]), lines[0]
