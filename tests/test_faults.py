@@ -333,3 +333,40 @@ def test_launch_scripts_print_one_line(argv, match, tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr[-2000:]
     assert __import__("re").search(match, lines[0]), lines[0]
+
+
+# -- damaged or mismatched datasets -------------------------------------------------------------
+def copy_dataset(minari_store, src_id, dst_id):
+    dst = os.path.join(minari_store, *dst_id.split("/"))
+    shutil.copytree(os.path.join(minari_store, *src_id.split("/")), dst)
+    meta_path = os.path.join(dst, "data", "metadata.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta["dataset_id"] = dst_id
+    return dst, meta_path, meta
+
+
+def test_truncated_hdf5_is_one_clear_error(make_tiny_config, minari_store, pendulum_dataset_id, tmp_path):
+    dst, meta_path, meta = copy_dataset(minari_store, pendulum_dataset_id, "test/pendulum/truncated-v0")
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    data = os.path.join(dst, "data", "main_data.hdf5")
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+    cfg = make_tiny_config(**{"dataset.id": "test/pendulum/truncated-v0"})
+    with pytest.raises(pipeline.DatasetError, match=r"truncated-v0: the dataset's files cannot be read .*`minari delete"):
+        quiet_run(cfg, str(tmp_path / "run"))
+
+
+def test_dataset_that_does_not_fit_its_environment(make_tiny_config, minari_store, pendulum_dataset_id, tmp_path):
+    _, meta_path, meta = copy_dataset(minari_store, pendulum_dataset_id, "test/pendulum/wrong-env-v0")
+    for key in ("env_spec", "eval_env_spec"):
+        spec = json.loads(meta[key])
+        spec.update(id="MountainCarContinuous-v0",
+                    entry_point="gymnasium.envs.classic_control.continuous_mountain_car:Continuous_MountainCarEnv")
+        meta[key] = json.dumps(spec)
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    cfg = make_tiny_config(**{"dataset.id": "test/pendulum/wrong-env-v0"})
+    with pytest.raises(pipeline.DatasetError, match=r"wrong-env-v0: (its environment cannot be built|the data has observations of 3)"):
+        quiet_run(cfg, str(tmp_path / "run"))

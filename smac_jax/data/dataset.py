@@ -508,6 +508,18 @@ def load_dataset(
       DatasetError: the id is not local, or the data is malformed (wrong shapes, NaN / inf,
         actions outside the action space).
     """
+    try:
+        return _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance)
+    except DatasetError:
+        raise
+    except (OSError, KeyError, RuntimeError, ValueError, EOFError) as e:  # h5py / minari on damaged files
+        detail = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise DatasetError(
+            f"{dataset_id}: the dataset's files cannot be read ({type(e).__name__}: {detail}); it is damaged or "
+            f"incomplete: delete it (`minari delete {dataset_id}`) and download or generate it again") from None
+
+
+def _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance) -> OfflineDataset:
     ds = _open_minari(dataset_id)
     obs_space = ds.observation_space
     act_space = ds.action_space

@@ -40,7 +40,7 @@ from smac_jax.training.steps import (
 )
 
 
-from smac_jax.errors import DivergenceError, WorkdirError  # noqa: E402,F401  (re-exported)
+from smac_jax.errors import DatasetError, DivergenceError, WorkdirError  # noqa: E402,F401  (re-exported)
 
 
 def stack_seeds(tree: Any, n: int) -> Any:
@@ -126,6 +126,24 @@ def check_batch_sizes(config, n_transitions: int) -> None:
             raise ConfigError(f"{phase}.agent.batch_size={b} must be between 1 and {what}")
 
 
+def check_env_fits(dataset) -> None:
+    """The dataset's environment builds and takes the data's observation and action layout."""
+    obs_dim, act_dim = dataset.transitions.obs.shape[-1], dataset.transitions.action.shape[-1]
+    try:
+        env = dataset.make_env()
+        obs, _ = env.reset(seed=0)
+        env_act = env.action_space.shape
+        env.close()
+    except DatasetError:
+        raise
+    except Exception as e:  # noqa: BLE001  (gymnasium / the wrappers on a spec that does not fit)
+        raise DatasetError(f"{dataset.dataset_id}: its environment cannot be built to match the data "
+                           f"({type(e).__name__}: {str(e)[:200]})") from None
+    if np.shape(obs) != (obs_dim,) or tuple(env_act) != (act_dim,):
+        raise DatasetError(f"{dataset.dataset_id}: the data has observations of {obs_dim} and actions of {act_dim} "
+                           f"dimensions, its environment gives {np.shape(obs)} and {tuple(env_act)}")
+
+
 #: What a run writes in its workdir; a workdir holding any of them holds a run.
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval.png", "checkpoints", "score_model")
 
@@ -190,6 +208,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     dataset = load_offline_dataset(config.dataset)
     data_np = dataset.transitions
     check_batch_sizes(config, int(data_np.reward.shape[0]))
+    check_env_fits(dataset)
     obs_dim, act_dim = data_np.obs.shape[-1], data_np.action.shape[-1]
     data = jax.device_put(jax.tree.map(jnp.asarray, data_np))
 
