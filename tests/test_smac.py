@@ -113,9 +113,11 @@ def test_score_matching_loss_zero_exactly_when_gradient_matches(perturb):
     np.testing.assert_allclose(float(loss), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_score_matching_loss_float64_reference():
-    """L_SM on a random tiny critic against NumPy with the same sampled actions and scores."""
-    learner = smac()
+@pytest.mark.parametrize("sm_target", ["alpha_score", "direction"])
+def test_score_matching_loss_float64_reference(sm_target):
+    """L_SM on a random tiny critic against NumPy with the same sampled actions and scores:
+    matched to alpha_psi(s) score (the paper) or to the score's direction at |grad_a Q|."""
+    learner = smac({"sm_target": sm_target})
     cfg = learner.config
     params = learner.init(jax.random.PRNGKey(3)).params
     b = batch(n=5, seed=4)
@@ -146,7 +148,11 @@ def test_score_matching_loss_float64_reference():
             e = np.zeros(ACT)
             e[j] = 1e-6
             g[:, j] = (q_np(i, obs, act + e) - q_np(i, obs, act - e)) / 2e-6
-        total += np.sum((g - alpha[:, None] * score) ** 2, -1)
+        if sm_target == "alpha_score":
+            matched = alpha[:, None] * score
+        else:
+            matched = np.linalg.norm(g, axis=-1, keepdims=True) * score / np.linalg.norm(score, axis=-1, keepdims=True)
+        total += np.sum((g - matched) ** 2, -1)
     loss, _ = score_matching_loss(params, b, key, cfg)
     np.testing.assert_allclose(float(loss), total.mean(), rtol=1e-3)
 

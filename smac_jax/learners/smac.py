@@ -31,6 +31,7 @@ from smac_jax.score import model as score_model
 from smac_jax.types import Transitions
 
 ALPHA_PARAMS = ("softplus", "linear")
+SM_TARGETS = ("alpha_score", "direction")
 
 
 def alpha_net(config) -> MLP:
@@ -87,7 +88,12 @@ def score_matching_loss(params, batch: Transitions, key, config):
     target = sg(score_model.score(params["score"], obs, a, config.score_w, config.score_config))
     g = action_gradients(params["critic"], obs, a, config)  # (E, B, A)
     alpha = alpha_value(params, obs, config)  # (B,)
-    resid = g - alpha[None, :, None] * target[None]
+    if config.sm_target == "alpha_score":  # the paper's form: grad_a Q -> alpha_psi(s) score(s, a)
+        matched = alpha[None, :, None] * target[None]
+    else:  # "direction": grad_a Q -> the score's direction at grad_a Q's own (stop-gradient) magnitude
+        unit = target / (jnp.linalg.norm(target, axis=-1, keepdims=True) + 1e-8)
+        matched = sg(jnp.linalg.norm(g, axis=-1, keepdims=True)) * unit[None]
+    resid = g - matched
     loss = jnp.sum(resid**2, axis=(0, 2)).mean()
     cos = jnp.sum(g * target[None], -1) / (jnp.linalg.norm(g, axis=-1) * jnp.linalg.norm(target, axis=-1)[None] + 1e-8)
     return loss, {
@@ -127,6 +133,10 @@ class SMAC(sac.SAC):
         # costs more than a whole SAC update at 256 states (docs/README.md, "Offline update throughput").
         cfg.sm_batch_size = 64
         cfg.alpha_param = "softplus"  # "softplus" (alpha >= 0) | "linear" (unconstrained)
+        # What grad_a Q is matched to: "alpha_score" = alpha_psi(s) * score (the paper's L_SM), or
+        # "direction" = the score's direction at grad_a Q's own magnitude (scale-free: it cannot be
+        # met by flattening Q in the actions, and scales with Q like the TD loss).
+        cfg.sm_target = "alpha_score"
         cfg.alpha_lr = 3e-4
         cfg.score_w = 1.0
         # The score model: where to load it from / save it to ("" = <workdir>/score_model), and
@@ -140,6 +150,8 @@ class SMAC(sac.SAC):
         super().__init__(config, obs_dim, act_dim)
         if config.alpha_param not in ALPHA_PARAMS:
             raise ConfigError(f"alpha_param must be one of {ALPHA_PARAMS}, got {config.alpha_param!r}")
+        if config.sm_target not in SM_TARGETS:
+            raise ConfigError(f"sm_target must be one of {SM_TARGETS}, got {config.sm_target!r}")
         self.score_params = None
 
     # -- the score model ------------------------------------------------------------------
