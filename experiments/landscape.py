@@ -1,0 +1,332 @@
+"""Policy-landscape figures of finished offline-to-online runs (docs/analysis.md).
+
+    # 1-D interpolation offline final -> online final, per run, and the t-SNE of all checkpoints:
+    python experiments/landscape.py --workdirs=runs/smac-sac,runs/smac-td3bc --out=runs/landscape
+    # plus the 2-D plane through the offline, SAC-fine-tuned and TD3+BC-fine-tuned actors:
+    python experiments/landscape.py --plane=runs/smac-sac,runs/smac-td3bc --out=runs/landscape
+
+Writes into --out: interpolation.png / .csv / _summary.json, plane.png / .npz, tsne.png / .csv.
+Every grid is evaluated with the deterministic policy, all points of an analysis as one batch
+(smac_jax.analysis.landscape.evaluate_stacked). Bad input: one line ``error: ...``, exit status 2.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from smac_jax.analysis import landscape as ls
+
+_WORKDIRS = flags.DEFINE_list("workdirs", [], "Run workdirs: the 1-D interpolation from each run's final offline "
+                              "actor to its final online actor, and the t-SNE of their checkpoints.")
+_PLANE = flags.DEFINE_list("plane", [], "Two run workdirs A,B fine-tuned from the same offline checkpoint (e.g. "
+                           "SAC and TD3+BC online): the plane through A's final offline actor (0,0), A's final "
+                           "online actor (1,0) and B's final online actor (0,1).")
+_OUT = flags.DEFINE_string("out", None, "Output directory for the figures and their data.")
+_POINTS = flags.DEFINE_integer("points", 21, "Interpolation points on [0, 1].")
+_EXTEND = flags.DEFINE_bool("extend", False, "Interpolate on [-0.25, 1.25] with the same spacing.")
+_PLANE_POINTS = flags.DEFINE_integer("plane_points", 11, "Grid points per plane axis.")
+_PLANE_RANGE = flags.DEFINE_list("plane_range", ["-0.5", "1.5"], "Range of both plane coordinates.")
+_SEED_INDEX = flags.DEFINE_integer("seed_index", 0, "Which training seed's actors span the plane.")
+_EPISODES = flags.DEFINE_integer("episodes", 5, "Evaluation episodes per point.")
+_EVAL_SEED = flags.DEFINE_integer("eval_seed", 0, "Episode e of every point starts from reset seed eval_seed + e.")
+_BATCH = flags.DEFINE_integer("batch_points", 0, "At most this many points per evaluation batch (0: one batch "
+                              "per analysis).")
+_TSNE = flags.DEFINE_bool("tsne", True, "Write the t-SNE figure of the runs' checkpoints.")
+_PERPLEXITY = flags.DEFINE_float("perplexity", None, "t-SNE perplexity (default min(30, (N - 1) / 3)).")
+
+
+class Job:
+    """Points to evaluate with one learner; ``returns`` (points, episodes) once evaluated."""
+
+    def __init__(self, name, learner, stacked):
+        self.name, self.learner, self.stacked = name, learner, stacked
+        self.n = ls.stack_size(stacked)
+        self.returns = None
+
+
+def _label(workdir, config, used):
+    base = f"{config['offline']['learner']} -> {config['online']['learner']}"
+    label = base if base not in used else f"{base} ({os.path.basename(os.path.normpath(workdir))})"
+    used.add(label)
+    return label
+
+
+def _check_args(runs):
+    if not runs:
+        raise ls.LandscapeInputError("give --workdirs and/or --plane")
+    if _PLANE.value and len(_PLANE.value) != 2:
+        raise ls.LandscapeInputError(f"--plane takes two workdirs (A,B), got {len(_PLANE.value)}")
+    if _POINTS.value < 2 or _PLANE_POINTS.value < 2 or _EPISODES.value < 1:
+        raise ls.LandscapeInputError("--points and --plane_points must be >= 2, --episodes >= 1")
+    try:
+        lo, hi = (float(v) for v in _PLANE_RANGE.value)
+    except ValueError:
+        raise ls.LandscapeInputError(f"--plane_range takes two numbers LO,HI, got {_PLANE_RANGE.value}") from None
+    if not lo < hi:
+        raise ls.LandscapeInputError(f"--plane_range needs LO < HI, got {lo}, {hi}")
+    return lo, hi
+
+
+def _environment(configs):
+    """The evaluation environment of the runs' dataset, and a returns -> (value, name) function."""
+    from smac_jax.data.dataset import DatasetError, load_dataset
+
+    keys = {(c["dataset"]["id"], bool(c["dataset"]["normalize_obs"])) for c in configs.values()}
+    if len(keys) != 1:
+        raise ls.LandscapeInputError(f"the runs use different datasets / observation normalisation: {sorted(keys)}")
+    (dataset_id, normalize), = keys
+    try:
+        dataset = load_dataset(dataset_id, normalize_obs=normalize)
+    except (DatasetError, OSError, ValueError) as e:
+        raise ls.LandscapeInputError(f"cannot load the runs' dataset {dataset_id!r}: {e}") from None
+    cfg = next(iter(configs.values()))
+    lo, hi = dataset.ref_min_score, dataset.ref_max_score
+    if cfg.get("ref_min_score") is not None:
+        lo, hi = cfg["ref_min_score"], cfg["ref_max_score"]
+    if lo is None or hi is None or lo == hi:
+        return dataset.make_env, lambda r: np.asarray(r, np.float64), "return"
+    return dataset.make_env, lambda r: 100.0 * (np.asarray(r, np.float64) - lo) / (hi - lo), "normalised score"
+
+
+def _evaluate(jobs, env_fn):
+    from tqdm.auto import tqdm
+
+    size = _BATCH.value
+    batches = [(job, lo, min(job.n, lo + size) if size > 0 else job.n) for job in jobs
+               for lo in range(0, job.n, size if size > 0 else job.n)]
+    parts = {id(job): [] for job in jobs}
+    for job, lo, hi in tqdm(batches, desc="evaluation batches", unit="batch", dynamic_ncols=True):
+        chunk = jax.tree.map(lambda x: x[lo:hi], job.stacked)
+        parts[id(job)].append(ls.evaluate_stacked(job.learner, chunk, env_fn, _EPISODES.value, _EVAL_SEED.value))
+    for job in jobs:
+        job.returns = np.concatenate(parts[id(job)])
+
+
+# ------------------------------------------------------------------------------------------ 1-D
+def _interpolation_jobs(runs, ts):
+    jobs = []
+    for label, wd in runs.items():
+        off, on = ls.load_actor(wd, "offline"), ls.load_actor(wd, "online")
+        if off.n_seeds == 1 and _EPISODES.value < 2:
+            raise ls.LandscapeInputError(f"{wd} has one seed: the verdict needs --episodes >= 2 (its evaluation noise)")
+        learner, (a_off, a_on) = ls.common_actors([off, on])
+        per_seed = [ls.interpolate(ls.take(a_off, i), ls.take(a_on, i), ts) for i in range(off.n_seeds)]
+        jobs.append(Job(label, learner, ls.concatenate(per_seed)))
+    return jobs
+
+
+def _write_interpolation(jobs, ts, value, value_name, out):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    summary, rows = {}, []
+    for job in jobs:
+        rets = job.returns.reshape(-1, len(ts), _EPISODES.value)  # (seeds, T, episodes)
+        vals = value(rets)
+        n_seeds = rets.shape[0]
+        samples = vals.mean(2).T if n_seeds > 1 else vals[0]  # (T, seeds), or (T, episodes) for one seed
+        verdict = ls.connectivity(samples)
+        (line,) = ax.plot(ts, verdict.mean, marker=".",
+                          label=f"{job.name}: drop {verdict.drop:.1f}, "
+                                f"{'connected' if verdict.connected else 'not connected'}")
+        ax.fill_between(ts, verdict.mean - verdict.se, verdict.mean + verdict.se, alpha=0.2, color=line.get_color())
+        summary[job.name] = {"drop": verdict.drop, "threshold": verdict.threshold, "pooled_se": verdict.pooled_se,
+                             "connected": bool(verdict.connected), "peak_t": float(ts[verdict.peak_index]),
+                             "dip_t": float(ts[verdict.dip_index]), "value": value_name,
+                             "se_over": "seeds" if n_seeds > 1 else "episodes (one seed)",
+                             "t": ts.tolist(), "mean": verdict.mean.tolist(), "se": verdict.se.tolist()}
+        print(f"[interpolation] {job.name}: {verdict.describe()}")
+        for s in range(n_seeds):
+            for k, t in enumerate(ts):
+                for e in range(_EPISODES.value):
+                    rows.append([job.name, f"{t:.6g}", s, e, rets[s, k, e], vals[s, k, e]])
+    for t in (0.0, 1.0):
+        ax.axvline(t, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("t  (0: offline actor, 1: fine-tuned actor)")
+    ax.set_ylabel(f"{value_name} (mean ± s.e.)")
+    ax.set_title("Linear interpolation offline -> online")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "interpolation.png"), dpi=120)
+    plt.close(fig)
+    _write_csv(os.path.join(out, "interpolation.csv"), ["run", "t", "seed_index", "episode", "return", "value"], rows)
+    with open(os.path.join(out, "interpolation_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+
+
+# ------------------------------------------------------------------------------------------ 2-D
+def _plane_job(labels, xs, ys):
+    (la, wa), (lb, wb) = labels
+    snaps = [ls.load_actor(wa, "offline"), ls.load_actor(wa, "online"), ls.load_actor(wb, "online"),
+             ls.load_actor(wb, "offline")]
+    i = _SEED_INDEX.value
+    if not 0 <= i < min(s.n_seeds for s in snaps):
+        raise ls.LandscapeInputError(f"--seed_index={i} but the plane runs have {min(s.n_seeds for s in snaps)} seeds")
+    learner, actors = ls.common_actors(snaps)
+    theta, theta_u, theta_v, b_off = (ls.take(a, i) for a in actors)
+    b_xy, b_res = ls.plane_coordinates(theta, theta_u, theta_v, b_off, return_residual=True)
+    points = {f"offline ({snaps[0].learner.name})": (0.0, 0.0), f"{la}": (1.0, 0.0), f"{lb}": (0.0, 1.0)}
+    if not np.allclose(ls.flatten_params(b_off), ls.flatten_params(theta)):
+        print(f"warning: {wb}'s final offline actor differs from {wa}'s (plane coordinates {b_xy.round(3).tolist()}, "
+              f"{b_res:.0%} off the plane); the plane's origin is {wa}'s")
+        points[f"offline of {lb}"] = tuple(b_xy)
+    return Job("plane", learner, ls.plane(theta, theta_u, theta_v, xs, ys)), points
+
+
+def _write_plane(job, points, xs, ys, value, value_name, out):
+    import matplotlib.pyplot as plt
+
+    rets = job.returns.reshape(len(ys), len(xs), _EPISODES.value)
+    grid = value(rets).mean(2)
+    np.savez(os.path.join(out, "plane.npz"), xs=xs, ys=ys, returns=rets, value=grid, value_name=value_name,
+             point_names=np.array(list(points)), point_xy=np.array(list(points.values())), seed_index=_SEED_INDEX.value)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    cs = ax.contourf(xs, ys, grid, levels=20, cmap="viridis")
+    ax.contour(xs, ys, grid, levels=cs.levels, colors="k", linewidths=0.3)
+    fig.colorbar(cs, ax=ax, label=value_name)
+    for (name, (x, y)), marker in zip(points.items(), ("o", "s", "^", "x")):
+        ax.plot(x, y, marker, color="w", mec="k", ms=9)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8, color="w",
+                    bbox=dict(boxstyle="round", fc="k", alpha=0.5))
+    names = list(points)
+    ax.set_xlabel(f"x: towards {names[1]}")
+    ax.set_ylabel(f"y: towards {names[2]}")
+    ax.set_title(f"{value_name} on the plane through three actors (seed index {_SEED_INDEX.value})")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "plane.png"), dpi=120)
+    plt.close(fig)
+    print(f"[plane] {value_name} at the grid points: min {grid.min():.1f}, max {grid.max():.1f}")
+
+
+# ------------------------------------------------------------------------------------------ t-SNE
+def _tsne_job(runs):
+    """All saved actors of every run (an offline phase identical to an earlier run's counted once)."""
+    entries, snaps, offline_seen, offline_owner = [], [], [], {}
+    for label, wd in runs.items():
+        traj = ls.load_trajectory(wd)
+        off = [s for s in traj if s.phase == "offline"]
+        flat = [ls.flatten_params(s.actor) for s in off]
+        shared = next((lab for lab, f in offline_seen
+                       if len(f) == len(flat) and all(np.array_equal(a, b) for a, b in zip(f, flat))), None)
+        if shared is None:
+            offline_seen.append((label, flat))
+        for s in traj:
+            if s.phase == "offline" and shared is not None:
+                continue
+            entries.append((label, s.phase, s.step))
+            snaps.append(s)
+        offline_owner[label] = label if shared is None else shared
+    learner, actors = ls.common_actors(snaps)
+    n_seeds = min(s.n_seeds for s in snaps)
+    points = [(e, i) for e in range(len(entries)) for i in range(n_seeds)]
+    params = [ls.take(actors[e], i) for e, i in points]
+    return Job("t-SNE", learner, ls.stack(params)), (entries, points, params, offline_owner)
+
+
+def _write_tsne(job, tsne, value, value_name, out):
+    import matplotlib.pyplot as plt
+
+    entries, points, params, offline_owner = tsne
+    vals = value(job.returns).mean(1)
+    emb = ls.tsne_trajectories([params], perplexity=_PERPLEXITY.value)[0]
+    rows = [[*entries[e], i, emb[k, 0], emb[k, 1], job.returns[k].mean(), vals[k]] for k, (e, i) in enumerate(points)]
+    _write_csv(os.path.join(out, "tsne.csv"), ["run", "phase", "step", "seed_index", "x", "y", "return", "value"], rows)
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    # one polyline per (run, seed): its offline checkpoints (own or shared), then its online ones
+    offline_of = {}
+    for k, (e, i) in enumerate(points):
+        run, phase, _ = entries[e]
+        if phase == "offline":
+            offline_of.setdefault((run, i), []).append(k)
+    runs = list(dict.fromkeys(r for r, ph, _ in entries if ph == "online"))
+    for r_idx, run in enumerate(runs):
+        for i in sorted({i for _, i in points}):
+            online = [k for k, (e, j) in enumerate(points) if j == i and entries[e][:2] == (run, "online")]
+            path = offline_of.get((offline_owner[run], i), []) + online
+            ax.plot(emb[path, 0], emb[path, 1], color=f"C{r_idx}", lw=1, alpha=0.7,
+                    label=run if i == 0 else None)
+    off_k = [k for k, (e, _) in enumerate(points) if entries[e][1] == "offline"]
+    on_k = [k for k, (e, _) in enumerate(points) if entries[e][1] == "online"]
+    lo, hi = float(vals.min()), float(vals.max())
+    sc = None
+    for ks, marker, name in ((off_k, "o", "offline checkpoint"), (on_k, "^", "online checkpoint")):
+        if ks:
+            sc = ax.scatter(emb[ks, 0], emb[ks, 1], c=vals[ks], vmin=lo, vmax=hi, cmap="viridis", marker=marker,
+                            edgecolors="k", linewidths=0.4, s=40, label=name, zorder=3)
+    fig.colorbar(sc, ax=ax, label=value_name)
+    ax.set_title("t-SNE of actor parameters at the saved checkpoints")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "tsne.png"), dpi=120)
+    plt.close(fig)
+    print(f"[t-SNE] {len(points)} actors ({len(entries)} checkpoints x {len(points) // len(entries)} seeds)")
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def run(out: str) -> None:
+    runs_wd = list(dict.fromkeys(_WORKDIRS.value + _PLANE.value))
+    lo, hi = _check_args(runs_wd)
+    configs = {wd: ls.read_run_config(wd) for wd in runs_wd}
+    used = set()
+    labels = {wd: _label(wd, configs[wd], used) for wd in runs_wd}
+    env_fn, value, value_name = _environment(configs)
+
+    step = 1.0 / (_POINTS.value - 1)
+    ts = np.linspace(-0.25, 1.25, int(round(1.5 / step)) + 1) if _EXTEND.value else np.linspace(0, 1, _POINTS.value)
+    xs = ys = np.linspace(lo, hi, _PLANE_POINTS.value)
+    jobs = {}
+    if _WORKDIRS.value:
+        jobs["interpolation"] = _interpolation_jobs({labels[wd]: wd for wd in _WORKDIRS.value}, ts)
+    if _PLANE.value:
+        plane_job, plane_points = _plane_job([(labels[wd], wd) for wd in _PLANE.value], xs, ys)
+        jobs["plane"] = [plane_job]
+    if _TSNE.value:
+        tsne_job, tsne = _tsne_job({labels[wd]: wd for wd in runs_wd})
+        jobs["tsne"] = [tsne_job]
+
+    os.makedirs(out, exist_ok=True)
+    _evaluate([j for js in jobs.values() for j in js], env_fn)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    if "interpolation" in jobs:
+        _write_interpolation(jobs["interpolation"], ts, value, value_name, out)
+    if "plane" in jobs:
+        _write_plane(plane_job, plane_points, xs, ys, value, value_name, out)
+    if "tsne" in jobs:
+        _write_tsne(tsne_job, tsne, value, value_name, out)
+    print(f"[landscape] figures and data in {out}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        sys.exit(2)
+    logging.set_verbosity(logging.ERROR)  # orbax's notes on partial restores
+    if not _OUT.value:
+        print("error: --out is required", file=sys.stderr)
+        sys.exit(2)
+    try:
+        run(_OUT.value)
+    except ls.LandscapeInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

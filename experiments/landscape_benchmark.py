@@ -1,0 +1,80 @@
+"""Wall time of evaluating a landscape plane as one batch against point by point.
+
+    python experiments/landscape_benchmark.py --env=Hopper-v5 --grid=11 --episodes=5 --hidden=128,128
+
+Both paths call ``smac_jax.analysis.landscape.evaluate_stacked`` (the sequential one with one point
+per call), on a plane through three randomly initialised actors, with the same episode seeds;
+compilation is done before timing (one warm-up call of each batch shape, one step long). Both
+timings include building the environments (one per point and episode, inside evaluate_stacked);
+``env_construction_s`` is that share, measured on its own. The returns of the two paths are
+checked to be identical. Prints and optionally appends a JSON line.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from smac_jax.analysis import landscape as ls
+from smac_jax.envs import make_env
+from smac_jax.learners import make_learner
+
+_ENV = flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.")
+_GRID = flags.DEFINE_integer("grid", 11, "Points per plane axis (grid x grid points).")
+_EPISODES = flags.DEFINE_integer("episodes", 5, "Episodes per point.")
+_HIDDEN = flags.DEFINE_list("hidden", ["128", "128"], "Actor hidden sizes.")
+_LEARNER = flags.DEFINE_string("learner", "sac", "Learner whose actor and act() are evaluated.")
+_NO_TERMINATION = flags.DEFINE_bool("no_termination", False, "MuJoCo locomotion: terminate_when_unhealthy=False, "
+                                     "so every episode runs to the time limit (as a trained policy's would).")
+_OUT = flags.DEFINE_string("out", None, "Append the result as a JSON line to this file.")
+
+
+def main(argv):
+    del argv
+    kwargs = {"terminate_when_unhealthy": False} if _NO_TERMINATION.value else {}
+    env_fn = lambda: make_env(_ENV.value, **kwargs)  # noqa: E731
+    probe = env_fn()
+    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    probe.close()
+    learner = make_learner(_LEARNER.value, obs_dim, act_dim, {"hidden_dims": tuple(int(h) for h in _HIDDEN.value)})
+    theta, theta_u, theta_v = (learner.init(jax.random.PRNGKey(i)).params["actor"] for i in range(3))
+    axis = np.linspace(-0.5, 1.5, _GRID.value)
+    grid = ls.plane(theta, theta_u, theta_v, axis, axis)
+    n, e = ls.stack_size(grid), _EPISODES.value
+    single = [ls.stack([ls.take(grid, i)]) for i in range(n)]
+
+    # compile both batch shapes (one environment step each)
+    ls.evaluate_stacked(learner, grid, env_fn, e, 0, max_steps=1)
+    ls.evaluate_stacked(learner, single[0], env_fn, e, 0, max_steps=1)
+
+    t0 = time.perf_counter()
+    envs = [env_fn() for _ in range(n * e)]
+    t_build = time.perf_counter() - t0
+    for env in envs:
+        env.close()
+
+    t0 = time.perf_counter()
+    batched, lengths = ls.evaluate_stacked(learner, grid, env_fn, e, 0, return_lengths=True)
+    t_batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sequential = np.concatenate([ls.evaluate_stacked(learner, s, env_fn, e, 0) for s in single])
+    t_sequential = time.perf_counter() - t0
+
+    result = {
+        "env": _ENV.value, "no_termination": _NO_TERMINATION.value, "points": n, "episodes": e, "hidden": [int(h) for h in _HIDDEN.value],
+        "batched_s": round(t_batched, 2), "sequential_s": round(t_sequential, 2),
+        "ratio": round(t_sequential / t_batched, 2), "env_construction_s": round(t_build, 2),
+        "mean_episode_steps": float(lengths.mean()), "max_episode_steps": int(lengths.max()),
+        "identical_returns": bool(np.array_equal(batched, sequential)), "mean_return": float(batched.mean()),
+    }
+    print(json.dumps(result))
+    if _OUT.value:
+        with open(_OUT.value, "a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

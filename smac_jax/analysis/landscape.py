@@ -1,0 +1,507 @@
+"""Policy landscapes: interpolation paths and planes between actor parameters, their batched
+evaluation, parameter-trajectory t-SNE, and loading actors from a run's checkpoints.
+
+Parameter points are pytrees of float arrays (an actor's ``{"params": {...}}``). A *stacked*
+pytree has one extra leading axis on every leaf, one entry per point; :func:`evaluate_stacked`
+evaluates every point of such a stack at once.
+
+Summary of a 1-D path (evaluated returns ``R(t_0), ..., R(t_{n-1})`` in path order):
+
+* largest drop ``D = max_t (max_{t' <= t} R(t') - R(t))``: the deepest dip below the best value
+  reached earlier on the path (0 for a non-decreasing path);
+* "linearly connected" iff ``D <= 2 * SE_pooled``, where ``SE_pooled = sqrt(mean_t SE(t)^2)`` and
+  ``SE(t)`` is the standard error of the mean return at ``t`` over its samples (seeds, or episodes
+  when there is one seed). The drop must stay within two standard errors of evaluation noise.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from smac_jax.learners.base import Learner, TrainState, convert_actor, get_learner_class, make_learner
+from smac_jax.training.evaluation import make_act_fn
+
+Params = Any
+
+__all__ = [
+    "ActorSnapshot",
+    "LandscapeInputError",
+    "PathVerdict",
+    "actor_state",
+    "checkpoint_steps",
+    "common_actors",
+    "concatenate",
+    "connectivity",
+    "evaluate_stacked",
+    "flatten_params",
+    "interpolate",
+    "largest_drop",
+    "load_actor",
+    "load_trajectory",
+    "plane",
+    "plane_coordinates",
+    "read_run_config",
+    "stack",
+    "stack_size",
+    "take",
+    "tsne_trajectories",
+    "unstack",
+]
+
+
+class LandscapeInputError(ValueError):
+    """A workdir, checkpoint or parameter set that the landscape tools cannot use."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pytree arithmetic
+# --------------------------------------------------------------------------------------------
+def stack(trees: Sequence[Params]) -> Params:
+    """Stack same-structured pytrees on a new leading axis (numpy leaves)."""
+    if not trees:
+        raise ValueError("stack needs at least one pytree")
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def unstack(stacked: Params) -> list[Params]:
+    """The inverse of :func:`stack`: one pytree per entry of the leading axis."""
+    return [take(stacked, i) for i in range(stack_size(stacked))]
+
+
+def take(stacked: Params, index: int) -> Params:
+    """Entry ``index`` of the leading axis of every leaf."""
+    return jax.tree.map(lambda x: x[index], stacked)
+
+
+def concatenate(stacks: Sequence[Params]) -> Params:
+    """Join stacked pytrees along their leading axis."""
+    return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *stacks)
+
+
+def stack_size(stacked: Params) -> int:
+    """The length of the leading axis (the same on every leaf)."""
+    sizes = {np.shape(x)[0] for x in jax.tree.leaves(stacked)}
+    if len(sizes) != 1:
+        raise ValueError(f"stacked pytree leaves disagree on the leading axis: {sorted(sizes)}")
+    return sizes.pop()
+
+
+def _check_same(*trees: Params) -> None:
+    shapes = [jax.tree.map(np.shape, t) for t in trees]
+    for s in shapes[1:]:
+        if jax.tree.structure(s) != jax.tree.structure(shapes[0]) or s != shapes[0]:
+            raise ValueError(f"parameter sets differ in structure or shapes: {shapes[0]} vs {s}")
+
+
+def _combine(coefficients: Sequence[np.ndarray], trees: Sequence[Params]) -> Params:
+    """``sum_k c_k theta_k`` for coefficient vectors ``c_k`` of length P: numpy leaves (P, *shape),
+    computed in each leaf's dtype."""
+    _check_same(*trees)
+
+    def leaf(*xs):
+        xs = [np.asarray(x) for x in xs]
+        out = np.zeros((len(coefficients[0]),) + xs[0].shape, xs[0].dtype)
+        for c, x in zip(coefficients, xs):
+            out += np.asarray(c, x.dtype).reshape((-1,) + (1,) * x.ndim) * x[None]
+        return out
+
+    return jax.tree.map(leaf, *trees)
+
+
+def interpolate(theta_a: Params, theta_b: Params, t) -> Params:
+    """``theta(t) = (1 - t) theta_a + t theta_b``.
+
+    A scalar ``t`` gives one pytree; a 1-D grid of ``n`` values gives the stacked pytree (leading
+    axis ``n``, in grid order). ``t = 0`` and ``t = 1`` reproduce ``theta_a`` and ``theta_b``
+    exactly (the other term is multiplied by an exact 0).
+    """
+    t_arr = np.asarray(t, np.float64)
+    grid = np.atleast_1d(t_arr)
+    if grid.ndim != 1:
+        raise ValueError(f"t must be a scalar or a 1-D grid, got shape {t_arr.shape}")
+    out = _combine([1.0 - grid, grid], [theta_a, theta_b])
+    return jax.tree.map(lambda x: x[0], out) if t_arr.ndim == 0 else out
+
+
+def plane(theta: Params, theta_u: Params, theta_v: Params, xs, ys) -> Params:
+    """The grid ``theta + x (theta_u - theta) + y (theta_v - theta)`` for ``x in xs``, ``y in ys``.
+
+    Computed as ``(1 - x - y) theta + x theta_u + y theta_v`` (the same point), so that
+    ``(0, 0)``, ``(1, 0)`` and ``(0, 1)`` reproduce ``theta``, ``theta_u``, ``theta_v`` exactly.
+    Returns the stacked pytree with leading axis ``len(ys) * len(xs)``; point ``k`` is
+    ``(xs[k % len(xs)], ys[k // len(xs)])``, so per-point values ``reshape(len(ys), len(xs))``
+    line up with ``np.meshgrid(xs, ys)`` (what ``matplotlib.pyplot.contour`` takes).
+    """
+    gx, gy = np.meshgrid(np.asarray(xs, np.float64), np.asarray(ys, np.float64))
+    gx, gy = gx.ravel(), gy.ravel()
+    return _combine([1.0 - gx - gy, gx, gy], [theta, theta_u, theta_v])
+
+
+def flatten_params(params: Params) -> np.ndarray:
+    """All leaves, raveled and concatenated in pytree order, as one float64 vector."""
+    return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(params)])
+
+
+def plane_coordinates(theta: Params, theta_u: Params, theta_v: Params, point: Params,
+                      return_residual: bool = False):
+    """Coordinates ``(x, y)`` of ``point`` in the basis ``u = theta_u - theta``, ``v = theta_v - theta``.
+
+    Least squares on the flattened parameters: ``argmin_{x,y} |point - theta - x u - y v|^2``.
+    ``theta``, ``theta_u`` and ``theta_v`` land at ``(0, 0)``, ``(1, 0)`` and ``(0, 1)``. With
+    ``return_residual``, also returns ``|point - theta - x u - y v| / |point - theta|`` (0 for a
+    point in the plane; 0 as well when ``point == theta``), the part of the point the plane misses.
+    """
+    _check_same(theta, theta_u, theta_v, point)
+    origin = flatten_params(theta)
+    basis = np.stack([flatten_params(theta_u) - origin, flatten_params(theta_v) - origin], axis=1)
+    if np.linalg.matrix_rank(basis) < 2:
+        raise ValueError("theta_u - theta and theta_v - theta are linearly dependent; they span no plane")
+    r = flatten_params(point) - origin
+    coords = np.linalg.lstsq(basis, r, rcond=None)[0]
+    if not return_residual:
+        return coords
+    norm = np.linalg.norm(r)
+    return coords, float(np.linalg.norm(r - basis @ coords) / norm) if norm > 0 else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Path summaries
+# --------------------------------------------------------------------------------------------
+def largest_drop(returns, axis: int = -1):
+    """``max_t (max_{t' <= t} R(t') - R(t))`` along ``axis`` (path order); >= 0.
+
+    A 1-D input gives a float; otherwise one value per remaining index."""
+    r = np.asarray(returns, np.float64)
+    if r.shape[axis] == 0 or np.any(np.isnan(r)):
+        raise ValueError("largest_drop needs a non-empty path without NaN")
+    drop = np.max(np.maximum.accumulate(r, axis=axis) - r, axis=axis)
+    return float(drop) if drop.ndim == 0 else drop
+
+
+@dataclasses.dataclass(frozen=True)
+class PathVerdict:
+    """The summary of a path: mean and standard error per point, largest drop and the verdict."""
+
+    mean: np.ndarray  # (T,) mean return per point
+    se: np.ndarray  # (T,) standard error of that mean
+    drop: float  # largest_drop(mean)
+    peak_index: int  # where the best value before the deepest dip was reached
+    dip_index: int  # where the deepest dip is
+    pooled_se: float  # sqrt(mean(se^2))
+    threshold: float  # noise_multiple * pooled_se
+    connected: bool  # drop <= threshold
+
+    def describe(self) -> str:
+        word = "linearly connected" if self.connected else "NOT linearly connected"
+        return (f"largest drop {self.drop:.2f} (from point {self.peak_index} to point {self.dip_index}) vs "
+                f"2 x pooled s.e. = {self.threshold:.2f}: {word}")
+
+
+def connectivity(samples, noise_multiple: float = 2.0) -> PathVerdict:
+    """Largest drop of the mean path and the "linearly connected" verdict.
+
+    ``samples``: array (T, n): n >= 2 independent evaluations (per-seed mean returns, or episode
+    returns) at each of the T path points. ``mean(t)`` and ``SE(t) = std_{ddof=1}(t) / sqrt(n)``;
+    ``D = largest_drop(mean)``; connected iff ``D <= noise_multiple * sqrt(mean_t SE(t)^2)``.
+    """
+    s = np.asarray(samples, np.float64)
+    if s.ndim != 2 or s.shape[0] < 1 or s.shape[1] < 2:
+        raise ValueError(f"connectivity needs samples of shape (points, n >= 2), got {s.shape}")
+    mean = s.mean(axis=1)
+    se = s.std(axis=1, ddof=1) / np.sqrt(s.shape[1])
+    gaps = np.maximum.accumulate(mean) - mean
+    dip = int(np.argmax(gaps))
+    peak = int(np.argmax(mean[: dip + 1]))
+    drop = float(gaps[dip])
+    pooled = float(np.sqrt(np.mean(se ** 2)))
+    threshold = noise_multiple * pooled
+    return PathVerdict(mean, se, drop, peak, dip, pooled, threshold, drop <= threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# Batched evaluation
+# --------------------------------------------------------------------------------------------
+def actor_state(actor_params: Params) -> TrainState:
+    """A :class:`TrainState` holding only ``params["actor"]`` (what every learner's ``act`` reads);
+    stacked actor parameters give a stacked state."""
+    n = stack_size(actor_params)
+    return TrainState(params={"actor": actor_params}, opt_state={}, step=jnp.zeros((n,), jnp.int32))
+
+
+_POLICIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stacked_policy(learner: Learner):
+    """jit(vmap over points of the deterministic ``learner.act``), built once per learner so that
+    repeated evaluations reuse the compiled program."""
+    if learner not in _POLICIES:
+        _POLICIES[learner] = make_act_fn(learner)
+    return _POLICIES[learner]
+
+
+def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState, env_fn: Callable[[], gym.Env],
+                     episodes: int, seed: int, max_steps: int | None = None, return_lengths: bool = False):
+    """Undiscounted returns of the deterministic policy at every stacked point: (points, episodes).
+
+    ``actor_states_stacked``: stacked actor parameters (leading axis = points) or a stacked
+    :class:`TrainState`. One environment per (point, episode) is built with ``env_fn``; episode
+    ``e`` of every point is reset with seed ``seed + e`` (the same start states at every point).
+    All environments step in lockstep: per environment step, ONE jitted call of
+    ``vmap_points(learner.act)`` on observations (points, episodes, obs_dim); finished episodes are
+    no longer stepped and their actions ignored. ``max_steps`` caps the episode length (default:
+    the environments' own time limits). With ``return_lengths``, also the number of steps of every
+    episode, (points, episodes).
+    """
+    states = actor_states_stacked if isinstance(actor_states_stacked, TrainState) else actor_state(actor_states_stacked)
+    n_points = stack_size(states.params["actor"])
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    policy = _stacked_policy(learner)
+    envs = [env_fn() for _ in range(n_points * episodes)]
+    try:
+        obs = np.stack([env.reset(seed=int(seed) + i % episodes)[0] for i, env in enumerate(envs)])
+        returns = np.zeros(len(envs))
+        lengths = np.zeros(len(envs), np.int64)
+        active = np.ones(len(envs), bool)
+        steps = 0
+        while active.any() and (max_steps is None or steps < max_steps):
+            actions = np.asarray(policy(states, obs.reshape(n_points, episodes, -1))).reshape(len(envs), -1)
+            for i in np.flatnonzero(active):
+                o, r, terminated, truncated, _ = envs[i].step(actions[i])
+                obs[i] = o
+                returns[i] += float(r)
+                lengths[i] += 1
+                active[i] = not (terminated or truncated)
+            steps += 1
+    finally:
+        for env in envs:
+            env.close()
+    returns = returns.reshape(n_points, episodes)
+    return (returns, lengths.reshape(n_points, episodes)) if return_lengths else returns
+
+
+# --------------------------------------------------------------------------------------------
+# t-SNE
+# --------------------------------------------------------------------------------------------
+def tsne_trajectories(trajectories: Sequence[Sequence[Params]], perplexity: float | None = None,
+                      seed: int = 0, **tsne_kwargs) -> list[np.ndarray]:
+    """Project parameter trajectories together to 2-D with scikit-learn's t-SNE.
+
+    ``trajectories``: a sequence of trajectories, each a sequence of same-structured parameter
+    pytrees (e.g. an actor at successive checkpoints). Every snapshot is flattened
+    (:func:`flatten_params`); all snapshots are embedded at once (PCA initialisation,
+    ``random_state=seed``; ``perplexity`` defaults to ``min(30, (N - 1) / 3)`` for N snapshots;
+    the exact gradient up to 500 snapshots, Barnes-Hut beyond; ``tsne_kwargs`` go to
+    ``sklearn.manifold.TSNE``). Returns one (len(trajectory), 2) array per trajectory.
+    """
+    from sklearn.manifold import TSNE
+
+    flat = [flatten_params(p) for traj in trajectories for p in traj]
+    n = len(flat)
+    if n < 3:
+        raise ValueError(f"t-SNE needs at least 3 snapshots, got {n}")
+    if len({v.size for v in flat}) != 1:
+        raise ValueError("all snapshots must have the same number of parameters (convert actor kinds first)")
+    perplexity = min(30.0, (n - 1) / 3.0) if perplexity is None else float(perplexity)
+    tsne_kwargs.setdefault("method", "exact" if n <= 500 else "barnes_hut")
+    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+               **tsne_kwargs).fit_transform(np.stack(flat))
+    out, i = [], 0
+    for traj in trajectories:
+        out.append(emb[i:i + len(traj)])
+        i += len(traj)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Actors from a run's checkpoints
+# --------------------------------------------------------------------------------------------
+PHASES = ("offline", "online")
+
+
+@dataclasses.dataclass
+class ActorSnapshot:
+    """The actor of every seed of one run at one saved step.
+
+    ``actor`` has numpy leaves with a leading seed axis; ``learner`` is the phase's learner
+    (its ``act`` evaluates the actor); ``kind`` is its ``actor_kind``."""
+
+    workdir: str
+    phase: str
+    step: int
+    learner: Learner
+    actor: Params
+
+    @property
+    def kind(self) -> str:
+        return self.learner.actor_kind
+
+    @property
+    def n_seeds(self) -> int:
+        return stack_size(self.actor)
+
+    def seed(self, index: int) -> Params:
+        return take(self.actor, index)
+
+
+def read_run_config(workdir: str) -> dict:
+    """The run's ``config.json`` as a dict."""
+    if not os.path.isdir(workdir):
+        raise LandscapeInputError(f"workdir {workdir} does not exist")
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise LandscapeInputError(f"{workdir} holds no run (no config.json)")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise LandscapeInputError(f"cannot read {path}: {e}") from None
+
+
+def checkpoint_steps(workdir: str, phase: str) -> list[int]:
+    """The saved steps of ``phase`` (``checkpoints/<phase>/<step>``), ascending."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    root = os.path.join(workdir, "checkpoints", phase)
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(d) for d in os.listdir(root)
+                  if d.isdigit() and os.path.isdir(os.path.join(root, d, "state")))
+
+
+def _actor_path(phase: str) -> tuple[str, ...]:
+    # The offline checkpoint is the seed-stacked TrainState; the online one is {"states", "buffers"}.
+    return ("params", "actor") if phase == "offline" else ("states", "params", "actor")
+
+
+def _nest(path: tuple[str, ...], leaf: Any) -> dict:
+    for k in reversed(path):
+        leaf = {k: leaf}
+    return leaf
+
+
+@functools.lru_cache(maxsize=64)
+def _learner_and_template(name: str, obs_dim: int, act_dim: int, agent_json: str, n_seeds: int):
+    """The learner a run's config builds, and ``jax.eval_shape`` of its seed-stacked ``init`` (as the
+    pipeline builds its states) restricted to the actor; one learner object per configuration, so
+    that its compiled policy is reused (:func:`evaluate_stacked`).
+
+    Hyperparameters this version of the learner no longer has are ignored: only the network
+    settings matter here, and the caller's template check catches any that changed the actor. A
+    learner that needs host-side preparation for parts other than the actor (SMAC's score model)
+    gets an empty placeholder for them."""
+    known = get_learner_class(name).default_config()
+    learner = make_learner(name, obs_dim, act_dim, {k: v for k, v in json.loads(agent_json).items() if k in known})
+    traced = learner
+    if getattr(learner, "score_params", False) is None:
+        traced = copy.copy(learner)
+        traced.score_params = {}
+    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    return learner, jax.eval_shape(jax.vmap(traced.init), keys).params["actor"]
+
+
+def _saved_actor_shapes(path: str, phase: str) -> Params:
+    import orbax.checkpoint as ocp
+
+    with ocp.PyTreeCheckpointer() as ck:
+        meta = ck.metadata(path).item_metadata
+    tree = getattr(meta, "tree", meta)
+    try:
+        for k in _actor_path(phase):
+            tree = tree[k]
+    except (KeyError, TypeError):
+        raise LandscapeInputError(f"{path} holds no actor parameters") from None
+    return jax.tree.map(lambda m: tuple(m.shape), tree)
+
+
+def load_actor(workdir: str, phase: str, step: int | None = None) -> ActorSnapshot:
+    """The actor of every seed saved at ``checkpoints/<phase>/<step>`` (default: the last step).
+
+    Only the actor is read (an orbax partial restore). The learner is rebuilt from the run's
+    ``config.json`` (hyperparameters the learner no longer has are ignored); its seed-stacked
+    ``init`` under ``jax.eval_shape`` is the template, and a
+    checkpoint whose actor differs from it in structure or shapes is an error. Observation and
+    action sizes are read from the saved actor (``trunk/dense_0`` and ``mean`` kernels).
+    """
+    import orbax.checkpoint as ocp
+
+    config = read_run_config(workdir)
+    steps = checkpoint_steps(workdir, phase)
+    if not steps:
+        raise LandscapeInputError(f"{workdir} has no {phase} checkpoint (checkpoints/{phase}/<step>)")
+    step = steps[-1] if step is None else int(step)
+    if step not in steps:
+        raise LandscapeInputError(f"{workdir} has no {phase} checkpoint at step {step} (saved: {steps})")
+    path = os.path.join(os.path.abspath(workdir), "checkpoints", phase, str(step), "state")
+    saved = _saved_actor_shapes(path, phase)
+    try:
+        n_seeds, obs_dim, _ = saved["params"]["trunk"]["dense_0"]["kernel"]
+        act_dim = saved["params"]["mean"]["kernel"][-1]
+        learner, template = _learner_and_template(config[phase]["learner"], obs_dim, act_dim,
+                                                  json.dumps(config[phase]["agent"], sort_keys=True), n_seeds)
+    except (KeyError, TypeError, ValueError) as e:
+        raise LandscapeInputError(f"{path}: cannot rebuild the {phase} learner ({e})") from None
+    want = jax.tree.map(lambda s: tuple(s.shape), template)
+    if jax.tree.structure(want) != jax.tree.structure(saved) or want != saved:
+        raise LandscapeInputError(f"{path}: the saved actor {saved} does not match the actor the run's config "
+                                  f"builds ({want})")
+    item = _nest(_actor_path(phase), template)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    try:
+        with ocp.PyTreeCheckpointer() as ck:
+            out = ck.restore(path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                               partial_restore=True))
+    except Exception as e:  # noqa: BLE001  (orbax / tensorstore errors of a damaged checkpoint)
+        raise LandscapeInputError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    for k in _actor_path(phase):
+        out = out[k]
+    return ActorSnapshot(workdir, phase, step, learner, jax.tree.map(np.asarray, out))
+
+
+def load_trajectory(workdir: str) -> list[ActorSnapshot]:
+    """Every saved actor of a run: the offline steps, then the online steps, in step order.
+
+    The pipeline keeps the last ``ckpt_keep`` checkpoints of each phase (every ``ckpt_every``
+    steps and the final one); raise ``ckpt_keep`` when training for a longer trajectory."""
+    snaps = [load_actor(workdir, ph, s) for ph in PHASES for s in checkpoint_steps(workdir, ph)]
+    if not snaps:
+        raise LandscapeInputError(f"{workdir} has no checkpoints")
+    return snaps
+
+
+def common_actors(snapshots: Sequence[ActorSnapshot]) -> tuple[Learner, list[Params]]:
+    """One learner that evaluates all the snapshots' actors, and the actors in one layout.
+
+    If every snapshot has the same actor layout, its learner and the actors unchanged. Otherwise
+    (Gaussian and deterministic actors mixed) every actor is converted to the deterministic layout
+    (the Gaussian's ``log_std`` head dropped; its deterministic action ``tanh(mean)`` is exactly
+    the deterministic actor's) and evaluated with a deterministic-actor learner (``td3``) of the
+    same network settings. Seed axes are kept."""
+    if not snapshots:
+        raise ValueError("common_actors needs at least one snapshot")
+    first = snapshots[0].learner
+
+    def net_settings(learner):
+        return tuple(learner.config.hidden_dims), bool(learner.config.get("actor_layer_norm", False))
+
+    for s in snapshots:
+        if net_settings(s.learner) != net_settings(first):
+            raise LandscapeInputError(
+                f"actors differ in network settings (hidden_dims, actor_layer_norm): {net_settings(first)} in "
+                f"{snapshots[0].workdir} vs {net_settings(s.learner)} in {s.workdir}; they share no parameter space")
+    if len({s.kind for s in snapshots}) == 1:
+        return first, [s.actor for s in snapshots]
+    actors = [convert_actor(s.actor, s.kind, "deterministic", first.act_dim, 0.0, s.workdir) for s in snapshots]
+    hidden, layer_norm = net_settings(first)
+    return make_learner("td3", first.obs_dim, first.act_dim, {"hidden_dims": hidden, "actor_layer_norm": layer_norm}), actors
