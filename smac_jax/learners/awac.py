@@ -26,7 +26,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners.base import ensemble_td_loss, TrainState, apply_grad, base_config, register, sg
-from smac_jax.learners.sac import SAC
+from smac_jax.learners.sac import SAC, target_critic_q
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
@@ -45,18 +45,19 @@ def advantage_weights(adv: jax.Array, inv_temperature: float, max_weight: float)
     return jnp.minimum(jnp.exp(inv_temperature * adv), max_weight)
 
 
-def td_target(params, batch: Transitions, key, config) -> jax.Array:
-    """y = r + gamma (1 - terminated) min_i Qbar_i(s', a'), a' ~ pi(s') (no entropy bonus)."""
+def td_target(params, batch: Transitions, key, config, next_q_fn=target_critic_q) -> jax.Array:
+    """y = r + gamma (1 - terminated) min_i Qbar_i(s', a'), a' ~ pi(s') (no entropy bonus);
+    ``next_q_fn`` supplies the Q term (default :func:`smac_jax.learners.sac.target_critic_q`)."""
     act_dim = batch.action.shape[-1]
     dist = networks.gaussian_actor(config, act_dim).apply(params["actor"], batch.next_obs)
     next_a = dist.sample(seed=key)
-    next_q = networks.critic_net(config).apply(params["target_critic"], batch.next_obs, next_a).min(0)
+    next_q = next_q_fn(params, batch, batch.next_obs, next_a, config)
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 
 
-def critic_loss(params, batch: Transitions, key, config):
+def critic_loss(params, batch: Transitions, key, config, next_q_fn=target_critic_q):
     """sum_i mean_batch (Q_i(s, a) - y)^2 with y from :func:`td_target` (no gradient through y)."""
-    return ensemble_td_loss(params["critic"], batch, td_target(params, batch, key, config), config)
+    return ensemble_td_loss(params["critic"], batch, td_target(params, batch, key, config, next_q_fn), config)
 
 
 def actor_loss(params, batch: Transitions, key, config):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from smac_jax.learners import cql
+from smac_jax.learners import cql, sac
 from smac_jax.learners.base import register, sg
 from smac_jax.types import Transitions
 
@@ -49,9 +49,9 @@ def _bound(q, batch: Transitions):
     return bounded, {"calql_bound_rate": jnp.mean(q < batch.mc_return[:, None])}
 
 
-def critic_loss(params, batch: Transitions, key, config):
+def critic_loss(params, batch: Transitions, key, config, next_q_fn=sac.target_critic_q):
     """CQL's critic loss with the Cal-QL lower bound on the pi(s) / pi(s') sample Q values."""
-    return cql.conservative_critic_loss(params, batch, key, config, _bound)
+    return cql.conservative_critic_loss(params, batch, key, config, _bound, next_q_fn)
 
 
 @register("calql")

@@ -95,17 +95,20 @@ def policy_samples(config, act_dim: int, actor_params, obs, key, n: int):
 
 
 # -- losses -------------------------------------------------------------------------------------
-def td_target(params, batch: Transitions, key, config) -> jax.Array:
+def td_target(params, batch: Transitions, key, config, next_q_fn=sac.target_critic_q) -> jax.Array:
     """SAC's target (:func:`smac_jax.learners.sac.td_target`), or with ``cql_max_target_backup``
 
         y = r + gamma (1 - terminated) [max_j min_i Qbar_i(s', a'_j) - T log pi(a'_j*|s')],
         a'_j ~ pi(s'), j = 1..cql_n_actions, j* the argmax (entropy term only if ``backup_entropy``).
+
+    ``next_q_fn`` supplies the min_i Qbar_i(s', a') term (see :func:`smac_jax.learners.sac.target_critic_q`).
     """
     if not config.cql_max_target_backup:
-        return sac.td_target(params, batch, key, config)
+        return sac.td_target(params, batch, key, config, next_q_fn)
     act_dim = batch.action.shape[-1]
     a, logp = policy_samples(config, act_dim, params["actor"], batch.next_obs, key, config.cql_n_actions)
-    q = q_at_samples(config, params["target_critic"], batch.next_obs, a).min(0)  # (B, n)
+    obs_rep = jnp.broadcast_to(batch.next_obs, (a.shape[0], *batch.next_obs.shape))
+    q = next_q_fn(params, batch, obs_rep, a, config).T  # (B, n)
     idx = jnp.argmax(q, axis=-1)
     next_q = jnp.take_along_axis(q, idx[:, None], axis=-1)[:, 0]
     if config.backup_entropy:
@@ -114,18 +117,20 @@ def td_target(params, batch: Transitions, key, config) -> jax.Array:
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 
 
-def conservative_critic_loss(params, batch: Transitions, key, config, policy_q_bound=None):
+def conservative_critic_loss(params, batch: Transitions, key, config, policy_q_bound=None,
+                             next_q_fn=sac.target_critic_q):
     """SAC TD loss + the CQL penalty (module docstring), summed over the ensemble.
 
     ``policy_q_bound(q, batch) -> q`` is applied to the Q values of the pi(s) and pi(s') samples
-    before the importance correction (Cal-QL's lower bound; None for CQL).
+    before the importance correction (Cal-QL's lower bound; None for CQL). ``next_q_fn`` is the TD
+    target's bootstrap term (:func:`td_target`).
     Key use: ``k_td, k_rand, k_pi, k_next = jax.random.split(key, 4)``.
     """
     k_td, k_rand, k_pi, k_next = jax.random.split(key, 4)
     n = config.cql_n_actions
     bsz, act_dim = batch.action.shape
 
-    y = sg(td_target(params, batch, k_td, config))
+    y = sg(td_target(params, batch, k_td, config, next_q_fn))
 
     a_rand = jax.random.uniform(k_rand, (n, bsz, act_dim), minval=-1.0, maxval=1.0)
     a_pi, logp_pi = policy_samples(config, act_dim, params["actor"], batch.obs, k_pi, n)
@@ -161,9 +166,9 @@ def conservative_critic_loss(params, batch: Transitions, key, config, policy_q_b
     return loss, info
 
 
-def critic_loss(params, batch: Transitions, key, config):
+def critic_loss(params, batch: Transitions, key, config, next_q_fn=sac.target_critic_q):
     """The CQL critic loss (no bound on the policy-action Q values)."""
-    return conservative_critic_loss(params, batch, key, config, None)
+    return conservative_critic_loss(params, batch, key, config, None, next_q_fn)
 
 
 def alpha_prime_loss(params, cql_diff, config):

@@ -65,9 +65,20 @@ def value_loss(params, batch: Transitions, key, config):
     return loss, {"value_loss": loss, "v_mean": v.mean()}
 
 
-def critic_loss(params, batch: Transitions, key, config):
+def next_state_value(params, batch: Transitions, next_obs, config) -> jax.Array:
+    """V(s'): the bootstrap value of the TD target, the default ``next_v_fn`` of :func:`td_target`
+    (a wrapper that changes only the bootstrap value, SAMG, passes its own with this signature)."""
+    return state_value(params, next_obs, config)
+
+
+def td_target(params, batch: Transitions, key, config, next_v_fn=next_state_value) -> jax.Array:
+    """y = r + gamma (1 - terminated) V(s'), V(s') from ``next_v_fn``."""
+    return batch.reward + config.gamma * (1.0 - batch.terminated) * next_v_fn(params, batch, batch.next_obs, config)
+
+
+def critic_loss(params, batch: Transitions, key, config, next_v_fn=next_state_value):
     """sum_i mean_batch (Q_i(s, a) - y)^2, y = r + gamma (1 - terminated) V(s') (no gradient)."""
-    y = sg(batch.reward + config.gamma * (1.0 - batch.terminated) * state_value(params, batch.next_obs, config))
+    y = sg(td_target(params, batch, key, config, next_v_fn))
     q = networks.critic_net(config).apply(params["critic"], batch.obs, batch.action)
     loss = ((q - y[None]) ** 2).mean(axis=1).sum()
     return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_mean": y.mean()}

@@ -24,20 +24,31 @@ def temperature(params) -> jax.Array:
     return jnp.exp(params["log_temp"])
 
 
-def td_target(params, batch: Transitions, key, config) -> jax.Array:
-    """y = r + gamma (1 - terminated) [min_i Qbar_i(s', a') - T log pi(a'|s')], a' ~ pi(s')."""
+def target_critic_q(params, batch: Transitions, next_obs, next_a, config) -> jax.Array:
+    """min_i Qbar_i(s', a'): the bootstrap value of the TD targets of SAC, AWAC and CQL.
+
+    ``next_obs`` / ``next_a`` may carry leading sample axes in front of the batch axis (CQL's max
+    backup); ``batch`` is the minibatch they belong to. This is the default ``next_q_fn`` of
+    :func:`td_target`; a wrapper that changes only the bootstrap value (SAMG,
+    :mod:`smac_jax.learners.samg`) passes its own function with this signature."""
+    return networks.critic_net(config).apply(params["target_critic"], next_obs, next_a).min(0)
+
+
+def td_target(params, batch: Transitions, key, config, next_q_fn=target_critic_q) -> jax.Array:
+    """y = r + gamma (1 - terminated) [min_i Qbar_i(s', a') - T log pi(a'|s')], a' ~ pi(s');
+    ``next_q_fn`` supplies the bracket's Q term (default :func:`target_critic_q`)."""
     act_dim = batch.action.shape[-1]
     dist = networks.gaussian_actor(config, act_dim).apply(params["actor"], batch.next_obs)
     next_a, next_logp = dist.sample_and_log_prob(seed=key)
-    next_q = networks.critic_net(config).apply(params["target_critic"], batch.next_obs, next_a).min(0)
+    next_q = next_q_fn(params, batch, batch.next_obs, next_a, config)
     if config.get("backup_entropy", True):
         next_q = next_q - temperature(params) * next_logp
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 
 
-def critic_loss(params, batch: Transitions, key, config):
+def critic_loss(params, batch: Transitions, key, config, next_q_fn=target_critic_q):
     """sum_i mean_batch (Q_i(s, a) - y)^2 with y from :func:`td_target` (no gradient through y)."""
-    return ensemble_td_loss(params["critic"], batch, td_target(params, batch, key, config), config)
+    return ensemble_td_loss(params["critic"], batch, td_target(params, batch, key, config, next_q_fn), config)
 
 
 def actor_loss(params, batch: Transitions, key, config):
