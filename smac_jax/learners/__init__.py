@@ -7,4 +7,4 @@ from smac_jax.learners.base import (  # noqa: F401
     REGISTRY, ConfigError, Learner, TrainState, TransferError, available_learners,
     get_learner_class, make_learner, register, resolve_config,
 )
-from smac_jax.learners import awac, bc, calql, cql, iql, sac, sacml, samg, smac, td3, td3bc  # noqa: F401  (registration)
+from smac_jax.learners import aca, awac, bc, calql, cql, iql, sac, sacml, samg, smac, td3, td3bc  # noqa: F401  (registration)
