@@ -68,8 +68,8 @@ def thresholded(p_int: jax.Array, p_m: float) -> jax.Array:
 
 def fit_dataset_normals(params, obs, action, cvae_config, weights=None) -> dict:
     """:func:`fit_normals` of the encoder outputs over whole arrays (one batched encoder pass)."""
-    z_m, z_v = cvae_mod.encode_all(params, jnp.asarray(obs), jnp.asarray(action), cvae_config)
-    return fit_normals(z_m, z_v, weights)
+    run = jax.jit(lambda p, o, a, w: fit_normals(*cvae_mod.encode_all(p, o, a, cvae_config), w))
+    return run(params, jnp.asarray(obs, jnp.float32), jnp.asarray(action, jnp.float32), weights)
 
 
 def transition_uniform(obs: jax.Array, action: jax.Array, seed: int = 0) -> jax.Array:

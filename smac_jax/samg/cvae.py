@@ -178,12 +178,6 @@ def sgd_steps(params, opt_state, data: tuple, n_rows, key, n_steps: int, step0, 
     return params, opt_state, jax.tree.map(jnp.mean, ms)
 
 
-def dataset_kl(params, obs, action, config) -> jax.Array:
-    """The KL term mean_{rows, k} KL(q(z | s, a) || N(0, 1)) over whole arrays (batched)."""
-    z_m, z_v = encode_all(params, obs, action, config)
-    return jnp.mean(gaussian_kl(z_m, z_v))
-
-
 @dataclasses.dataclass
 class CVAEFit:
     """What :func:`fit_cvae` returns."""
@@ -206,15 +200,18 @@ def fit_cvae(obs, action, next_obs, config, progress: bool = True, desc: str = "
     steps = int(config.steps)
     anneal = float(config.anneal_frac) * steps
     chunk = max(1, int(config.chunk))
+    # The data are arguments, not constants captured by the program (a large dataset would be
+    # embedded in the compiled program otherwise).
     program = jax.jit(
-        lambda p, o, k, s0, m: sgd_steps(p, o, (obs, action, next_obs), n, k, m, s0, anneal, config),
-        static_argnums=4, donate_argnums=(0, 1))
+        lambda p, o, data, k, s0, m: sgd_steps(p, o, data, n, k, m, s0, anneal, config),
+        static_argnums=5, donate_argnums=(0, 1))
     log = {"steps": [], "loss": [], "recon": [], "kl": []}
     done = 0
     with tqdm(total=steps, desc=desc, disable=not progress, unit="step") as bar:
         while done < steps:
             todo = min(chunk, steps - done)  # a shorter last chunk compiles once more
-            params, opt_state, m = program(params, opt_state, jax.random.fold_in(key, done + 1), done, todo)
+            params, opt_state, m = program(params, opt_state, (obs, action, next_obs),
+                                           jax.random.fold_in(key, done + 1), done, todo)
             loss = float(m["cvae_loss"])
             if not np.isfinite(loss):
                 raise FloatingPointError(f"C-VAE training diverged at step {done + todo} (loss {loss})")
@@ -232,11 +229,11 @@ def evaluate_cvae(params, obs, action, next_obs, config) -> tuple[float, float]:
     """(reconstruction error with z = z_m, KL term) on whole arrays."""
 
     @jax.jit
-    def run(p):
+    def run(p, obs, action, next_obs):
         z_m, z_v = encode_all(p, obs, action, config)
         net = cvae_net(config, obs.shape[-1], action.shape[-1])
         recon = net.apply(p, z_m, obs, action, method=CVAE.decode)
         return jnp.mean((recon - next_obs) ** 2), jnp.mean(gaussian_kl(z_m, z_v))
 
-    recon, kl = run(params)
+    recon, kl = run(params, *(jnp.asarray(x, jnp.float32) for x in (obs, action, next_obs)))
     return float(recon), float(kl)
