@@ -5,7 +5,7 @@
 from absl import flags, logging
 
 from smac_jax.cli import fail, run_cli
-from smac_jax.data.factory import KINDS, generate_datasets
+from smac_jax.training.dataset_factory import KINDS, generate_datasets
 from smac_jax.runtime import tune_host_allocator
 
 _ENV = flags.DEFINE_string("env", "Pendulum-v1", "Gymnasium environment id.")

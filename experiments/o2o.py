@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from smac_jax.cli import run_cli
 from smac_jax.runtime import tune_host_allocator
+from smac_jax.training.dataset_factory import ensure_dataset
 from smac_jax.training.pipeline import run
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/o2o.py:pendulum", "Job config.", lock_config=True)
@@ -26,6 +27,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     tune_host_allocator()
+    ensure_dataset(_CONFIG.value.dataset)
     summary = run(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value, progress=_PROGRESS.value,
                   overwrite=_OVERWRITE.value)
     print(json.dumps(summary, indent=2))

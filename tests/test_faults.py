@@ -25,7 +25,7 @@ from conftest import REPO_ROOT
 from smac_jax.data import replay
 from smac_jax.errors import CheckpointMismatchError, ConfigError, DivergenceError, WorkdirError
 from smac_jax.learners import make_learner
-from smac_jax.training import pipeline
+from smac_jax.training import phases, pipeline
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.logger import MetricsLog
 
@@ -120,7 +120,7 @@ def after_rows(phase, step):
 def in_online_chunk(n):
     """Killed inside the n-th online chunk (the hand-over done, nothing online saved yet)."""
     def install(mp):
-        orig = pipeline.make_online_loop
+        orig = phases.make_online_loop
         count = {"chunks": 0}
 
         def make(*a, **k):
@@ -133,7 +133,7 @@ def in_online_chunk(n):
                 return loop(*args)
             return wrapped
 
-        mp.setattr(pipeline, "make_online_loop", make)
+        mp.setattr(phases, "make_online_loop", make)
     return install
 
 

@@ -24,7 +24,7 @@ from conftest import REPO_ROOT, tree_allclose
 from smac_jax.data import replay
 from smac_jax.data.dataset import DatasetError, load_dataset
 from smac_jax.learners import ConfigError, make_learner
-from smac_jax.training import pipeline
+from smac_jax.training import phases, pipeline
 from smac_jax.training.checkpoint import Checkpointer, CheckpointMismatchError
 from smac_jax.training.pipeline import DivergenceError, run
 
@@ -102,7 +102,7 @@ def run_a(make_tiny_config, tmp_path_factory):
     config = make_tiny_config()
     workdir = str(tmp_path_factory.mktemp("run_a"))
     captured = {}
-    orig = pipeline.make_offline_step
+    orig = phases.make_offline_step
 
     def spy(learner, n):
         fn = orig(learner, n)
@@ -115,7 +115,7 @@ def run_a(make_tiny_config, tmp_path_factory):
         return wrapped
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline, "make_offline_step", spy)
+        mp.setattr(phases, "make_offline_step", spy)
         summary, _ = run_quiet(config, workdir)
     return dict(config=config, workdir=workdir, summary=summary, init=captured["init"])
 

@@ -11,27 +11,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from smac_jax.training.summary import transfer_drop  # noqa: F401  (a run metric, computed by the pipeline)
+
 
 def normalized_score(returns, ref_min: float, ref_max: float):
     """100 (R - R_min) / (R_max - R_min)."""
     if ref_min is None or ref_max is None or ref_max == ref_min:
         raise ValueError(f"normalised score needs distinct ref_min_score/ref_max_score, got {ref_min}, {ref_max}")
     return 100.0 * (np.asarray(returns, np.float64) - ref_min) / (ref_max - ref_min)
-
-
-def transfer_drop(offline_final: float, online_steps: Sequence[int], online_scores: Sequence[float],
-                  online_total_steps: int, window: float = 0.1) -> float:
-    """max(0, S_off - min of the online evaluations in the first ``window`` of the online phase).
-
-    Evaluations at steps ``<= window * online_total_steps`` count (the evaluation right after
-    hand-over, at step 0, included)."""
-    steps = np.asarray(online_steps)
-    scores = np.asarray(online_scores, np.float64)
-    early = scores[steps <= window * online_total_steps]
-    if early.size == 0:
-        raise ValueError("no online evaluation falls in the first "
-                         f"{window:.0%} of the online phase; evaluate more often")
-    return float(max(0.0, offline_final - early.min()))
 
 
 def _run_regrets_per_env(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:

@@ -167,6 +167,15 @@ class Learner:
 
         E.g. SMAC loads or fits its score model here. Called once by the pipeline."""
 
+    #: Online: call :meth:`periodic_host_update` at every multiple of this many environment steps
+    #: (0: never). The online loop ends a chunk there, before that step's evaluation and checkpoint.
+    host_update_every: int = 0
+
+    def periodic_host_update(self, states: Any, buffers: Any, step: int) -> Any:
+        """Host-side work on the seed-stacked online states between two chunks (e.g. SAMG's
+        adaptive C-VAE update); returns the new states. Default: none."""
+        return states
+
     def optimizers(self) -> dict[str, optax.GradientTransformation]:
         """One optimiser per trained parameter group (keys of ``opt_state``)."""
         raise NotImplementedError

@@ -252,3 +252,20 @@ def generate_datasets(
             _collect(env_id, fn, n_transitions, seed + KINDS.index(kind) * 1_000_000, ids[kind],
                      dict(description=desc, **common), desc=f"{kind} rollouts")
     return ids
+
+
+def ensure_dataset(dataset_config) -> None:
+    """Generate the configured dataset if it is not local and ``dataset.generate`` is set (an
+    announced step of the launch scripts; ``pipeline.run`` itself only loads)."""
+    from smac_jax.data.dataset import list_local_datasets
+
+    dc = dataset_config
+    if dc.id in list_local_datasets() or not dc.generate:
+        return
+    want = dataset_id(dc.generate_env, dc.generate_kind)
+    if want != dc.id:
+        raise DatasetError(f"dataset.id={dc.id!r} is not local, and the generator writes {dc.generate_env} "
+                           f"{dc.generate_kind!r} as {want!r}; set dataset.id to that, or make the dataset yourself")
+    print(f"[smac_jax] dataset {dc.id!r} is not local: generating it from {dc.generate_env} "
+          f"(SAC trained {dc.generate_kwargs.get('train_steps', 100_000)} steps, seed {dc.generate_seed}) ...")
+    generate_datasets(dc.generate_env, kinds=[dc.generate_kind], seed=dc.generate_seed, **dict(dc.generate_kwargs))

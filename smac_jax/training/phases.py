@@ -1,0 +1,307 @@
+"""The phases of an offline-to-online run and what they share.
+
+:class:`RunContext` holds everything one run needs (data, learners, keys, checkpoints, metrics
+log, evaluator, progress bar); :func:`offline_phase`, :func:`start_online` (hand-over or resume)
+and :func:`online_phase` are the three steps :func:`smac_jax.training.pipeline.run` calls. Both
+phases advance in chunks (:func:`chunk_ends`), one dispatch each, and end every chunk the same
+way (:meth:`RunContext.end_chunk`): divergence check, evaluation, checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from smac_jax.data import replay
+from smac_jax.errors import DatasetError, DivergenceError, TransferError
+from smac_jax.learners import Learner, make_learner
+from smac_jax.training.checkpoint import Checkpointer
+from smac_jax.training.evaluation import Evaluator, make_act_fn
+from smac_jax.training.logger import MetricsLog
+from smac_jax.training.online import OnlineCollector
+from smac_jax.training.steps import make_act_step, make_offline_step, make_online_loop, unalias
+
+_ADVICE = ("Lower the learning rate, scale the rewards (dataset.reward_scale) or enable layer norm; "
+           "the checkpoints written so far are intact, and --resume continues from the last one.")
+
+#: Key streams of a run, each folded from every seed's key (fixed numbers: changing them changes results).
+KEY_STREAMS = {"init": 0, "transfer": 1, "offline": 2, "online": 3}
+
+
+def stack_seeds(tree: Any, n: int) -> Any:
+    return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n, *jnp.shape(x))).copy(), tree)
+
+
+def check_finite(metrics: dict, phase: str, learner: Learner, step: int) -> None:
+    for k, v in metrics.items():
+        v = np.asarray(v)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            seeds = np.nonzero(bad.reshape(bad.shape[0], -1).any(1))[0].tolist()
+            raise DivergenceError(
+                f"{phase} learner {learner.name!r} diverged: metric {k!r} is not finite at step {step} "
+                f"for seed index(es) {seeds} (values {v.tolist()}). {_ADVICE}"
+            )
+
+
+@jax.jit
+def _finite_per_seed(tree: Any) -> Any:
+    """For every leaf: a (seeds,) bool, True where every entry of that seed's slice is finite."""
+    return jax.tree.map(lambda x: jnp.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+                        if jnp.issubdtype(x.dtype, jnp.floating) else jnp.ones(x.shape[:1], bool), tree)
+
+
+def check_finite_state(states: Any, phase: str, learner: Learner, step: int) -> None:
+    """Parameters and optimiser state are finite for every seed (checked before each checkpoint)."""
+    flags = _finite_per_seed({"params": states.params, "optimizer state": states.opt_state})
+    for path, ok in jax.tree_util.tree_flatten_with_path(flags)[0]:
+        ok = np.asarray(ok)
+        if not ok.all():
+            where = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
+            raise DivergenceError(
+                f"{phase} learner {learner.name!r} diverged: {where} is not finite at step {step} for seed "
+                f"index(es) {np.nonzero(~ok)[0].tolist()}. {_ADVICE}"
+            )
+
+
+def chunk_ends(start: int, stop: int, size: int, every: tuple[int, ...], marks: tuple[int, ...] = ()) -> Iterator[int]:
+    """Where each chunk from ``start`` to ``stop`` ends: at most ``size`` steps long, and ending
+    at every multiple of each of ``every`` (evaluations, checkpoints) and at each of ``marks``."""
+    step = start
+    while step < stop:
+        end = min(stop, step + size, *((step // e + 1) * e for e in every), *(m for m in marks if m > step))
+        yield end
+        step = end
+
+
+def check_env_fits(dataset) -> None:
+    """The dataset's environment builds and takes the data's observation and action layout."""
+    obs_dim, act_dim = dataset.transitions.obs.shape[-1], dataset.transitions.action.shape[-1]
+    try:
+        env = dataset.make_env()
+        obs, _ = env.reset(seed=0)
+        env_act = env.action_space.shape
+        env.close()
+    except DatasetError:
+        raise
+    except Exception as e:  # noqa: BLE001  (gymnasium / the wrappers on a spec that does not fit)
+        raise DatasetError(f"{dataset.dataset_id}: its environment cannot be built to match the data "
+                           f"({type(e).__name__}: {str(e)[:200]})") from None
+    if np.shape(obs) != (obs_dim,) or tuple(env_act) != (act_dim,):
+        raise DatasetError(f"{dataset.dataset_id}: the data has observations of {obs_dim} and actions of {act_dim} "
+                           f"dimensions, its environment gives {np.shape(obs)} and {tuple(env_act)}")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What the phases of one run share. Built by :meth:`build`; closed by :meth:`close`."""
+
+    config: Any
+    workdir: str
+    resume: bool
+    dataset: Any
+    data: Any  # the dataset's transitions on the device
+    seeds: list[int]
+    keys: dict[str, jax.Array]  # KEY_STREAMS name -> (seeds, 2) keys
+    off_learner: Learner
+    on_learner: Learner
+    ckpt: Checkpointer
+    log: MetricsLog
+    evaluator: Evaluator
+    bar: Any
+    ref_scores: tuple[float | None, float | None]
+    last_eval: float = math.nan
+
+    @classmethod
+    def build(cls, config, workdir: str, dataset, resume: bool, progress: bool) -> "RunContext":
+        t = dataset.transitions
+        obs_dim, act_dim = t.obs.shape[-1], t.action.shape[-1]
+        off = make_learner(config.offline.learner, obs_dim, act_dim, config.offline.agent)
+        on = make_learner(config.online.learner, obs_dim, act_dim, config.online.agent)
+        off.prepare(dataset, workdir, progress)
+        on.prepare(dataset, workdir, progress)
+        seeds = [config.seed + i for i in range(config.n_seeds)]
+        seed_keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+        keys = {name: jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(seed_keys) for name, i in KEY_STREAMS.items()}
+        _check_hand_over(off, on, keys)
+        ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.ckpt_keep)
+        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+        if not resume or (ckpt.latest_step("offline") is None and ckpt.latest_step("online") is None):
+            log.truncate(lambda r: False)  # a fresh start (also: --resume with nothing to resume from)
+        ref = (dataset.ref_min_score, dataset.ref_max_score)
+        if config.ref_min_score is not None:
+            ref = (config.ref_min_score, config.ref_max_score)
+        return cls(
+            config=config, workdir=workdir, resume=resume, dataset=dataset,
+            data=jax.device_put(jax.tree.map(jnp.asarray, t)), seeds=seeds, keys=keys, off_learner=off,
+            on_learner=on, ckpt=ckpt, log=log,
+            evaluator=Evaluator(dataset.make_env, len(seeds), config.eval.episodes, base_seed=config.seed),
+            bar=tqdm(total=config.offline.steps + config.online.steps, disable=not progress, unit="step",
+                     dynamic_ncols=True),
+            ref_scores=ref,
+        )
+
+    @property
+    def has_scores(self) -> bool:
+        return None not in self.ref_scores
+
+    def evaluate(self, phase: str, step: int, act_fn, states, learner: Learner, metrics: dict) -> None:
+        """Evaluate every seed's deterministic policy and log one row per seed."""
+        # Evaluation episodes are seeded by (phase, step), not by a counter of this process's
+        # evaluations, so a resumed run evaluates exactly like an uninterrupted one.
+        every = self.config[phase].eval_every
+        round_index = -(-int(step) // every) + (0 if phase == "offline" else 1_000_000)
+        rets = self.evaluator(act_fn, states, round_index)
+        check_finite(metrics, phase, learner, step)
+        mean = rets.mean(1)
+        lo, hi = self.ref_scores
+        rows = []
+        for i, seed in enumerate(self.seeds):
+            row = {"phase": phase, "step": int(step), "seed": seed, "eval_return": float(mean[i])}
+            if self.has_scores:
+                row["eval_score"] = float(100.0 * (mean[i] - lo) / (hi - lo))
+            row.update({k: float(np.asarray(v)[i]) for k, v in metrics.items()})
+            rows.append(row)
+        self.log.write(rows)
+        self.last_eval = float(mean.mean())
+
+    def end_chunk(self, phase: str, step: int, act_fn, states, learner: Learner, metrics: dict,
+                  checkpoint: Callable[[], tuple[Any, dict]], rate: str) -> None:
+        """After a chunk: divergence check, then an evaluation and a checkpoint where they fall due."""
+        c = self.config[phase]
+        last = step == c.steps
+        if metrics:
+            check_finite(metrics, phase, learner, step)
+        if step % c.eval_every == 0 or last:
+            self.evaluate(phase, step, act_fn, states, learner, metrics)
+            self.bar.set_postfix({"phase": phase, "eval": f"{self.last_eval:.1f}", "rate": rate})
+        if step % c.ckpt_every == 0 or last:
+            check_finite_state(states, phase, learner, step)
+            tree, meta = checkpoint()
+            self.ckpt.save(phase, step, tree, {"step": step, **meta})
+
+    def close(self) -> None:
+        self.bar.close()
+        self.evaluator.close()
+        self.ckpt.close()
+
+
+def _check_hand_over(off: Learner, on: Learner, keys: dict) -> None:
+    """Fail before any training if the pair cannot be bridged."""
+    abstract_off = jax.eval_shape(off.init, keys["init"][0])
+    try:
+        jax.eval_shape(lambda k, s: on.transfer(k, s, off), keys["transfer"][0], abstract_off)
+    except TransferError:
+        raise
+    except Exception as e:  # a learner without a custom transfer hitting an incompatible layout
+        raise TransferError(f"{off.name} -> {on.name}: hand-over failed: {e}") from e
+
+
+def _rate(done: int, t0: float) -> str:
+    return f"{done / max(time.time() - t0, 1e-9):.0f}/s"
+
+
+# ------------------------------------------------------------------------------------------------
+def offline_phase(ctx: RunContext) -> Any:
+    """Pre-train on the dataset (or resume); returns the final offline states, or None when an
+    online checkpoint exists to resume from (the offline phase is then over)."""
+    c, learner = ctx.config.offline, ctx.off_learner
+    if ctx.resume and ctx.ckpt.latest_step("online") is not None:
+        return None
+    states = unalias(jax.vmap(learner.init)(ctx.keys["init"]))
+    step = 0
+    if ctx.resume and ctx.ckpt.latest_step("offline") is not None:
+        states, meta = ctx.ckpt.restore("offline", states)
+        states, step = unalias(states), int(meta["step"])
+        ctx.log.truncate(lambda r: r["phase"] == "offline" and r["step"] <= step)
+        print(f"[smac_jax] resumed offline phase at step {step}")
+    elif c.steps == 0:  # nothing to train: evaluate and save the initial state
+        act = make_act_fn(learner)
+        ctx.evaluate("offline", 0, act, states, learner, {})
+        check_finite_state(states, "offline", learner, 0)
+        ctx.ckpt.save("offline", 0, states, {"step": 0})
+        return states
+    update = make_offline_step(learner, c.scan_steps)
+    act = make_act_fn(learner)
+    ctx.bar.update(step)
+    t0, start = time.time(), step
+    for end in chunk_ends(step, c.steps, c.scan_steps, (c.eval_every, c.ckpt_every)):
+        states, metrics = update(states, ctx.data, ctx.keys["offline"], step)
+        ctx.bar.update(end - step)
+        step = end
+        ctx.end_chunk("offline", step, act, states, learner, metrics, lambda: (states, {}),
+                      _rate(step - start, t0))
+    return states
+
+
+def start_online(ctx: RunContext, off_states: Any):
+    """The online phase's starting point: the hand-over from the offline states, or the last
+    online checkpoint when resuming. Returns (states, replay buffers, collector, step)."""
+    c, learner = ctx.config.online, ctx.on_learner
+    data_np = ctx.dataset.transitions
+    obs_dim, act_dim = data_np.obs.shape[-1], data_np.action.shape[-1]
+    buffers = stack_seeds(replay.init_replay(c.replay.init, data_np, obs_dim, act_dim, c.replay.capacity,
+                                             c.replay.top_n), len(ctx.seeds))
+    collector = OnlineCollector(ctx.dataset.make_env, ctx.seeds, 0, ctx.config.dataset.reward_scale,
+                                ctx.config.dataset.reward_bias)
+    if off_states is not None:  # the hand-over (docs/algorithms.md, "Offline-to-online protocol")
+        states = jax.jit(jax.vmap(lambda k, s: learner.transfer(k, s, ctx.off_learner)))(ctx.keys["transfer"], off_states)
+        if not ctx.config.transfer_reset_optimizer:
+            states = _carry_optimizer_state(states, off_states)
+        return unalias(states), buffers, collector, 0
+    template = {"states": jax.vmap(learner.init)(ctx.keys["init"]), "buffers": buffers}
+    restored, meta = ctx.ckpt.restore("online", template)
+    step = int(meta["step"])
+    collector.load_state_dict(meta["collector"])  # the environments exactly as they were
+    ctx.log.truncate(lambda r: r["phase"] == "offline" or r["step"] <= step)
+    ctx.bar.update(ctx.config.offline.steps + step)
+    print(f"[smac_jax] resumed online phase at environment step {step}")
+    return unalias(restored["states"]), unalias(restored["buffers"]), collector, step
+
+
+def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCollector, step: int) -> None:
+    """Fine-tune online: chunks of environment steps, each one dispatch (the environments are
+    stepped from inside the program), ending at every evaluation, checkpoint and learning_starts."""
+    c, learner = ctx.config.online, ctx.on_learner
+    act = make_act_fn(learner)
+    if step == 0:
+        ctx.evaluate("online", 0, act, states, learner, {})
+    mixing = c.replay.mixing_ratio if c.replay.init == "mix" else None
+    loops = {training: make_online_loop(learner, collector.step_packed, len(ctx.seeds), c.utd, mixing, training)
+             for training in (False, True)}
+    actions = make_act_step(learner)(states, collector.obs, ctx.keys["online"], step)
+    t0, start = time.time(), step
+    metrics: dict = {}
+    every = (c.eval_every, c.ckpt_every) + ((learner.host_update_every,) if learner.host_update_every else ())
+    for end in chunk_ends(step, c.steps, c.scan_steps, every, (c.learning_starts,)):
+        training = step >= c.learning_starts  # environment step s trains iff s > learning_starts
+        states, buffers, actions, m = loops[training](states, buffers, actions, ctx.data, ctx.keys["online"],
+                                                      step, end - step)
+        ctx.bar.update(end - step)
+        step = end
+        metrics = m or metrics
+        if learner.host_update_every and step % learner.host_update_every == 0:
+            states = learner.periodic_host_update(states, buffers, step)
+        # Evaluations log the last chunk's training metrics (none before learning starts).
+        ctx.end_chunk("online", step, act, states, learner, metrics,
+                      lambda: ({"states": states, "buffers": buffers}, {"collector": collector.state_dict()}),
+                      _rate(step - start, t0))
+    collector.close()
+
+
+def _carry_optimizer_state(on_states, off_states):
+    opt = dict(on_states.opt_state)
+    for g, s in off_states.opt_state.items():
+        if g in opt and jax.tree.structure(s) == jax.tree.structure(opt[g]) and all(
+            a.shape == b.shape for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(opt[g]))
+        ):
+            opt[g] = s
+    return on_states.replace(opt_state=opt)

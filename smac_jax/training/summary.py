@@ -1,0 +1,45 @@
+"""A run's summary: final scores per seed and the transfer drop (docs/algorithms.md, "Metrics")."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from smac_jax.training.logger import MetricsLog
+
+
+def transfer_drop(offline_final: float, online_steps: Sequence[int], online_scores: Sequence[float],
+                  online_total_steps: int, window: float = 0.1) -> float:
+    """max(0, S_off - min of the online evaluations in the first ``window`` of the online phase).
+
+    Evaluations at steps ``<= window * online_total_steps`` count (the evaluation right after
+    hand-over, at step 0, included)."""
+    steps = np.asarray(online_steps)
+    scores = np.asarray(online_scores, np.float64)
+    early = scores[steps <= window * online_total_steps]
+    if early.size == 0:
+        raise ValueError("no online evaluation falls in the first "
+                         f"{window:.0%} of the online phase; evaluate more often")
+    return float(max(0.0, offline_final - early.min()))
+
+
+def summarize(log: MetricsLog, config, score_available: bool) -> dict:
+    key = "eval_score" if score_available else "eval_return"
+    off_steps, off = log.evaluations("offline", key)
+    on_steps, on = log.evaluations("online", key)
+    out: dict[str, Any] = {"metric": key, "offline_learner": config.offline.learner,
+                           "online_learner": config.online.learner, "dataset": config.dataset.id}
+    if off.size:
+        out["offline_final"] = off[:, -1].tolist()
+        out["offline_final_mean"] = float(np.mean(off[:, -1]))
+    if on.size:
+        out["online_final"] = on[:, -1].tolist()
+        out["online_final_mean"] = float(np.mean(on[:, -1]))
+        _, on_ret = log.evaluations("online", "eval_return")
+        out["online_final_return_mean"] = float(np.mean(on_ret[:, -1]))
+    if off.size and on.size and score_available:
+        drops = [transfer_drop(off[i, -1], on_steps, on[i], config.online.steps) for i in range(on.shape[0])]
+        out["transfer_drop"] = drops
+        out["transfer_drop_mean"] = float(np.mean(drops))
+    return out
