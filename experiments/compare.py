@@ -16,9 +16,10 @@ from absl import flags, logging
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 
-from smac_jax.cli import run_cli  # noqa: E402
+from smac_jax.cli import apply_override, run_cli  # noqa: E402
 from smac_jax.analysis.compare import load_run, offline_table, plot_runs, table  # noqa: E402
 from smac_jax.runtime import tune_host_allocator  # noqa: E402
+from smac_jax.training.dataset_factory import ensure_dataset  # noqa: E402
 from smac_jax.training.pipeline import run  # noqa: E402
 
 _TASK = flags.DEFINE_string("task", "pendulum", "Task in configs/o2o.py.")
@@ -33,16 +34,6 @@ _OFFLINE_ONLY = flags.DEFINE_string("offline_table", None, "Write an offline-sco
                                     "learner (e.g. bc) instead of the transfer table; use with online.steps=0.")
 
 
-def _apply(config, assignment: str):
-    key, value = assignment.split("=", 1)
-    *path, last = key.split(".")
-    node = config
-    for p in path:
-        node = node[p]
-    old = node[last]
-    node[last] = type(old)(eval(value)) if not isinstance(old, str) else value  # noqa: S307 (trusted CLI)
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -54,7 +45,8 @@ def main(argv):
         if not _ONLY_REPORT.value and not os.path.exists(os.path.join(wd, "summary.json")):
             cfg = o2o_configs.get_config(f"{_TASK.value},{off},{_ON.value}")
             for a in _SET.value:
-                _apply(cfg, a)
+                apply_override(cfg, a)
+            ensure_dataset(cfg.dataset)
             run(cfg, wd, resume=_RESUME.value and os.path.exists(os.path.join(wd, "config.json")))
         if os.path.exists(os.path.join(wd, "summary.json")):
             runs[label] = load_run(wd)

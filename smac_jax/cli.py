@@ -13,13 +13,38 @@ from collections.abc import Callable
 
 from absl import app, flags
 
-from smac_jax.errors import SmacJaxError
+from smac_jax.errors import ConfigError, SmacJaxError
 
 
 def fail(message: str) -> None:
     """Print ``error: message`` (one line) and exit with status 2."""
     print("error: " + " ".join(str(message).split()), file=sys.stderr)
     sys.exit(2)
+
+
+def apply_override(config, assignment: str) -> None:
+    """Apply one ``--set KEY=VALUE`` to a ConfigDict: ``KEY`` dotted (``offline.agent.critic_lr``);
+    ``VALUE`` taken as given for a string field, else evaluated as Python and cast to the field's
+    type (``1e-4``, ``(256, 256)``, ``False``; an unset placeholder takes the value as evaluated)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE")
+    *path, last = key.split(".")
+    node = config
+    try:
+        for p in path:
+            node = node[p]
+        old = node[last]
+    except (KeyError, AttributeError, TypeError):
+        raise ConfigError(f"--set {assignment!r}: the config has no field {key!r}") from None
+    if isinstance(old, str):
+        node[last] = value
+        return
+    try:
+        new = eval(value)  # noqa: S307  (a trusted command line)
+        node[last] = new if old is None else type(old)(new)
+    except Exception as e:  # noqa: BLE001  (a bad literal or a value of the wrong type)
+        raise ConfigError(f"--set {assignment!r}: {type(e).__name__}: {e}") from None
 
 
 def _config_key_message(err: Exception, argv: list[str]) -> str:

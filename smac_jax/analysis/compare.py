@@ -18,6 +18,20 @@ def load_run(workdir: str) -> dict:
     return {"summary": summary, "config": config, "log": MetricsLog(os.path.join(workdir, "metrics.jsonl"))}
 
 
+def curve(run: dict) -> dict:
+    """A run's evaluation curve as plotted by :func:`plot_runs`: ``x`` (offline steps, then online
+    steps shifted by the last offline step, the ``boundary``), ``phase`` and ``step`` of each
+    point, ``mean`` and ``se`` (standard error) over the ``n`` seeds, of the summary's metric."""
+    key = run["summary"]["metric"]
+    off_s, off = run["log"].evaluations("offline", key)
+    on_s, on = run["log"].evaluations("online", key)
+    b = int(off_s.max()) if len(off_s) else 0
+    vals = np.concatenate([off, on], axis=1)
+    return {"x": np.concatenate([off_s, on_s + b]), "phase": ["offline"] * len(off_s) + ["online"] * len(on_s),
+            "step": np.concatenate([off_s, on_s]), "mean": np.nanmean(vals, 0),
+            "se": np.nanstd(vals, 0) / np.sqrt(vals.shape[0]), "n": vals.shape[0], "boundary": b, "metric": key}
+
+
 def plot_runs(runs: dict[str, dict], path: str, title: str) -> None:
     """Curves of every run on one axis (offline steps then online steps), mean +- s.e. over seeds."""
     import matplotlib
@@ -28,22 +42,16 @@ def plot_runs(runs: dict[str, dict], path: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     boundary = None
     for label, run in runs.items():
-        key = run["summary"]["metric"]
-        off_s, off = run["log"].evaluations("offline", key)
-        on_s, on = run["log"].evaluations("online", key)
-        b = int(off_s.max()) if len(off_s) else 0
-        boundary = b if boundary is None else boundary
-        steps = np.concatenate([off_s, on_s + b])
-        vals = np.concatenate([off, on], axis=1)
-        mean = np.nanmean(vals, 0)
-        se = np.nanstd(vals, 0) / np.sqrt(vals.shape[0])
+        c = curve(run)
+        boundary = c["boundary"] if boundary is None else boundary
+        steps, mean, se = c["x"], c["mean"], c["se"]
         (line,) = ax.plot(steps, mean, label=label)
         ax.fill_between(steps, mean - se, mean + se, alpha=0.2, color=line.get_color())
     if boundary:
         ax.axvline(boundary, color="k", ls="--", lw=1)
         ax.text(boundary, ax.get_ylim()[0], " offline -> online", va="bottom", fontsize=8)
     ax.set_xlabel("offline update steps, then online environment steps")
-    ax.set_ylabel("normalised score")
+    ax.set_ylabel("normalised score" if c["metric"] == "eval_score" else "evaluation return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -1,0 +1,188 @@
+"""Sweeps (smac_jax/training/sweep.py): one offline phase per (dataset, offline learner, seed set)
+shared by every fine-tune, byte-identical to plain runs, resumable; and the report's regret table.
+
+Tiny runs (tests/conftest.py): SAC offline, SAC and TD3 online, 2 seeds.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from smac_jax.analysis.report import write_report
+from smac_jax.errors import ConfigError
+from smac_jax.training import phases, pipeline
+from smac_jax.training.logger import MetricsLog
+from smac_jax.training.sweep import groups, parse_shard, run_sweep
+
+OFF, ONS = "sac", ("sac", "td3")
+TASK = "pendulum"
+OFFLINE_CHUNKS = 4  # tiny config: 200 offline updates in chunks of 50
+ONLINE_CHUNKS = 3  # tiny config: 120 environment steps, chunks ending at 20, 60 and 120
+
+
+class Killed(BaseException):
+    pass
+
+
+def sweep(root, config_fn, **kw):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return run_sweep([TASK], [OFF], ONS, str(root), config_fn, progress=False, **kw)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def run_dirs(root):
+    return [os.path.join(root, TASK, OFF, "pretrain")] + [os.path.join(root, TASK, f"{OFF}-{on}") for on in ONS]
+
+
+def count_calls(mp, module, name, counter, kill_at=None):
+    """Wrap ``module.name`` (a factory of jitted chunk functions) to count the chunks run, and
+    raise :class:`Killed` inside chunk number ``kill_at``."""
+    orig = getattr(module, name)
+
+    def make(*a, **k):
+        fn = orig(*a, **k)
+
+        def wrapped(*args):
+            counter[name] = counter.get(name, 0) + 1
+            if counter[name] == kill_at:
+                raise Killed(f"{name} chunk {kill_at}")
+            return fn(*args)
+        return wrapped
+
+    mp.setattr(module, name, make)
+
+
+@pytest.fixture(scope="module")
+def config_fn(make_tiny_config):
+    return lambda task, off, on: make_tiny_config(off, on)
+
+
+@pytest.fixture(scope="module")
+def reference(config_fn, tmp_path_factory):
+    """An uninterrupted sweep, with its offline and online training chunks counted."""
+    root = tmp_path_factory.mktemp("sweep")
+    counter = {}
+    with pytest.MonkeyPatch.context() as mp:
+        count_calls(mp, phases, "make_offline_step", counter)
+        count_calls(mp, phases, "make_online_loop", counter)
+        records = sweep(root, config_fn)
+    files = {os.path.relpath(d, root): (read(os.path.join(d, "metrics.jsonl")), read(os.path.join(d, "summary.json")))
+             for d in run_dirs(root)}
+    return dict(root=root, records=records, counter=counter, files=files)
+
+
+def test_the_offline_phase_runs_once_and_every_fine_tune_starts_from_it(reference):
+    assert [(r["online"], r["status"]) for r in reference["records"]] == [(None, "ran"), ("sac", "ran"), ("td3", "ran")]
+    assert reference["counter"] == {"make_offline_step": OFFLINE_CHUNKS, "make_online_loop": ONLINE_CHUNKS * len(ONS)}
+    pre, *tunes = run_dirs(reference["root"])
+    pre_rows = [r for r in MetricsLog(os.path.join(pre, "metrics.jsonl")).rows if r["phase"] == "offline"]
+    assert [r["step"] for r in pre_rows] == [50, 50, 100, 100, 150, 150, 200, 200]
+    for wd in tunes:
+        rows = MetricsLog(os.path.join(wd, "metrics.jsonl")).rows
+        assert [r for r in rows if r["phase"] == "offline"] == pre_rows
+        assert json.load(open(os.path.join(wd, "summary.json")))["online_final_mean"] is not None
+        assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["offline", "online"]
+
+
+def test_a_fine_tune_equals_a_plain_run_byte_for_byte(reference, make_tiny_config, tmp_path):
+    workdir = str(tmp_path / "plain")
+    with contextlib.redirect_stdout(io.StringIO()):
+        pipeline.run(make_tiny_config(OFF, "sac"), workdir, progress=False)
+    assert reference["files"][f"{TASK}/{OFF}-sac"] == (read(os.path.join(workdir, "metrics.jsonl")),
+                                                       read(os.path.join(workdir, "summary.json")))
+
+
+def test_an_interrupted_sweep_restarts_where_it_stopped(reference, config_fn, tmp_path):
+    root = tmp_path / "sweep"
+    with pytest.MonkeyPatch.context() as mp:  # killed after the second fine-tune's online checkpoint at 60
+        count_calls(mp, phases, "make_online_loop", {}, kill_at=ONLINE_CHUNKS + 3)
+        with pytest.raises(Killed):
+            sweep(root, config_fn)
+    assert os.path.exists(os.path.join(root, TASK, f"{OFF}-sac", "summary.json"))
+    assert not os.path.exists(os.path.join(root, TASK, f"{OFF}-td3", "summary.json"))
+    counter = {}
+    with pytest.MonkeyPatch.context() as mp:
+        count_calls(mp, phases, "make_offline_step", counter)
+        records = sweep(root, config_fn)
+    assert [r["status"] for r in records] == ["skipped", "skipped", "resumed"]
+    assert "make_offline_step" not in counter
+    files = {os.path.relpath(d, root): (read(os.path.join(d, "metrics.jsonl")), read(os.path.join(d, "summary.json")))
+             for d in run_dirs(root)}
+    assert files == reference["files"]
+    assert [r["status"] for r in sweep(root, config_fn)] == ["skipped"] * 3
+    with pytest.raises(ConfigError, match="another config"):  # finished runs are not mixed with other budgets
+        sweep(root, config_fn, overrides=["online.steps=60"])
+
+
+def test_fine_tunes_must_share_the_offline_settings(make_tiny_config, tmp_path):
+    def config_fn(task, off, on):
+        return make_tiny_config(off, on, **({"offline.steps": 100} if on == "td3" else {}))
+
+    with pytest.raises(ConfigError, match="offline"):
+        sweep(tmp_path, config_fn)
+    assert os.listdir(tmp_path) == []  # checked before anything ran
+
+
+def test_shards_split_the_offline_phases():
+    tasks, offs = ["a", "b"], ["x", "y", "z"]
+    parts = [groups(tasks, offs, parse_shard(f"{i}/4")) for i in range(4)]
+    assert sorted(g for p in parts for g in p) == sorted((t, o) for t in tasks for o in offs)
+    assert parts == [groups(tasks, offs, (i, 4)) for i in range(4)]
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+
+
+# -- the report ---------------------------------------------------------------------------------
+def fake_run(root, task, off, on, online_scores):
+    """A finished run with the given online evaluation scores (seeds, evaluations)."""
+    wd = os.path.join(root, task, f"{off}-{on}")
+    os.makedirs(wd)
+    scores = np.asarray(online_scores, float)
+    log = MetricsLog(os.path.join(wd, "metrics.jsonl"))
+    for seed in range(scores.shape[0]):
+        log.write([{"phase": "offline", "step": 10, "seed": seed, "eval_return": 0.0, "eval_score": 50.0}])
+        log.write([{"phase": "online", "step": 5 * j, "seed": seed, "eval_return": 0.0, "eval_score": float(v)}
+                   for j, v in enumerate(scores[seed])])
+    agent = {"hidden_dims": [32, 32]}
+    config = {"n_seeds": scores.shape[0], "dataset": {"id": f"{task}/data-v0"}, "eval": {"episodes": 1},
+              "offline": {"learner": off, "steps": 10, "eval_every": 10, "agent": agent},
+              "online": {"learner": on, "steps": 20, "eval_every": 5, "utd": 1, "agent": agent}}
+    summary = {"metric": "eval_score", "offline_final": [50.0] * scores.shape[0],
+               "online_final": scores[:, -1].tolist(), "transfer_drop": [max(0.0, 50 - s.min()) for s in scores]}
+    for name, obj in (("config.json", config), ("summary.json", summary)):
+        with open(os.path.join(wd, name), "w") as f:
+            json.dump(obj, f)
+
+
+def test_report_bolds_the_lowest_regret_of_each_column(tmp_path):
+    root = str(tmp_path / "sweep")
+    rng = np.random.default_rng(0)
+    level = {("cql", "sac"): 80, ("smac", "sac"): 20, ("cql", "td3"): 40, ("smac", "td3"): 60}  # score: higher is better
+    for task in ("t1", "t2"):
+        for (off, on), v in level.items():
+            fake_run(root, task, off, on, v + rng.normal(0, 2, (3, 5)))
+    os.makedirs(os.path.join(root, "t1", "cql", "pretrain"))  # left out of the report
+    for name in ("config.json", "summary.json", "metrics.jsonl"):
+        shutil.copy(os.path.join(root, "t1", "cql-sac", name), os.path.join(root, "t1", "cql", "pretrain"))
+    page = write_report(root, reps=200, date="2026-01-01")
+    text = open(page).read()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| cql |") or line.startswith("| smac |")}
+    assert "| offline \\ online | sac | td3 |" in text
+    assert rows["cql"][0].startswith("**") and not rows["smac"][0].startswith("**")  # sac: cql best
+    assert rows["smac"][1].startswith("**") and not rows["cql"][1].startswith("**")  # td3: smac best
+    assert "IQM" in rows["cql"][0] and "2026-01-01" in text and "| offline updates | 10 |" in text
+    for name in ("report_regret.csv", "report_curves_t1.png", "report_curves_t1.csv", "report_curves_t2.png"):
+        assert os.path.exists(os.path.join(root, name)), name
+    assert "pretrain" not in text
