@@ -141,7 +141,11 @@ def get_config(arg: str = "pendulum") -> ml_collections.ConfigDict:
     online = dict(t["online"])
     replay = dict(init="empty", capacity=100_000, mixing_ratio=0.5, top_n=50)
     replay.update(online.pop("replay"))
-    c.online = ml_collections.ConfigDict(dict(learner=on_name, utd=1, scan_steps=100, replay=replay, **online))
+    # lean_host_call: step the environments through the library's lean host call instead of the
+    # public io_callback (opt-in: it relies on JAX internals; falls back with a warning where they
+    # changed; same results, 4-7% faster per online step at one seed on CPU, docs/README.md).
+    c.online = ml_collections.ConfigDict(dict(learner=on_name, utd=1, scan_steps=100, lean_host_call=False,
+                                              replay=replay, **online))
     c.online.agent = _agent_config(on_name, t)
     for k, v in ONLINE_LEARNER_DEFAULTS.get(on_name, {}).items():
         node = c.online
@@ -150,4 +154,11 @@ def get_config(arg: str = "pendulum") -> ml_collections.ConfigDict:
             node = node[p]
         node[leaf] = v
     c.eval = ml_collections.ConfigDict(t["eval"])
+    # Metric sinks besides metrics.jsonl; each receives every row the run writes (README.md, "Outputs").
+    c.log = ml_collections.ConfigDict(dict(
+        tensorboard=False,  # event files in <workdir>/tensorboard/seed_<k> (pip install "smac_jax[tensorboard]")
+        wandb=False,  # one Weights & Biases run per seed, grouped by the workdir's name (pip install "smac_jax[wandb]")
+        wandb_project="smac_jax",  # the W&B project the runs go to
+        wandb_mode="offline",  # "offline": no network, files in <workdir>/wandb (`wandb sync` uploads them); "online"; "disabled"
+    ))
     return c

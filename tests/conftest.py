@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 import warnings
 
 import gymnasium as gym
+import jax
 import numpy as np
 import pytest
+
+# Many tests compile the same small programs (every tiny pipeline run builds its own closures):
+# JAX's persistent compilation cache serves the repeats from disk, which cuts the suite's time
+# (the executables are the same, so results are too). SMAC_JAX_TEST_XLA_CACHE=0 turns it off.
+_CACHE = os.environ.get("SMAC_JAX_TEST_XLA_CACHE", os.path.join(tempfile.gettempdir(), "smac_jax_test_xla_cache"))
+if _CACHE != "0":
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 PENDULUM_ID = "test/pendulum/random-v0"
 #: Episode length of the test dataset; it is stored in the dataset's env spec, so the

@@ -64,7 +64,10 @@ def test_fused_loop_matches_per_step_loop(lean_callback):
 def test_host_call_runs_once_per_iteration_in_order(lean):
     """Either path of the host call (the lean one is taken on the pinned JAX) sees each
     iteration's operands in program order, exactly once, and its results flow back into the program."""
-    assert host_call_mod.LEAN and host_call_mod.lean_path_works()  # a JAX upgrade must not silently slow it
+    if lean and not host_call_mod.lean_path_works():
+        with pytest.warns(UserWarning, match="lean host call is not available"):
+            host_call_mod.host_call(lambda v: (v,), (jax.ShapeDtypeStruct((1,), jnp.float32),), jnp.zeros(1), lean=True)
+        pytest.skip("this JAX lacks the internals of the opt-in lean host call; io_callback is used (warned)")
     seen = []
 
     def fn(x, i):

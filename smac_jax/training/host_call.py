@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import warnings
+
 import jax
 import numpy as np
 
@@ -67,6 +69,7 @@ except (ImportError, AttributeError, TypeError):  # pragma: no cover - depends o
 
 
 _WORKS: list[bool] = []
+_WARNED: list[bool] = []
 
 
 def lean_path_works() -> bool:
@@ -89,15 +92,20 @@ def lean_path_works() -> bool:
 
 
 def host_call(fn: Callable[..., Sequence[np.ndarray]], result_shapes: Sequence[jax.ShapeDtypeStruct],
-              *args, lean: bool = True) -> tuple[jax.Array, ...]:
+              *args, lean: bool = False) -> tuple[jax.Array, ...]:
     """Call ``fn(*numpy_args) -> tuple of numpy arrays`` on the host, in program order.
 
     ``result_shapes``: a ``jax.ShapeDtypeStruct`` per result; ``fn`` must return arrays of exactly
-    these shapes and dtypes (a mismatch raises inside the call). The lean path is taken on the
-    CPU backend when ``lean`` is True; otherwise (and on JAX versions without the internals) this
-    is ``io_callback(fn, result_shapes, *args, ordered=True)``, with ``fn`` given NumPy arrays.
+    these shapes and dtypes (a mismatch raises inside the call). By default (and where the lean
+    path is asked for but this JAX or backend cannot take it, with a warning) this is the public
+    ``io_callback(fn, result_shapes, *args, ordered=True)``, with ``fn`` given NumPy arrays; the
+    lean path is opt-in (``lean=True``, the pipeline's ``online.lean_host_call``).
     """
     result_shapes = tuple(result_shapes)
+    if lean and not (lean_path_works() and jax.default_backend() == "cpu") and not _WARNED:
+        _WARNED.append(True)
+        warnings.warn("online.lean_host_call: the lean host call is not available on this JAX version or "
+                      "backend; using jax.experimental.io_callback (same results, a little slower on CPU)")
     if lean and lean_path_works() and jax.default_backend() == "cpu":
         avals = tuple(_jcore.ShapedArray(s.shape, s.dtype) for s in result_shapes)
         return tuple(_host_call_p.bind(*args, fn=fn, result_avals=avals))

@@ -25,7 +25,7 @@ from smac_jax.errors import DatasetError, DivergenceError, TransferError
 from smac_jax.learners import Learner, make_learner
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import Evaluator, make_act_fn
-from smac_jax.training.logger import MetricsLog
+from smac_jax.training.logger import MetricsLog, make_sinks
 from smac_jax.training.online import OnlineCollector
 from smac_jax.training.steps import make_act_step, make_offline_step, make_online_loop, unalias
 
@@ -133,7 +133,7 @@ class RunContext:
         keys = {name: jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(seed_keys) for name, i in KEY_STREAMS.items()}
         _check_hand_over(off, on, keys)
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.ckpt_keep)
-        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), make_sinks(config, workdir, seeds))
         if not resume or (ckpt.latest_step("offline") is None and ckpt.latest_step("online") is None):
             log.truncate(lambda r: False)  # a fresh start (also: --resume with nothing to resume from)
         ref = (dataset.ref_min_score, dataset.ref_max_score)
@@ -192,6 +192,7 @@ class RunContext:
         self.bar.close()
         self.evaluator.close()
         self.ckpt.close()
+        self.log.close()  # the metric sinks (TensorBoard, W&B)
 
 
 def _check_hand_over(off: Learner, on: Learner, keys: dict) -> None:
@@ -275,8 +276,8 @@ def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCo
     if step == 0:
         ctx.evaluate("online", 0, act, states, learner, {})
     mixing = c.replay.mixing_ratio if c.replay.init == "mix" else None
-    loops = {training: make_online_loop(learner, collector.step_packed, len(ctx.seeds), c.utd, mixing, training)
-             for training in (False, True)}
+    loops = {training: make_online_loop(learner, collector.step_packed, len(ctx.seeds), c.utd, mixing, training,
+                                        c.lean_host_call) for training in (False, True)}
     actions = make_act_step(learner)(states, collector.obs, ctx.keys["online"], step)
     t0, start = time.time(), step
     metrics: dict = {}

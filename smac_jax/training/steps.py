@@ -94,7 +94,7 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool)
 
 
 def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: float | None, train: bool,
-                     lean_callback: bool = True):
+                     lean_callback: bool = False):
     """Many environment steps in one dispatch: the environments are stepped from inside the
     program (an ordered host call), so a chunk of steps costs one dispatch instead of one per
     step, with exactly the per-step semantics of :func:`make_online_step`.
