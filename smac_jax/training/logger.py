@@ -1,20 +1,37 @@
-"""Run outputs: metrics per seed (JSONL), the evaluation plot, and the progress bar."""
+"""Run outputs: metrics per seed (JSONL), the evaluation plot, and the progress bar; optional
+sinks that receive every row the metrics log writes (TensorBoard, Weights & Biases)."""
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import time
 import warnings
-from typing import Iterable
+from typing import Iterable, Protocol
 
 import numpy as np
 
 
+class Sink(Protocol):
+    """Somewhere else the rows go (:func:`make_sinks`). A sink sees only the rows written from
+    the moment it is attached: rows already in the file when a run resumes are never re-sent."""
+
+    def write(self, rows: list[dict]) -> None: ...
+
+    def truncate(self, kept: list[dict]) -> None:
+        """The metrics log now holds only ``kept`` (a resume cut the rows past its checkpoint)."""
+
+    def close(self) -> None: ...
+
+
 class MetricsLog:
     """Append-only JSONL of rows ``{"phase", "step", "seed", ...}``; resumable (rows past a
-    checkpoint are dropped by :meth:`truncate`)."""
+    checkpoint are dropped by :meth:`truncate`). Every row :meth:`write` appends also goes to each
+    of ``sinks``; :meth:`close` closes them."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, sinks: Iterable[Sink] = ()):
         self.path = path
+        self.sinks = list(sinks)
         self.rows: list[dict] = []
         if os.path.exists(path):
             with open(path) as f:
@@ -38,6 +55,8 @@ class MetricsLog:
         with open(self.path, "a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
+        for sink in self.sinks:
+            sink.write(rows)
 
     def truncate(self, keep) -> None:
         """Keep only the rows for which ``keep(row)`` is true, rewriting the file."""
@@ -45,6 +64,12 @@ class MetricsLog:
         with open(self.path, "w") as f:
             for r in self.rows:
                 f.write(json.dumps(r) + "\n")
+        for sink in self.sinks:
+            sink.truncate(self.rows)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
 
     def evaluations(self, phase: str, key: str = "eval_return") -> tuple[np.ndarray, np.ndarray]:
         """(steps, values[seed, step]) of one phase's evaluation rows."""
@@ -63,6 +88,170 @@ def _plain(v):
     if hasattr(v, "shape") and getattr(v, "shape", None) == ():
         return float(v)
     return v
+
+
+# -- optional sinks ----------------------------------------------------------------------------
+#: config.log flag -> (the module it imports, the pip extra that installs it).
+SINK_PACKAGES = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def _import_sink(flag: str):
+    import importlib
+
+    from smac_jax.errors import ConfigError
+
+    module, extra = SINK_PACKAGES[flag]
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"log.{flag}=True needs the {module!r} package ({e}); install it with "
+                          f'pip install "smac_jax[{extra}]"') from None
+
+
+def check_sinks(config) -> None:
+    """The sinks ``config.log`` turns on can be made: their packages import, the W&B mode is known."""
+    from smac_jax.errors import ConfigError
+
+    log = config.get("log")
+    if log is None:
+        return
+    if log.wandb and log.wandb_mode not in WANDB_MODES:
+        raise ConfigError(f"log.wandb_mode must be one of {WANDB_MODES}, got {log.wandb_mode!r}")
+    for flag in SINK_PACKAGES:
+        if log[flag]:
+            _import_sink(flag)
+
+
+def make_sinks(config, workdir: str, seeds: list[int]) -> list[Sink]:
+    """The sinks ``config.log`` turns on (none when the config has no ``log`` section)."""
+    log = config.get("log")
+    if log is None:
+        return []
+    check_sinks(config)
+    offline_steps = int(config.offline.steps)
+    sinks: list[Sink] = []
+    if log.tensorboard:
+        sinks.append(TensorBoardSink(os.path.join(workdir, "tensorboard"), offline_steps))
+    if log.wandb:
+        sinks.append(WandbSink(workdir, config, seeds, log.wandb_project, log.wandb_mode, offline_steps))
+    return sinks
+
+
+def global_step(row: dict, offline_steps: int) -> int:
+    """The x axis of both phases together: the update step offline, ``offline_steps`` + the
+    environment step online (the offline phase's last point and the online phase's first share it)."""
+    return int(row["step"]) + (offline_steps if row["phase"] == "online" else 0)
+
+
+def _scalars(row: dict) -> dict[str, float]:
+    """``<phase>/<metric>`` -> value for the row's scalar numbers (``eval_return``, losses, ...)."""
+    return {f"{row['phase']}/{k}": float(v) for k, v in row.items()
+            if k not in ("phase", "step", "seed") and isinstance(v, (int, float))}
+
+
+class TensorBoardSink:
+    """Event files per seed, ``<logdir>/seed_<k>``, scalars tagged ``<phase>/<metric>`` over
+    :func:`global_step`; flushed after every write (a killed run loses nothing written).
+
+    After a resume cut the metrics log back to a checkpoint (:meth:`truncate`), each seed's next
+    event file starts with a purge marker at the first step past the kept rows: TensorBoard's
+    Python loader (``--load_fast=false``, ``EventAccumulator``) hides the cut points at once; the
+    default (Rust) loader ignores the marker and replaces a tag's points from a step on when that
+    step is logged again, so the cut points show until the resumed run re-reaches them."""
+
+    def __init__(self, logdir: str, offline_steps: int):
+        self.logdir, self.offline_steps = logdir, offline_steps
+        self.writers: dict[int, object] = {}
+        self.purge_from: dict[int, int] = {}  # seed -> first global step cut by a resume
+        self._purge_default: int | None = None  # the same for seeds without kept rows
+
+    def _writer(self, seed: int):
+        if seed not in self.writers:
+            from tensorboardX import SummaryWriter
+
+            purge = self.purge_from.get(seed, self._purge_default)
+            # the nanoseconds keep a file opened in the same second as the last one apart from it, and
+            # after it in name order (the order TensorBoard reads a run's files in)
+            self.writers[seed] = SummaryWriter(os.path.join(self.logdir, f"seed_{seed}"), purge_step=purge,
+                                               filename_suffix=f".{time.time_ns()}")
+        return self.writers[seed]
+
+    def write(self, rows: list[dict]) -> None:
+        touched = set()
+        for r in rows:
+            w = self._writer(r["seed"])
+            step = global_step(r, self.offline_steps)
+            for tag, v in _scalars(r).items():
+                w.add_scalar(tag, v, step)
+            touched.add(r["seed"])
+        for seed in touched:
+            self.writers[seed].flush()
+
+    def truncate(self, kept: list[dict]) -> None:
+        self.close()  # the next write opens new event files, each starting with its purge marker
+        last: dict[int, int] = {}
+        for r in kept:
+            last[r["seed"]] = max(last.get(r["seed"], -1), global_step(r, self.offline_steps))
+        self.purge_from = {seed: s + 1 for seed, s in last.items()}
+        self._purge_default = 0
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+        self.writers = {}
+
+
+class WandbSink:
+    """One W&B run per seed (name ``seed_<k>``), grouped by the workdir's name, config = the run
+    config; history keys ``<phase>/<metric>`` over :func:`global_step`. The run ids are kept in
+    ``<workdir>/wandb/smac_jax_runs.json`` so that a resumed run logs into the same W&B runs
+    (``resume="allow"``; W&B drops points at steps it already holds). ``mode="offline"`` needs
+    no network or account: the runs are written under ``<workdir>/wandb/`` and ``wandb sync``
+    uploads them later."""
+
+    def __init__(self, workdir: str, config, seeds: list[int], project: str, mode: str, offline_steps: int):
+        import wandb
+
+        from smac_jax.errors import ConfigError
+
+        self.offline_steps = offline_steps
+        ids_path = os.path.join(workdir, "wandb", "smac_jax_runs.json")
+        ids: dict[str, str] = {}
+        if os.path.exists(ids_path):
+            with open(ids_path) as f:
+                ids = json.load(f)
+        for seed in seeds:
+            ids.setdefault(str(seed), secrets.token_hex(4))
+        os.makedirs(os.path.dirname(ids_path), exist_ok=True)
+        with open(ids_path, "w") as f:
+            json.dump(ids, f, indent=2)
+        group = os.path.basename(os.path.abspath(workdir))
+        self.runs: dict[int, object] = {}
+        try:
+            for i, seed in enumerate(seeds):
+                self.runs[seed] = wandb.init(
+                    project=project, dir=workdir, mode=mode, group=group, name=f"seed_{seed}", id=ids[str(seed)],
+                    resume="allow", reinit="create_new", config=config.to_dict(),
+                    # console="off": the progress bar and errors print as without W&B; system
+                    # metrics are sampled once per process (by the first seed's run), not per seed
+                    settings=wandb.Settings(console="off", x_disable_stats=i > 0))
+        except wandb.errors.Error as e:
+            self.close()
+            raise ConfigError(f"log.wandb: W&B could not start a run in mode {mode!r}: {e} "
+                              "(log.wandb_mode='offline' needs no network or account)") from None
+
+    def write(self, rows: list[dict]) -> None:
+        for r in rows:
+            self.runs[r["seed"]].log(_scalars(r), step=global_step(r, self.offline_steps))
+
+    def truncate(self, kept: list[dict]) -> None:
+        pass  # W&B keeps what it was sent; a resumed run's re-logged steps are dropped by W&B
+
+    def close(self) -> None:
+        for run in self.runs.values():
+            run.finish()
+        self.runs = {}
 
 
 def plot_evaluations(log: MetricsLog, path: str, title: str = "", key: str = "eval_return") -> None:

@@ -18,7 +18,7 @@ from smac_jax.data import replay
 from smac_jax.data.dataset import load_dataset
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, WorkdirError  # noqa: F401  (re-exported)
 from smac_jax.learners import resolve_config
-from smac_jax.training.logger import plot_evaluations
+from smac_jax.training.logger import check_sinks, plot_evaluations
 from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     RunContext,
     check_env_fits,
@@ -69,6 +69,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.n_seeds >= 1, f"n_seeds must be >= 1, got {config.n_seeds}")
     need(config.eval.episodes >= 1, f"eval.episodes must be >= 1, got {config.eval.episodes}")
     need(config.ckpt_keep >= 1, f"ckpt_keep must be >= 1, got {config.ckpt_keep}")
+    check_sinks(config)  # a missing optional package fails here, before any data is loaded
     off, on = config.offline, config.online
     for name, ph in (("offline", off), ("online", on)):
         need(ph.steps >= 0, f"{name}.steps must be >= 0, got {ph.steps}")
@@ -105,7 +106,8 @@ def check_batch_sizes(config, n_transitions: int) -> None:
 
 
 #: What a run writes in its workdir; a workdir holding any of them holds a run.
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval.png", "checkpoints", "score_model", "cvae")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval.png", "checkpoints", "score_model", "cvae",
+             "tensorboard", "wandb")
 
 
 def prepare_workdir(workdir: str, config, resume: bool, overwrite: bool) -> None:
