@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, TrainState, apply_grad, base_config, register, sg
+from smac_jax.learners.base import ensemble_td_loss, TrainState, base_config, register, sg
 from smac_jax.learners.sac import SAC, target_critic_q
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
@@ -108,11 +108,8 @@ class AWAC(SAC):
 
     def update_actor_and_temperature(self, state: TrainState, batch, key):
         """The actor step only (AWAC has no temperature); SAC.update calls it after the critic."""
-        grads, info = jax.grad(
-            lambda p: self.actor_loss_fn({**state.params, "actor": p}, batch, key, self.config), has_aux=True
-        )(state.params["actor"])
-        actor, opt = apply_grad(self.optimizers()["actor"], state.params["actor"], state.opt_state["actor"], grads)
-        return state.replace(params={**state.params, "actor": actor}, opt_state={**state.opt_state, "actor": opt}), info
+        params, opt_state, info = self.grad_step("actor", self.actor_loss_fn, state.params, state.opt_state, batch, key)
+        return state.replace(params=params, opt_state=opt_state), info
 
 
 @register("awr")

@@ -17,6 +17,7 @@ functions ``loss(params, batch, key, config)`` that a notebook can import and di
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, ClassVar
 
 import flax.struct
@@ -154,6 +155,13 @@ class Learner:
         return base_config()
 
     def init(self, key: PRNGKey) -> TrainState:
+        """A fresh state: :meth:`init_params`, and every optimiser of :attr:`opts` initialised on its group."""
+        params = self.init_params(key)
+        opt_state = {g: opt.init(params[g]) for g, opt in self.opts.items()}
+        return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
+
+    def init_params(self, key: PRNGKey) -> dict[str, Any]:
+        """Every parameter group (trained, target and frozen ones) for one seed."""
         raise NotImplementedError
 
     def update(self, state: TrainState, batch: Transitions, key: PRNGKey) -> tuple[TrainState, Metrics]:
@@ -177,8 +185,25 @@ class Learner:
         return states
 
     def optimizers(self) -> dict[str, optax.GradientTransformation]:
-        """One optimiser per trained parameter group (keys of ``opt_state``)."""
+        """One optimiser per trained parameter group (keys of ``opt_state``); built once, as :attr:`opts`."""
         raise NotImplementedError
+
+    @functools.cached_property
+    def opts(self) -> dict[str, optax.GradientTransformation]:
+        return self.optimizers()
+
+    def grad_step(self, groups: str | tuple[str, ...], loss_fn, params: dict, opt_state: dict, batch, key):
+        """One gradient step of ``loss_fn(params, batch, key, config)`` on the parameter group(s)
+        ``groups``, each with its own optimiser; returns ``(params, opt_state, info)`` with those
+        groups updated and everything else as given."""
+        names = (groups,) if isinstance(groups, str) else tuple(groups)
+        grads, info = jax.grad(
+            lambda sub: loss_fn({**params, **sub}, batch, key, self.config), has_aux=True
+        )({g: params[g] for g in names})
+        params, opt_state = dict(params), dict(opt_state)
+        for g in names:
+            params[g], opt_state[g] = apply_grad(self.opts[g], params[g], opt_state[g], grads[g])
+        return params, opt_state, info
 
     # -- hand-over ------------------------------------------------------------------------
     def transfer(self, key: PRNGKey, src_state: TrainState, src_learner: "Learner") -> TrainState:
@@ -207,7 +232,7 @@ class Learner:
 
     def fresh_optimizer_state(self, state: TrainState) -> TrainState:
         """Re-initialise every optimiser on the state's current parameters (docs/algorithms.md, "Hand-over")."""
-        opt_state = {g: opt.init(state.params[g]) for g, opt in self.optimizers().items()}
+        opt_state = {g: opt.init(state.params[g]) for g, opt in self.opts.items()}
         return state.replace(opt_state=opt_state)
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import Learner, TrainState, apply_grad, base_config, register
+from smac_jax.learners.base import Learner, TrainState, base_config, register
 from smac_jax.learners.sac import gaussian_act
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
@@ -66,20 +66,12 @@ class BC(Learner):
     def optimizers(self):
         return {"actor": make_optimizer(self.config, self.config.actor_lr)}
 
-    def init(self, key) -> TrainState:
-        actor = networks.gaussian_actor(self.config, self.act_dim).init(key, jnp.zeros((1, self.obs_dim)))
-        params = {"actor": actor}
-        opt_state = {"actor": self.optimizers()["actor"].init(actor)}
-        return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
+    def init_params(self, key) -> dict:
+        return {"actor": networks.gaussian_actor(self.config, self.act_dim).init(key, jnp.zeros((1, self.obs_dim)))}
 
     def update(self, state: TrainState, batch: Transitions, key):
-        grads, info = jax.grad(
-            lambda p: self.actor_loss_fn({**state.params, "actor": p}, batch, key, self.config), has_aux=True
-        )(state.params["actor"])
-        actor, opt = apply_grad(self.optimizers()["actor"], state.params["actor"], state.opt_state["actor"], grads)
-        return state.replace(
-            params={**state.params, "actor": actor}, opt_state={**state.opt_state, "actor": opt}, step=state.step + 1
-        ), info
+        params, opt_state, info = self.grad_step("actor", self.actor_loss_fn, state.params, state.opt_state, batch, key)
+        return state.replace(params=params, opt_state=opt_state, step=state.step + 1), info
 
     def act(self, state: TrainState, obs, key, deterministic: bool):
         return gaussian_act(self.config, self.act_dim, state.params["actor"], obs, key, deterministic)

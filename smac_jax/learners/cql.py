@@ -40,7 +40,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import TrainState, apply_grad, register, sg
+from smac_jax.learners.base import TrainState, register, sg
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
@@ -222,17 +222,10 @@ class CQL(sac.SAC):
         state, info = super().update_critic(state, batch, key)
         if not self.config.cql_lagrange:
             return state, info
-        g, ap_info = jax.grad(
-            lambda p: alpha_prime_loss({**state.params, "log_alpha_prime": p}, info["cql_diff"], self.config),
-            has_aux=True,
-        )(state.params["log_alpha_prime"])
-        lap, opt = apply_grad(
-            self.optimizers()["log_alpha_prime"], state.params["log_alpha_prime"], state.opt_state["log_alpha_prime"], g
-        )
-        state = state.replace(
-            params={**state.params, "log_alpha_prime": lap}, opt_state={**state.opt_state, "log_alpha_prime": opt}
-        )
-        return state, {**info, **ap_info}
+        params, opt_state, ap_info = self.grad_step(
+            "log_alpha_prime", lambda p, _b, _k, c: alpha_prime_loss(p, info["cql_diff"], c),
+            state.params, state.opt_state, batch, key)
+        return state.replace(params=params, opt_state=opt_state), {**info, **ap_info}
 
     def transfer(self, key, src_state: TrainState, src_learner):
         """The generic hand-over, plus alpha' when both sides run the Lagrange variant."""

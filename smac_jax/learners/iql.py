@@ -34,7 +34,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners.awac import advantage_weights, clipped_log_prob
-from smac_jax.learners.base import ConfigError, Learner, TrainState, apply_grad, base_config, polyak, register, sg
+from smac_jax.learners.base import ConfigError, Learner, TrainState, base_config, polyak, register, sg
 from smac_jax.learners.sac import gaussian_act
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
@@ -141,21 +141,21 @@ class IQL(Learner):
             "value": make_optimizer(c, c.value_lr),
         }
 
-    def init(self, key) -> TrainState:
+    def init_params(self, key) -> dict:
         k_a, k_c, k_v = jax.random.split(key, 3)
         obs = jnp.zeros((1, self.obs_dim))
         act = jnp.zeros((1, self.act_dim))
         critic = networks.critic_net(self.config).init(k_c, obs, act)
-        params = {
+        return {
             "actor": networks.gaussian_actor(self.config, self.act_dim).init(k_a, obs),
             "critic": critic,
             "target_critic": critic,
             "value": networks.value_net(self.config).init(k_v, obs),
         }
-        opt_state = {g: opt.init(params[g]) for g, opt in self.optimizers().items()}
+
+    def init(self, key) -> TrainState:
         # value_warmup_until: update steps before which only V trains (set by ``transfer``).
-        extra = {"value_warmup_until": jnp.zeros((), jnp.int32)}
-        return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32), extra=extra)
+        return super().init(key).replace(extra={"value_warmup_until": jnp.zeros((), jnp.int32)})
 
     def transfer(self, key, src_state: TrainState, src_learner: Learner) -> TrainState:
         """Generic hand-over; V is kept fresh when the source has none, then warmed up (docstring)."""
@@ -163,18 +163,11 @@ class IQL(Learner):
         warmup = 0 if "value" in src_state.params else self.config.value_warmup_steps
         return state.replace(extra={**state.extra, "value_warmup_until": jnp.asarray(warmup, jnp.int32)})
 
-    def _step(self, group: str, loss_fn, params, opt_state, batch, key):
-        grads, info = jax.grad(
-            lambda p: loss_fn({**params, group: p}, batch, key, self.config), has_aux=True
-        )(params[group])
-        new, opt = apply_grad(self.optimizers()[group], params[group], opt_state[group], grads)
-        return {**params, group: new}, {**opt_state, group: opt}, info
-
     def update(self, state: TrainState, batch: Transitions, key):
         params, opt_state = state.params, state.opt_state
-        params, opt_state, v_info = self._step("value", self.value_loss_fn, params, opt_state, batch, key)
-        params, opt_state, a_info = self._step("actor", self.actor_loss_fn, params, opt_state, batch, key)
-        params, opt_state, c_info = self._step("critic", self.critic_loss_fn, params, opt_state, batch, key)
+        params, opt_state, v_info = self.grad_step("value", self.value_loss_fn, params, opt_state, batch, key)
+        params, opt_state, a_info = self.grad_step("actor", self.actor_loss_fn, params, opt_state, batch, key)
+        params, opt_state, c_info = self.grad_step("critic", self.critic_loss_fn, params, opt_state, batch, key)
         params["target_critic"] = polyak(params["target_critic"], params["critic"], self.config.tau)
         info = {**v_info, **a_info, **c_info}
         if self.config.value_warmup_steps > 0:

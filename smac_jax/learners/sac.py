@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, apply_grad, base_config, polyak, register, sg
+from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, base_config, polyak, register, sg
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
@@ -114,32 +114,13 @@ class SAC(Learner):
             "log_temp": jnp.asarray(jnp.log(self.config.init_temperature), jnp.float32),
         }
 
-    def init(self, key) -> TrainState:
-        params = self.init_params(key)
-        opt_state = {g: opt.init(params[g]) for g, opt in self.optimizers().items()}
-        return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
-
     def update_critic(self, state: TrainState, batch, key):
-        c = self.config
-        grad_fn = jax.grad(lambda p: self.critic_loss_fn({**state.params, "critic": p}, batch, key, c), has_aux=True)
-        grads, info = grad_fn(state.params["critic"])
-        critic, opt = apply_grad(self.optimizers()["critic"], state.params["critic"], state.opt_state["critic"], grads)
-        return state.replace(params={**state.params, "critic": critic}, opt_state={**state.opt_state, "critic": opt}), info
+        params, opt_state, info = self.grad_step("critic", self.critic_loss_fn, state.params, state.opt_state, batch, key)
+        return state.replace(params=params, opt_state=opt_state), info
 
     def update_actor_and_temperature(self, state: TrainState, batch, key):
-        c = self.config
-        opts = self.optimizers()
-        grads, info = jax.grad(
-            lambda p: self.actor_loss_fn({**state.params, "actor": p}, batch, key, c), has_aux=True
-        )(state.params["actor"])
-        actor, a_opt = apply_grad(opts["actor"], state.params["actor"], state.opt_state["actor"], grads)
-        params = {**state.params, "actor": actor}
-        t_grads, t_info = jax.grad(
-            lambda t: temperature_loss({**params, "log_temp": t}, batch, key, c), has_aux=True
-        )(params["log_temp"])
-        log_temp, t_opt = apply_grad(opts["log_temp"], params["log_temp"], state.opt_state["log_temp"], t_grads)
-        params["log_temp"] = log_temp
-        opt_state = {**state.opt_state, "actor": a_opt, "log_temp": t_opt}
+        params, opt_state, info = self.grad_step("actor", self.actor_loss_fn, state.params, state.opt_state, batch, key)
+        params, opt_state, t_info = self.grad_step("log_temp", temperature_loss, params, opt_state, batch, key)
         return state.replace(params=params, opt_state=opt_state), {**info, **t_info}
 
     def update(self, state: TrainState, batch: Transitions, key):

@@ -42,7 +42,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import ConfigError, TrainState, apply_grad, register, sg
+from smac_jax.learners.base import ConfigError, TrainState, register, sg
 from smac_jax.learners.bc import ACTION_CLIP_EPS, dataset_log_prob
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
@@ -149,10 +149,6 @@ class SACML(sac.SAC):
         state, info = super().update(state, batch, key)
         if not self.config.train_baseline:
             return state, info
-        grads, z_info = jax.grad(
-            lambda z: baseline_loss({**state.params, "baseline": z}, batch, jax.random.fold_in(key, 3), self.config),
-            has_aux=True,
-        )(state.params["baseline"])
-        z, opt = apply_grad(self.optimizers()["baseline"], state.params["baseline"], state.opt_state["baseline"], grads)
-        return state.replace(params={**state.params, "baseline": z},
-                             opt_state={**state.opt_state, "baseline": opt}), {**info, **z_info}
+        params, opt_state, z_info = self.grad_step("baseline", baseline_loss, state.params, state.opt_state, batch,
+                                                   jax.random.fold_in(key, 3))
+        return state.replace(params=params, opt_state=opt_state), {**info, **z_info}

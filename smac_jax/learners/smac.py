@@ -24,7 +24,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import ConfigError, TrainState, apply_grad, register, sg
+from smac_jax.learners.base import ConfigError, TrainState, register, sg
 from smac_jax.networks.mlp import MLP, QNetwork
 from smac_jax.optim import make_optimizer
 from smac_jax.score import model as score_model
@@ -191,15 +191,6 @@ class SMAC(sac.SAC):
 
     def update_critic(self, state: TrainState, batch, key):
         """One joint step on (theta, psi) = (critic, alpha) of L_SMAC."""
-        c = self.config
-        opts = self.optimizers()
-
-        def loss(trainable):
-            return self.critic_loss_fn({**state.params, **trainable}, batch, key, c)
-
-        trainable = {"critic": state.params["critic"], "alpha": state.params["alpha"]}
-        grads, info = jax.grad(loss, has_aux=True)(trainable)
-        params, opt_state = dict(state.params), dict(state.opt_state)
-        for g in ("critic", "alpha"):
-            params[g], opt_state[g] = apply_grad(opts[g], params[g], opt_state[g], grads[g])
+        params, opt_state, info = self.grad_step(("critic", "alpha"), self.critic_loss_fn, state.params,
+                                                 state.opt_state, batch, key)
         return state.replace(params=params, opt_state=opt_state), info

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, apply_grad, base_config, polyak, register
+from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, base_config, polyak, register
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
@@ -54,33 +54,23 @@ class TD3(Learner):
         c = self.config
         return {"actor": make_optimizer(c, c.actor_lr), "critic": make_optimizer(c, c.critic_lr)}
 
-    def init(self, key) -> TrainState:
+    def init_params(self, key) -> dict:
         k_a, k_c = jax.random.split(key)
         obs = jnp.zeros((1, self.obs_dim))
         act = jnp.zeros((1, self.act_dim))
         actor = networks.deterministic_actor(self.config, self.act_dim).init(k_a, obs)
         critic = networks.critic_net(self.config).init(k_c, obs, act)
-        params = {"actor": actor, "target_actor": actor, "critic": critic, "target_critic": critic}
-        opt_state = {g: opt.init(params[g]) for g, opt in self.optimizers().items()}
-        return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
+        return {"actor": actor, "target_actor": actor, "critic": critic, "target_critic": critic}
 
     def update(self, state: TrainState, batch: Transitions, key):
         c = self.config
-        opts = self.optimizers()
         k_c, k_a = jax.random.split(key)
-        grads, info = jax.grad(
-            lambda p: self.critic_loss_fn({**state.params, "critic": p}, batch, k_c, c), has_aux=True
-        )(state.params["critic"])
-        critic, c_opt = apply_grad(opts["critic"], state.params["critic"], state.opt_state["critic"], grads)
-        params = {**state.params, "critic": critic}
-        opt_state = {**state.opt_state, "critic": c_opt}
+        params, opt_state, info = self.grad_step("critic", self.critic_loss_fn, state.params, state.opt_state, batch, k_c)
 
         # Delayed actor and target updates: computed every step, applied every ``policy_delay``
         # steps (a select rather than a cond, since under vmap a cond would run both branches).
-        a_grads, a_info = jax.grad(
-            lambda p: self.actor_loss_fn({**params, "actor": p}, batch, k_a, c), has_aux=True
-        )(params["actor"])
-        actor, a_opt = apply_grad(opts["actor"], params["actor"], opt_state["actor"], a_grads)
+        stepped, stepped_opt, a_info = self.grad_step("actor", self.actor_loss_fn, params, opt_state, batch, k_a)
+        actor, a_opt = stepped["actor"], stepped_opt["actor"]
         do = (state.step % c.policy_delay) == 0
         pick = lambda new, old: jax.tree.map(lambda n, o: jnp.where(do, n, o), new, old)
         params["actor"] = pick(actor, params["actor"])
