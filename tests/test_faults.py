@@ -370,3 +370,35 @@ def test_dataset_that_does_not_fit_its_environment(make_tiny_config, minari_stor
     cfg = make_tiny_config(**{"dataset.id": "test/pendulum/wrong-env-v0"})
     with pytest.raises(pipeline.DatasetError, match=r"wrong-env-v0: (its environment cannot be built|the data has observations of 3)"):
         quiet_run(cfg, str(tmp_path / "run"))
+
+
+def test_kill_during_the_score_model_fit_and_save(make_tiny_config, tmp_path):
+    """SMAC: a run killed while its score model is being fitted, or while it is being saved
+    (the state written, its description not yet), resumes to the uninterrupted run's numbers."""
+    from smac_jax.score import train as score_train
+
+    cfg = make_tiny_config("smac", "sac", **{
+        "offline.steps": 100, "offline.ckpt_every": 50, "online.steps": 60,
+        "offline.agent.score_config.steps": 20, "offline.agent.score_config.hidden_dim": 16,
+        "offline.agent.score_config.n_blocks": 1})
+    ref_dir = str(tmp_path / "ref")
+    quiet_run(cfg, ref_dir)
+    for where in ("fit", "save"):
+        workdir = str(tmp_path / where)
+        with pytest.MonkeyPatch.context() as mp:
+            if where == "fit":
+                def killed_fit(*a, **k):
+                    raise Killed("during the score-model fit")
+                mp.setattr(score_train, "fit_score_model", killed_fit)
+            else:
+                orig = score_train.sm.save_score_model
+
+                def killed_save(path, state, config, meta, **kw):
+                    orig(path, state, config, meta, **kw)
+                    os.remove(os.path.join(path, "score_model.json"))  # the description never written
+                    raise Killed("during the score-model save")
+                mp.setattr(score_train.sm, "save_score_model", killed_save)
+            with pytest.raises(Killed):
+                quiet_run(cfg, workdir)
+        quiet_run(cfg, workdir, resume=True)
+        assert metrics_text(workdir) == metrics_text(ref_dir), where
