@@ -23,61 +23,36 @@ from smac_jax.learners import resolve_config
 #   per Muon step on a 2-core CPU (docs/README.md, benchmarks) and would not fit three methods x
 #   three seeds into a few hours. Use --config.offline.agent.hidden_dims=256,256 on an accelerator.
 #
-# Per task: the dataset and the budgets. The Pendulum job is the README's default job.
+# Per task: the dataset and the budgets (the same for every task: 20k offline updates, 20k online
+# environment steps, 3 seeds, 128x128 networks, a 128-wide score model fit for 10k steps; raise
+# them on an accelerator, e.g. --config.offline.steps=1000000 as in the papers). The Pendulum job
+# is the README's default job.
+def _task(dataset_id: str, env: str, kind: str, capacity: int, **generate_kwargs) -> dict:
+    return dict(
+        dataset=dict(id=dataset_id, generate_env=env, generate_kind=kind, generate_kwargs=generate_kwargs),
+        offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
+        online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
+                    replay=dict(init="empty", capacity=capacity)),
+        eval=dict(episodes=5),
+        offline_learner="smac",
+        online_learner="sac",
+        agent=dict(hidden_dims=(128, 128)),
+        score=dict(hidden_dim=128, steps=10_000),
+    )
+
+
 TASKS = {
-    "pendulum": dict(
-        dataset=dict(id="smac_jax/pendulum/medium-replay-v0", generate_env="Pendulum-v1",
-                     generate_kind="medium-replay", generate_kwargs=dict(train_steps=20_000, eval_every=1_000)),
-        offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
-        online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
-                    replay=dict(init="empty", capacity=100_000)),
-        eval=dict(episodes=5),
-        offline_learner="smac",
-        online_learner="sac",
-        # Pendulum is small: 128-wide networks and a 128-wide score model keep the default job
-        # (dataset generation included) within minutes on a 2-core CPU.
-        agent=dict(hidden_dims=(128, 128)),
-        score=dict(hidden_dim=128, steps=10_000),
-    ),
+    # The first 3k steps of a SAC run on Pendulum-v1 (mostly random).
+    "pendulum": _task("smac_jax/pendulum/medium-replay-v0", "Pendulum-v1", "medium-replay", 100_000,
+                      train_steps=20_000, eval_every=1_000),
     # A single medium policy (a third of the way from random to the SAC expert), 100k transitions.
-    "pendulum-medium": dict(
-        dataset=dict(id="smac_jax/pendulum/medium-v0", generate_env="Pendulum-v1", generate_kind="medium",
-                     generate_kwargs=dict(train_steps=20_000, eval_every=1_000, n_transitions=100_000)),
-        offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
-        online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
-                    replay=dict(init="empty", capacity=100_000)),
-        eval=dict(episodes=5),
-        offline_learner="smac",
-        online_learner="sac",
-        agent=dict(hidden_dims=(128, 128)),
-        score=dict(hidden_dim=128, steps=10_000),
-    ),
-    "hopper": dict(
-        dataset=dict(id="smac_jax/hopper/medium-replay-v0", generate_env="Hopper-v5",
-                     generate_kind="medium-replay", generate_kwargs=dict(train_steps=150_000, eval_every=10_000)),
-        # Budgets a 2-core CPU finishes within a few hours (3 seeds, three methods);
-        # raise them on an accelerator (--config.offline.steps=1000000 as in the papers).
-        offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
-        online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
-                    replay=dict(init="empty", capacity=1_000_000)),
-        eval=dict(episodes=5),
-        offline_learner="smac",
-        online_learner="sac",
-        agent=dict(hidden_dims=(128, 128)),
-        score=dict(hidden_dim=128, steps=10_000),
-    ),
-    "walker": dict(
-        dataset=dict(id="smac_jax/walker2d/medium-replay-v0", generate_env="Walker2d-v5",
-                     generate_kind="medium-replay", generate_kwargs=dict(train_steps=150_000, eval_every=10_000)),
-        offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
-        online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
-                    replay=dict(init="empty", capacity=1_000_000)),
-        eval=dict(episodes=5),
-        offline_learner="smac",
-        online_learner="sac",
-        agent=dict(hidden_dims=(128, 128)),
-        score=dict(hidden_dim=128, steps=10_000),
-    ),
+    "pendulum-medium": _task("smac_jax/pendulum/medium-v0", "Pendulum-v1", "medium", 100_000,
+                             train_steps=20_000, eval_every=1_000, n_transitions=100_000),
+    # Every transition of a SAC run on Hopper-v5 / Walker2d-v5 up to its medium snapshot.
+    "hopper": _task("smac_jax/hopper/medium-replay-v0", "Hopper-v5", "medium-replay", 1_000_000,
+                    train_steps=150_000, eval_every=10_000),
+    "walker": _task("smac_jax/walker2d/medium-replay-v0", "Walker2d-v5", "medium-replay", 1_000_000,
+                    train_steps=150_000, eval_every=10_000),
 }
 
 
