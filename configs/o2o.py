@@ -11,14 +11,14 @@ import ml_collections
 
 from smac_jax.learners import resolve_config
 
-# SMAC settings per task (docs/algorithms.md, SMAC; how they were chosen, evidence in docs/README.md):
-# * kappa = 1 (the learner's default). On Pendulum medium-replay, 10k offline steps, 3 seeds, kappa 1 / 10 /
-#   100 ended at normalised offline scores -4.4 / 9.7 / 10.1: larger kappa keeps grad_a Q aligned
-#   with the score (cosine 0.12-0.17 instead of -0.06 at 10k steps) but the gain is within the
-#   seed spread on a near-random dataset, so the default stays until a larger sweep says otherwise.
+# SMAC settings per task (docs/algorithms.md, SMAC; evidence in docs/results_smac_offline.md):
+# * kappa = 1 (the learner's default). On Pendulum medium (20k updates, 3 seeds) kappa 10 / 100
+#   raised the mean of the last three evaluations (51.0 / 46.3 against 40.7); on Hopper
+#   medium-replay kappa 10 lowered the final score (28.5 against 34.6): no value held on both.
+# * sm_target = "alpha_score" (the paper's form); "direction" did not score higher on Pendulum.
 # * score_w = 1.0 (condition the score on the best trajectories); not swept.
-# * optimizer = "muon" with consistent_rms 0.2 (the paper's choice); Muon against Adam on Hopper is
-#   in docs/README.md (on Hopper, Adam learned faster offline over the first 10k updates: 8.0 vs 1.5).
+# * optimizer = "muon" with consistent_rms 0.2 and muon_scope "hidden" (the paper's choice; with
+#   Muon on hidden layers only, SMAC-Adam and SMAC-Muon ended within 2 points on Pendulum medium).
 # * Networks 128x128 and a 128-wide score model on both tasks: the 256-wide defaults cost 4x more
 #   per Muon step on a 2-core CPU (docs/README.md, benchmarks) and would not fit three methods x
 #   three seeds into a few hours. Use --config.offline.agent.hidden_dims=256,256 on an accelerator.
