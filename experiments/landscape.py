@@ -14,12 +14,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
+from smac_jax.cli import fail, run_cli
 from smac_jax.analysis import landscape as ls
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Run workdirs: the 1-D interpolation from each run's final offline "
@@ -315,18 +315,15 @@ def run(out: str) -> None:
 
 def main(argv):
     if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.ERROR)  # orbax's notes on partial restores
     if not _OUT.value:
-        print("error: --out is required", file=sys.stderr)
-        sys.exit(2)
+        fail("--out is required")
     try:
         run(_OUT.value)
     except ls.LandscapeInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli(main)

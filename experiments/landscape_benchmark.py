@@ -16,8 +16,9 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from smac_jax.cli import run_cli
 from smac_jax.analysis import landscape as ls
 from smac_jax.envs import make_env
 from smac_jax.learners import make_learner
@@ -77,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli(main)

@@ -22,8 +22,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from smac_jax.cli import run_cli
 from smac_jax.score import model as sm
 
 FLAGS = flags.FLAGS
@@ -133,4 +134,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli(main)
