@@ -147,14 +147,19 @@ KILLS = {
 }
 
 
+def run_until_killed(config, workdir, install, resume=False):
+    """Run with the kill point ``install`` in place; the run must end in :class:`Killed`."""
+    with pytest.MonkeyPatch.context() as mp:
+        install(mp)
+        with pytest.raises(Killed):
+            quiet_run(config, workdir, resume=resume)
+
+
 @pytest.mark.parametrize("where", list(KILLS))
 def test_kill_and_resume_is_bit_identical(reference, where, tmp_path):
     config = reference["config"]
     workdir = str(tmp_path / "run")
-    with pytest.MonkeyPatch.context() as mp:
-        KILLS[where](mp)
-        with pytest.raises(Killed):
-            quiet_run(config, workdir)
+    run_until_killed(config, workdir, KILLS[where])
     summary = quiet_run(config, workdir, resume=True)
     assert metrics_text(workdir) == reference["metrics"]
     got, meta = final_online(config, workdir)
@@ -171,10 +176,7 @@ def test_resume_twice_after_the_offline_phase_is_idempotent(reference, tmp_path)
     config = reference["config"]
     workdir = str(tmp_path / "run")
     for attempt in range(2):
-        with pytest.MonkeyPatch.context() as mp:
-            in_online_chunk(1)(mp)
-            with pytest.raises(Killed):
-                quiet_run(config, workdir, resume=attempt > 0)
+        run_until_killed(config, workdir, in_online_chunk(1), resume=attempt > 0)
     quiet_run(config, workdir, resume=True)
     assert metrics_text(workdir) == reference["metrics"]
 
@@ -183,10 +185,7 @@ def test_resume_twice_after_the_offline_phase_is_idempotent(reference, tmp_path)
 def test_torn_last_metrics_line_is_dropped_with_a_warning(reference, tmp_path):
     config = reference["config"]
     workdir = str(tmp_path / "run")
-    with pytest.MonkeyPatch.context() as mp:
-        after_save("online", 60)(mp)
-        with pytest.raises(Killed):
-            quiet_run(config, workdir)
+    run_until_killed(config, workdir, after_save("online", 60))
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
         f.write('{"phase": "online", "step": 1')  # a write cut short
     with pytest.warns(UserWarning, match="torn last line"):
@@ -212,10 +211,7 @@ def damage(directory):
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
     config = reference["config"]
     workdir = str(tmp_path / "run")
-    with pytest.MonkeyPatch.context() as mp:
-        after_save("offline", 200)(mp)
-        with pytest.raises(Killed):
-            quiet_run(config, workdir)
+    run_until_killed(config, workdir, after_save("offline", 200))
     # Damage every file of the latest offline checkpoint (step 200).
     damage(os.path.join(workdir, "checkpoints", "offline", "200"))
     with pytest.warns(UserWarning, match=r"offline checkpoint at step 200 .* falling back .* step 100"):

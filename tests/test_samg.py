@@ -21,14 +21,12 @@ import pytest
 from scipy.special import erfc
 from scipy.stats import norm
 
-from smac_jax import networks
 from smac_jax.data import replay
 from smac_jax.learners import ConfigError, TransferError, make_learner
 from smac_jax.learners import iql as iql_mod
 from smac_jax.learners import sac as sac_mod
 from smac_jax.learners import samg
 from smac_jax.samg import adaptive, confidence, cvae, store
-from smac_jax.training.pipeline import stack_seeds
 from smac_jax.types import Transitions
 
 OBS, ACT = 3, 2

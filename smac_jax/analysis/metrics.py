@@ -7,7 +7,7 @@ Precipice" (NeurIPS 2021) and are computed with their library, ``rliable``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
