@@ -15,6 +15,17 @@ Prints, in one run (so ratios compare like with like):
 
     python experiments/benchmark.py
     python experiments/benchmark.py --learners=sac,smac --seeds=1,4,8 --json=bench.json
+
+Peer comparison (``--peer_harness``): TD3+BC, CQL, IQL and AWAC against JAX-CORL's single-file
+implementations on the same synthetic data (200k x obs 11, act 3), 1 seed, at the peer's network
+sizes; the peer's own jitted ``update_n_times`` (8 updates per call) against this library's
+offline step at 8 updates per dispatch and at ``--scan``, timed in alternating rounds in one
+process (docs/README.md, "Against JAX-CORL"). It needs a directory holding a timing harness
+module ``jaxcorl_bench`` (``setup(algo, n_jitted)`` returning the peer's module, config, dataset,
+train state and jitted update) and ``synthetic.make_dataset()``, and ``JAXCORL_DIR`` pointing at a
+JAX-CORL checkout (plus ``pip install pydantic omegaconf``):
+
+    JAXCORL_DIR=path/to/JAX-CORL python experiments/benchmark.py --peer_harness=path/to/harness
 """
 from __future__ import annotations
 
@@ -55,6 +66,22 @@ _ONLINE_SEEDS = flags.DEFINE_list("online_seeds", ["1", "8"], "Seed counts for t
 _TUNE_MALLOC = flags.DEFINE_bool("tune_malloc", True, "Keep XLA temporaries in the malloc heap "
                                   "(smac_jax.runtime.tune_host_allocator); --notune_malloc shows glibc defaults.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
+_PEER = flags.DEFINE_string("peer_harness", None, "Directory of a JAX-CORL timing harness: run the peer "
+                            "comparison (module docstring) instead of the benchmarks above.")
+_PEER_ALGOS = flags.DEFINE_list("peer_algos", ["td3bc", "cql", "iql", "awac"], "Algorithms of the peer comparison.")
+_PEER_ROUNDS = flags.DEFINE_integer("peer_rounds", 4, "Alternating rounds of the peer comparison.")
+_PEER_UPDATES = flags.DEFINE_integer("peer_updates", 800, "Updates timed per variant per round.")
+
+#: This library's settings that match JAX-CORL's default networks per algorithm (both use
+#: 256x256 MLPs, batch 256, two critics). Not matched, because this library has one width list for
+#: every network: JAX-CORL's AWAC actor is 4x256 (ours 2x256: less work here), its IQL value
+#: network has LayerNorm and its IQL critics do not (ours: neither).
+PEER_MATCHED = {
+    "td3bc": {"hidden_dims": (256, 256), "critic_layer_norm": True},
+    "cql": {"hidden_dims": (256, 256), "cql_n_actions": 10},
+    "iql": {"hidden_dims": (256, 256)},
+    "awac": {"hidden_dims": (256, 256), "critic_layer_norm": True},
+}
 
 OBS, ACT, BATCH = 11, 3, 256
 
@@ -248,6 +275,78 @@ def _by_level(r: dict) -> dict:
     return out
 
 
+def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int) -> dict:
+    """Updates/s (median over alternating rounds) of JAX-CORL and of this library, per algorithm."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.abspath(harness))
+    try:
+        import jaxcorl_bench
+        import synthetic
+    except ImportError as e:
+        fail(f"--peer_harness={harness}: cannot import the harness ({e})")
+    d = synthetic.make_dataset()
+    n = d["observations"].shape[0]
+    z = jnp.zeros(n)
+    data = Transitions(obs=jnp.asarray(d["observations"]), action=jnp.asarray(d["actions"]),
+                       reward=jnp.asarray(d["rewards"]), next_obs=jnp.asarray(d["next_observations"]),
+                       terminated=jnp.asarray(d["terminals"]), truncated=z, episode=jnp.zeros(n, jnp.int32),
+                       rtg=z, mc_return=z - 10.0, traj_return=z)
+    obs_dim, act_dim = d["observations"].shape[1], d["actions"].shape[1]
+    results = {}
+    for algo in algos:
+        _m, config, dataset, peer_state, peer_update, rng, *_ = jaxcorl_bench.setup(algo, None)
+        peer_n = config.n_jitted_updates
+        box = {"peer": peer_state, "rng": rng}
+
+        def peer_call():
+            box["rng"], key = jax.random.split(box["rng"])
+            box["peer"], info = peer_update(box["peer"], dataset, key, config)
+            return box["peer"]
+
+        variants = {"jax-corl": (peer_call, peer_n)}
+        matched = PEER_MATCHED[algo]
+        arms = [("smac_jax@8", matched, 8), (f"smac_jax@{scan}", matched, scan)]
+        if matched.get("critic_layer_norm"):
+            arms.append(("smac_jax@8 no LayerNorm", {**matched, "critic_layer_norm": False}, 8))
+        for label, ov, k in arms:
+            learner = make_learner(algo, obs_dim, act_dim, ov)
+            keys = jax.random.split(jax.random.PRNGKey(0), 1)
+            step = make_offline_step(learner, k)
+            st = {"s": unalias(jax.vmap(learner.init)(keys)), "i": 0}
+
+            def call(step=step, st=st, keys=keys, k=k):
+                st["s"], _ = step(st["s"], data, keys, st["i"])
+                st["i"] += k
+                return st["s"]
+
+            variants[label] = (call, k)
+        for fn, k in variants.values():  # compile and warm up
+            for _ in range(max(2, 200 // k)):
+                fn()
+            jax.block_until_ready(fn())
+        rates = {label: [] for label in variants}
+        for _ in range(rounds):
+            for label, (fn, k) in variants.items():
+                calls = max(1, updates // k)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    out = fn()
+                jax.block_until_ready(out)
+                rates[label].append(calls * k / (time.perf_counter() - t0))
+        med = {label: float(np.median(r)) for label, r in rates.items()}
+        row = {"updates_per_s": med, "rounds": rates, "settings": matched,
+               "ratio_vs_peer": {lab: v / med["jax-corl"] for lab, v in med.items() if lab != "jax-corl"}}
+        if "smac_jax@8 no LayerNorm" in med:
+            row["layer_norm_cost"] = med["smac_jax@8 no LayerNorm"] / med["smac_jax@8"]
+        results[algo] = row
+        print(f"{algo:<7}" + "  ".join(f"{lab} {v:.1f}" for lab, v in med.items())
+              + "  | ratio " + ", ".join(f"{lab}: {r:.2f}" for lab, r in row["ratio_vs_peer"].items())
+              + (f"  | LayerNorm cost {row['layer_norm_cost']:.2f}x" if "layer_norm_cost" in row else ""), flush=True)
+    return results
+
+
 def main(argv):
     del argv
     tuned = tune_host_allocator() if _TUNE_MALLOC.value else False
@@ -270,6 +369,23 @@ def main(argv):
             fail(f"--{name} must be > 0, got {v}")
     if _ONLINE_STEPS.value < 0:
         fail(f"--online_steps must be >= 0, got {_ONLINE_STEPS.value}")
+    if _PEER.value:
+        bad = [a for a in _PEER_ALGOS.value if a not in PEER_MATCHED]
+        if bad:
+            fail(f"--peer_algos: unknown algorithm(s) {bad}; choose from {list(PEER_MATCHED)}")
+        if _PEER_ROUNDS.value < 1 or _PEER_UPDATES.value < 8:
+            fail(f"--peer_rounds must be >= 1 and --peer_updates >= 8, got {_PEER_ROUNDS.value} / {_PEER_UPDATES.value}")
+        out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "malloc_tuned": tuned,
+               "matmul_peak_gflops": matmul_peak(seconds) / 1e9, "rounds": _PEER_ROUNDS.value,
+               "updates_per_round": _PEER_UPDATES.value}
+        print(f"device {out['device']}; 2048x2048 float32 matmul peak {out['matmul_peak_gflops']:.1f} GFLOP/s; "
+              f"updates/s, 1 seed, median of {_PEER_ROUNDS.value} alternating rounds")
+        out["peer"] = peer_comparison(_PEER.value, _PEER_ALGOS.value, _PEER_ROUNDS.value, _PEER_UPDATES.value,
+                                      _SCAN.value)
+        if _JSON.value:
+            with open(_JSON.value, "w") as f:
+                json.dump(out, f, indent=2, default=str)
+        return
     data = fake_data()
     out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "malloc_tuned": tuned}
     peak = matmul_peak(seconds)

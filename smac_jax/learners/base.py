@@ -170,6 +170,15 @@ class Learner:
     def act(self, state: TrainState, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax.Array:
         raise NotImplementedError
 
+    #: Updates whose work differs with ``state.step % update_period`` (TD3's delayed actor). The
+    #: offline loop then runs :meth:`update_phase` with the phase known while tracing.
+    update_period: int = 1
+
+    def update_phase(self, state: TrainState, batch: Transitions, key: PRNGKey, phase: int):
+        """:meth:`update` for a state known to be at ``state.step % update_period == phase``
+        (a Python int): the same result, without computing work that phase discards."""
+        return self.update(state, batch, key)
+
     def prepare(self, dataset: Any, workdir: str, progress: bool = True) -> None:
         """Host-side preparation from the offline dataset before ``init`` (default: nothing).
 

@@ -30,7 +30,7 @@ def actor_loss(params, batch: Transitions, key, config):
     """-mean_s Q_1(s, pi(s)) (the first critic, as in TD3)."""
     act_dim = batch.action.shape[-1]
     a = networks.deterministic_actor(config, act_dim).apply(params["actor"], batch.obs)
-    q = networks.critic_net(config).apply(params["critic"], batch.obs, a)[0]
+    q = networks.critic_member(config, params["critic"], batch.obs, a, 0)
     loss = -q.mean()
     return loss, {"actor_loss": loss}
 
@@ -62,22 +62,39 @@ class TD3(Learner):
         critic = networks.critic_net(self.config).init(k_c, obs, act)
         return {"actor": actor, "target_actor": actor, "critic": critic, "target_critic": critic}
 
+    @property
+    def update_period(self) -> int:
+        return self.config.policy_delay
+
+    def _actor_and_targets(self, params, opt_state, batch: Transitions, key):
+        """The delayed half of an update: an actor step and both Polyak target updates."""
+        params, opt_state, info = self.grad_step("actor", self.actor_loss_fn, params, opt_state, batch, key)
+        tau = self.config.tau
+        params["target_actor"] = polyak(params["target_actor"], params["actor"], tau)
+        params["target_critic"] = polyak(params["target_critic"], params["critic"], tau)
+        return params, opt_state, info
+
     def update(self, state: TrainState, batch: Transitions, key):
-        c = self.config
         k_c, k_a = jax.random.split(key)
         params, opt_state, info = self.grad_step("critic", self.critic_loss_fn, state.params, state.opt_state, batch, k_c)
-
         # Delayed actor and target updates: computed every step, applied every ``policy_delay``
-        # steps (a select rather than a cond, since under vmap a cond would run both branches).
-        stepped, stepped_opt, a_info = self.grad_step("actor", self.actor_loss_fn, params, opt_state, batch, k_a)
-        actor, a_opt = stepped["actor"], stepped_opt["actor"]
-        do = (state.step % c.policy_delay) == 0
+        # steps (a select rather than a cond, since under vmap a cond would run both branches;
+        # the offline loop skips the computation instead, see update_phase).
+        stepped, stepped_opt, a_info = self._actor_and_targets(dict(params), dict(opt_state), batch, k_a)
+        do = (state.step % self.config.policy_delay) == 0
         pick = lambda new, old: jax.tree.map(lambda n, o: jnp.where(do, n, o), new, old)
-        params["actor"] = pick(actor, params["actor"])
-        opt_state["actor"] = pick(a_opt, opt_state["actor"])
-        params["target_actor"] = pick(polyak(params["target_actor"], params["actor"], c.tau), params["target_actor"])
-        params["target_critic"] = pick(polyak(params["target_critic"], params["critic"], c.tau), params["target_critic"])
+        params, opt_state = pick(stepped, params), pick(stepped_opt, opt_state)
         return TrainState(params, opt_state, state.step + 1, state.extra), {**info, **a_info}
+
+    def update_phase(self, state: TrainState, batch: Transitions, key, phase: int):
+        """``update`` for a state known to be at ``step % policy_delay == phase``: the actor and
+        target work runs only at phase 0 instead of being computed and discarded."""
+        k_c, k_a = jax.random.split(key)
+        params, opt_state, info = self.grad_step("critic", self.critic_loss_fn, state.params, state.opt_state, batch, k_c)
+        if phase == 0:
+            params, opt_state, a_info = self._actor_and_targets(params, opt_state, batch, k_a)
+            info = {**info, **a_info}
+        return TrainState(params, opt_state, state.step + 1, state.extra), info
 
     def act(self, state: TrainState, obs, key, deterministic: bool):
         a = networks.deterministic_actor(self.config, self.act_dim).apply(state.params["actor"], obs)

@@ -46,7 +46,7 @@ def actor_loss(params, batch: Transitions, key, config):
     detached; w = ``params["bc_weight"]`` when present (set by :class:`TD3BC` each step), else 1."""
     act_dim = batch.action.shape[-1]
     pi = networks.deterministic_actor(config, act_dim).apply(params["actor"], batch.obs)
-    q = networks.critic_net(config).apply(params["critic"], batch.obs, pi)[0]
+    q = networks.critic_member(config, params["critic"], batch.obs, pi, 0)
     lam = sg(config.alpha / jnp.abs(q).mean())
     bc = ((pi - batch.action) ** 2).mean()
     w = params.get("bc_weight", 1.0)
@@ -80,9 +80,15 @@ class TD3BC(TD3):
     def update(self, state: TrainState, batch: Transitions, key):
         """TD3's update, with this step's BC weight passed to the actor loss as a (non-trained)
         ``bc_weight`` entry of the params dict, removed again from the returned state."""
+        return self._weighted(super().update, state, batch, key)
+
+    def update_phase(self, state: TrainState, batch: Transitions, key, phase: int):
+        return self._weighted(super().update_phase, state, batch, key, phase)
+
+    def _weighted(self, update, state: TrainState, *args):
         if self.config.bc_decay == "none":
-            return super().update(state, batch, key)
+            return update(state, *args)
         w = bc_weight(state.step, self.config)
-        state, info = super().update(state.replace(params={**state.params, "bc_weight": w}), batch, key)
+        state, info = update(state.replace(params={**state.params, "bc_weight": w}), *args)
         params = {k: v for k, v in state.params.items() if k != "bc_weight"}
         return state.replace(params=params), info

@@ -3,17 +3,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 from smac_jax.networks.actors import DeterministicActor, GaussianActor, TanhGaussian
-from smac_jax.networks.mlp import MLP, QEnsemble, ValueEnsemble
+from smac_jax.networks.mlp import MLP, QEnsemble, QNetwork, ValueEnsemble
 
 __all__ = [
     "MLP", "QEnsemble", "ValueEnsemble", "GaussianActor", "DeterministicActor", "TanhGaussian",
-    "critic_net", "value_net", "gaussian_actor", "deterministic_actor",
+    "critic_net", "critic_member", "value_net", "gaussian_actor", "deterministic_actor",
 ]
 
 
 def critic_net(config: Any) -> QEnsemble:
     return QEnsemble(config.num_critics, tuple(config.hidden_dims), config.get("critic_layer_norm", False))
+
+
+def critic_member(config: Any, critic_params: Any, obs, action, i: int = 0):
+    """Q_i(s, a) of member ``i`` of the critic ensemble, computed on its own: equal to
+    ``critic_net(config).apply(critic_params, obs, action)[i]`` at the cost of one critic
+    (slicing the ensemble's output would still run every member, forward and backward)."""
+    member = jax.tree.map(lambda x: x[i], critic_params["params"]["q"])
+    return QNetwork(tuple(config.hidden_dims), config.get("critic_layer_norm", False)).apply({"params": member}, obs, action)
 
 
 def value_net(config: Any, num: int = 1) -> ValueEnsemble:

@@ -7,6 +7,8 @@ import gymnasium as gym
 import jax
 import numpy as np
 
+from smac_jax.training.steps import seed_vmap
+
 
 class Evaluator:
     """Runs ``n_episodes`` per seed with the deterministic policy; one policy call per time step.
@@ -47,4 +49,4 @@ class Evaluator:
 def make_act_fn(learner, deterministic: bool = True):
     """jit(vmap over seeds) of ``learner.act`` on a (S, n, obs_dim) observation block."""
     key = jax.random.PRNGKey(0)  # unused when deterministic
-    return jax.jit(jax.vmap(lambda st, o: learner.act(st, o, key, deterministic)))
+    return jax.jit(seed_vmap(lambda st, o: learner.act(st, o, key, deterministic), (0, 0)))

@@ -14,14 +14,39 @@ from smac_jax.data import replay
 from smac_jax.types import Transitions
 
 
+def seed_vmap(fn, in_axes):
+    """``jax.vmap(fn, in_axes)`` over the seed axis (outputs batched on axis 0), except that a
+    seed axis of size 1 is squeezed inside the program: ``fn`` runs on the single seed's arrays
+    and its outputs get the axis back. The two are the same computation; the squeezed one avoids
+    XLA CPU's slow batched reductions over a size-1 leading axis (a LayerNorm critic's gradient
+    took twice as long, docs/README.md, "Against JAX-CORL")."""
+    batched = jax.vmap(fn, in_axes=in_axes)
+
+    def call(*args):
+        sizes = {leaf.shape[0] for a, ax in zip(args, in_axes) if ax == 0 for leaf in jax.tree.leaves(a)}
+        if sizes != {1}:
+            return batched(*args)
+        squeezed = [jax.tree.map(lambda x: x[0], a) if ax == 0 else a for a, ax in zip(args, in_axes)]
+        return jax.tree.map(lambda x: jnp.expand_dims(x, 0), fn(*squeezed))
+
+    return call
+
+
 def _mean_metrics(ms):
     return jax.tree.map(lambda x: jnp.mean(x, axis=0), ms)
 
 
 def make_offline_step(learner, n_updates: int):
     """``(states, data, seed_keys, step) -> (states, metrics)``: ``n_updates`` updates per seed,
-    each on a fresh uniform minibatch of the shared offline ``data``; metrics averaged over the chunk."""
+    each on a fresh uniform minibatch of the shared offline ``data``; metrics averaged over the chunk.
+
+    For a learner with ``update_period`` p > 1 (TD3's delayed actor) and ``n_updates`` a multiple
+    of p, the program runs the updates p at a time through ``learner.update_phase`` when every
+    seed's ``state.step`` is a multiple of p (always, in the pipeline's offline phase), and
+    through ``learner.update`` otherwise: the same updates, without computing what a phase
+    discards. Metrics of work done only at some phases average those phases."""
     bs = learner.config.batch_size
+    period = learner.update_period
 
     def per_seed(state, data: Transitions, seed_key, step):
         keys = jax.random.split(jax.random.fold_in(seed_key, step), n_updates)
@@ -34,7 +59,31 @@ def make_offline_step(learner, n_updates: int):
         state, ms = jax.lax.scan(body, state, keys)
         return state, _mean_metrics(ms)
 
-    return jax.jit(jax.vmap(per_seed, in_axes=(0, None, 0, None)), donate_argnums=0)
+    def per_seed_phased(state, data: Transitions, seed_key, step):
+        keys = jax.random.split(jax.random.fold_in(seed_key, step), n_updates)
+
+        def body(st, ks):
+            phase_metrics = []
+            for phase in range(period):
+                k_b, k_u = jax.random.split(ks[phase])
+                st, m = learner.update_phase(st, replay.sample_transitions(data, k_b, bs), k_u, phase)
+                phase_metrics.append(m)
+            names = {n for m in phase_metrics for n in m}
+            return st, {n: jnp.mean(jnp.stack([m[n] for m in phase_metrics if n in m])) for n in names}
+
+        state, ms = jax.lax.scan(body, state, keys.reshape(n_updates // period, period, *keys.shape[1:]))
+        return state, _mean_metrics(ms)
+
+    plain = seed_vmap(per_seed, (0, None, 0, None))
+    if period == 1 or n_updates % period:
+        return jax.jit(plain, donate_argnums=0)
+    phased = seed_vmap(per_seed_phased, (0, None, 0, None))
+
+    def run(states, data, seed_keys, step):
+        aligned = jnp.all(states.step % period == 0)  # one predicate for every seed: a real branch
+        return jax.lax.cond(aligned, phased, plain, states, data, seed_keys, step)
+
+    return jax.jit(run, donate_argnums=0)
 
 
 def _online_per_seed(learner, utd: int, mixing_ratio: float | None, train: bool):
@@ -64,7 +113,7 @@ def _online_per_seed(learner, utd: int, mixing_ratio: float | None, train: bool)
         action = learner.act(state, obs, k_act, False)
         return state, buffer, action, metrics
 
-    return jax.vmap(per_seed, in_axes=(0, 0, 0, 0, None, 0, None))
+    return seed_vmap(per_seed, (0, 0, 0, 0, None, 0, None))
 
 
 def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool):
@@ -167,7 +216,7 @@ def make_act_step(learner):
         k_act, _ = jax.random.split(jax.random.fold_in(seed_key, step))
         return learner.act(state, obs, k_act, False)
 
-    return jax.jit(jax.vmap(per_seed, in_axes=(0, 0, 0, None)))
+    return jax.jit(seed_vmap(per_seed, (0, 0, 0, None)))
 
 
 def unalias(tree):
