@@ -85,18 +85,18 @@ def make_optimizer(
     grad_clip: float | None = None,
 ) -> optax.GradientTransformation:
     """The optimiser ``config.optimizer`` names, with learning rate ``lr`` (default ``config.lr``)."""
-    name = config.get("optimizer", "adam")
+    name = config.optimizer
     lr = config.lr if lr is None else lr
     if name == "adam":
         opt = optax.adam(lr)
     elif name == "muon":
-        scope = config.get("muon_scope", "hidden")
+        scope = config.muon_scope
         if scope not in MUON_SCOPES:
             raise ValueError(f"config.muon_scope must be one of {MUON_SCOPES}, got {scope!r}")
         opt = optax.contrib.muon(
             learning_rate=lr,
             muon_weight_dimension_numbers=lambda params: muon_dimension_numbers(params, scope),
-            consistent_rms=config.get("muon_consistent_rms", 0.2),
+            consistent_rms=config.muon_consistent_rms,
         )
     else:
         raise ValueError(f"config.optimizer must be 'adam' or 'muon', got {name!r}")

@@ -213,3 +213,18 @@ def test_smac_update_and_handover_to_online_learners():
         s_on = on.transfer(jax.random.PRNGKey(1), st, learner)
         assert "score" not in s_on.params and "alpha" not in s_on.params
         np.testing.assert_allclose(np.asarray(on.act(s_on, obs, jax.random.PRNGKey(0), True)), mean_off, rtol=1e-6)
+
+
+def test_set_score_params_leaves_the_callers_config_alone():
+    """The learner switches to a copy of its config carrying the new score config."""
+    import ml_collections
+
+    learner = make_learner("smac", 3, 1, dict(hidden_dims=(4, 4)))
+    before = learner.config
+    original = before.score_config.to_dict()
+    new_cfg = ml_collections.ConfigDict(original)
+    new_cfg.hidden_dim = original["hidden_dim"] + 1
+    learner.set_score_params({"dummy": 0}, new_cfg)
+    assert before.score_config.to_dict() == original
+    assert learner.config.score_config.hidden_dim == original["hidden_dim"] + 1
+    assert learner.config is not before

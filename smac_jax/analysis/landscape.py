@@ -493,7 +493,7 @@ def common_actors(snapshots: Sequence[ActorSnapshot]) -> tuple[Learner, list[Par
     first = snapshots[0].learner
 
     def net_settings(learner):
-        return tuple(learner.config.hidden_dims), bool(learner.config.get("actor_layer_norm", False))
+        return tuple(learner.config.hidden_dims), bool(learner.config.actor_layer_norm)
 
     for s in snapshots:
         if net_settings(s.learner) != net_settings(first):

@@ -70,7 +70,7 @@ def hyperparameters(config) -> dict:
     if config.preset not in PRESETS:
         raise ConfigError(f"aca: preset must be one of {tuple(PRESETS)}, got {config.preset!r}")
     preset = PRESETS[config.preset]
-    return {f: float(preset[f] if config.get(f) is None else config[f]) for f in PRESET_FIELDS}
+    return {f: float(preset[f] if config[f] is None else config[f]) for f in PRESET_FIELDS}
 
 
 # -- the aligned critic -------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def alignment_term(params, obs: jax.Array, u: jax.Array, config) -> tuple[jax.Ar
 
 def pre_tanh_action(action: jax.Array, config) -> jax.Array:
     """atanh of a buffer action, clipped to [-(1 - eps), 1 - eps] first (finite at |a| = 1)."""
-    return jnp.arctanh(clip_actions(action, config.get("action_clip_eps", ACTION_CLIP_EPS)))
+    return jnp.arctanh(clip_actions(action, config.action_clip_eps))
 
 
 def aligned_q(params, obs: jax.Array, action: jax.Array, config, group: str = "critic") -> jax.Array:
@@ -133,7 +133,7 @@ def td_target(params, batch: Transitions, key, config) -> jax.Array:
     dist = actor_dist(config, batch.action.shape[-1], params["actor"], batch.next_obs)
     u, logp = sample_pre_tanh(dist, key)
     next_q = _aligned_q_at(params, batch.next_obs, u, config, "target_critic")
-    if config.get("backup_entropy", True):
+    if config.backup_entropy:
         next_q = next_q - sac.temperature(params) * logp
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 

@@ -229,7 +229,7 @@ class Learner:
                     raise TransferError(f"{src_learner.name} -> {self.name}: {src_learner.name} has no actor")
                 params[group] = convert_actor(
                     src_actor, src_learner.actor_kind, self.actor_kind, self.act_dim,
-                    self.config.get("transfer_log_std_init", -1.0),
+                    self.config.transfer_log_std_init if self.actor_kind == "gaussian" else None,
                     f"{src_learner.name} -> {self.name}",
                 )
             elif group == "target_critic" and "target_critic" not in src and "critic" in src:
@@ -245,7 +245,7 @@ class Learner:
         return state.replace(opt_state=opt_state)
 
 
-def convert_actor(actor: Any, src_kind: str, dst_kind: str, act_dim: int, log_std_init: float, pair: str) -> Any:
+def convert_actor(actor: Any, src_kind: str, dst_kind: str, act_dim: int, log_std_init: float | None, pair: str) -> Any:
     """Actor parameters of one kind as the other: a log-std head added (kernel 0, bias ``log_std_init``)
     for deterministic -> Gaussian, dropped for Gaussian -> deterministic (whose action is tanh(mean))."""
     p = dict(actor["params"])

@@ -40,7 +40,7 @@ def dataset_log_prob(config, actor_params, obs: jax.Array, action: jax.Array) ->
     """log pi(clip(a_D)|s) of dataset actions under the tanh-Gaussian actor; shape ``(B,)``."""
     act_dim = action.shape[-1]
     dist = networks.gaussian_actor(config, act_dim).apply(actor_params, obs)
-    return dist.log_prob(clip_actions(action, config.get("action_clip_eps", ACTION_CLIP_EPS)))
+    return dist.log_prob(clip_actions(action, config.action_clip_eps))
 
 
 def bc_loss(params, batch: Transitions, key, config):

@@ -16,7 +16,7 @@ from smac_jax.types import Transitions
 
 
 def target_entropy(config, act_dim: int) -> float:
-    te = config.get("target_entropy", None)
+    te = config.target_entropy
     return -float(act_dim) if te is None else float(te)
 
 
@@ -41,7 +41,7 @@ def td_target(params, batch: Transitions, key, config, next_q_fn=target_critic_q
     dist = networks.gaussian_actor(config, act_dim).apply(params["actor"], batch.next_obs)
     next_a, next_logp = dist.sample_and_log_prob(seed=key)
     next_q = next_q_fn(params, batch, batch.next_obs, next_a, config)
-    if config.get("backup_entropy", True):
+    if config.backup_entropy:
         next_q = next_q - temperature(params) * next_logp
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 

@@ -86,7 +86,7 @@ def baseline_net(config):
 
 
 def _floor_logp(logp, config):
-    floor = config.get("baseline_logp_floor", None)
+    floor = config.baseline_logp_floor
     return logp if floor is None else jnp.maximum(logp, floor)
 
 
@@ -102,7 +102,7 @@ def baseline_loss(params, batch: Transitions, key, config):
     dist = networks.gaussian_actor(config, act_dim).apply(params["actor"], batch.next_obs)
     _, next_logp = dist.sample_and_log_prob(seed=key)
     next_v = _floor_logp(next_logp, config) + z_net.apply(params["baseline"], batch.next_obs).min(0)
-    if config.get("baseline_backup_entropy", False):
+    if config.baseline_backup_entropy:
         next_v = next_v - sac.temperature(params) * next_logp
     y = sg(batch.reward + config.gamma * (1.0 - batch.terminated) * next_v)
     z = z_net.apply(params["baseline"], batch.obs)  # (E, B)

@@ -55,7 +55,7 @@ def action_gradients(critic_params, obs: jax.Array, action: jax.Array, config) -
     the ensemble members (whose parameters carry a leading axis under ``nn.vmap``). Differentiable
     w.r.t. ``critic_params`` (the double backward of the score-matching loss).
     """
-    member = QNetwork(tuple(config.hidden_dims), config.get("critic_layer_norm", False))
+    member = QNetwork(tuple(config.hidden_dims), config.critic_layer_norm)
     members = critic_params["params"]["q"]
 
     def q_scalar(p, s, a):
@@ -165,14 +165,21 @@ class SMAC(sac.SAC):
         # Query-time switches stay the learner's: its score_w / score_sign win over the saved ones.
         score_cfg.score_w = self.config.score_w
         score_cfg.score_sign = self.config.score_config.score_sign
-        self.config.score_config = score_cfg
+        self._use_score_config(score_cfg)
         self.score_params = params
 
     def set_score_params(self, params, score_config=None) -> None:
         """Use an already-trained score network (EMA parameters), e.g. in a notebook."""
         self.score_params = params
         if score_config is not None:
-            self.config.score_config = score_config
+            self._use_score_config(score_config)
+
+    def _use_score_config(self, score_config) -> None:
+        """The learner's config from now on: a copy with ``score_config`` replaced (the config the
+        learner was built from, which a caller may hold, is left as it was)."""
+        cfg = self.config.copy_and_resolve_references()
+        cfg.score_config = score_config
+        self.config = cfg
 
     def optimizers(self):
         opts = super().optimizers()

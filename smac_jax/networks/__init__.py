@@ -15,7 +15,7 @@ __all__ = [
 
 
 def critic_net(config: Any) -> QEnsemble:
-    return QEnsemble(config.num_critics, tuple(config.hidden_dims), config.get("critic_layer_norm", False))
+    return QEnsemble(config.num_critics, tuple(config.hidden_dims), config.critic_layer_norm)
 
 
 def critic_member(config: Any, critic_params: Any, obs, action, i: int = 0):
@@ -23,19 +23,19 @@ def critic_member(config: Any, critic_params: Any, obs, action, i: int = 0):
     ``critic_net(config).apply(critic_params, obs, action)[i]`` at the cost of one critic
     (slicing the ensemble's output would still run every member, forward and backward)."""
     member = jax.tree.map(lambda x: x[i], critic_params["params"]["q"])
-    return QNetwork(tuple(config.hidden_dims), config.get("critic_layer_norm", False)).apply({"params": member}, obs, action)
+    return QNetwork(tuple(config.hidden_dims), config.critic_layer_norm).apply({"params": member}, obs, action)
 
 
 def value_net(config: Any, num: int = 1) -> ValueEnsemble:
-    return ValueEnsemble(num, tuple(config.hidden_dims), config.get("critic_layer_norm", False))
+    return ValueEnsemble(num, tuple(config.hidden_dims), config.critic_layer_norm)
 
 
 def gaussian_actor(config: Any, act_dim: int) -> GaussianActor:
     return GaussianActor(
-        act_dim, tuple(config.hidden_dims), config.get("actor_layer_norm", False),
-        config.get("log_std_min", -20.0), config.get("log_std_max", 2.0),
+        act_dim, tuple(config.hidden_dims), config.actor_layer_norm,
+        config.log_std_min, config.log_std_max,
     )
 
 
 def deterministic_actor(config: Any, act_dim: int) -> DeterministicActor:
-    return DeterministicActor(act_dim, tuple(config.hidden_dims), config.get("actor_layer_norm", False))
+    return DeterministicActor(act_dim, tuple(config.hidden_dims), config.actor_layer_norm)
