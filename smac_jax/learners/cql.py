@@ -82,10 +82,15 @@ def alpha_prime(params) -> jax.Array:
 
 
 def q_at_samples(config, critic_params, obs, actions) -> jax.Array:
-    """Q_i(s, a_j) for ``obs (B, obs_dim)`` and ``actions (n, B, A)``; returns ``(E, B, n)``."""
-    obs_rep = jnp.broadcast_to(obs, (actions.shape[0], *obs.shape))
-    q = networks.critic_net(config).apply(critic_params, obs_rep, actions)  # (E, n, B)
-    return jnp.swapaxes(q, -1, -2)
+    """Q_i(s, a_j) for ``obs (B, obs_dim)`` and ``actions (n, B, A)``; returns ``(E, B, n)``.
+
+    The n x B pairs go through the ensemble as one flat batch of rows: the same numbers as a
+    ``(n, B)``-shaped batch, and on XLA CPU about 10% faster for CQL's whole update (docs/README.md,
+    "Against JAX-CORL")."""
+    n, bsz = actions.shape[:2]
+    obs_rep = jnp.broadcast_to(obs, (n, *obs.shape)).reshape(n * bsz, obs.shape[-1])
+    q = networks.critic_net(config).apply(critic_params, obs_rep, actions.reshape(n * bsz, -1))  # (E, n B)
+    return jnp.swapaxes(q.reshape(q.shape[0], n, bsz), -1, -2)
 
 
 def policy_samples(config, act_dim: int, actor_params, obs, key, n: int):
