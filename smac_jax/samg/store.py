@@ -26,6 +26,9 @@ _WEIGHTS = "cvae.msgpack"
 #: Config fields that do not change the fitted model (progress granularity).
 _NOT_MODEL = ("chunk",)
 
+#: A KL term on the data below this after fitting is reported as posterior collapse.
+COLLAPSED_KL = 1e-3
+
 
 class CVAEMismatch(ValueError):
     """A saved C-VAE was fitted on another dataset, observation layout or with other hyperparameters."""
@@ -87,4 +90,8 @@ def fit_or_load_cvae(path: str, dataset, config: ml_collections.ConfigDict,
     save_cvae(path, fit.params, stats, config, meta)
     print(f"[smac_jax] C-VAE fitted in {fit.seconds:.0f} s: KL on the data {fit.kl:.4f}, "
           f"reconstruction error {fit.recon:.4f}")
+    if fit.kl < COLLAPSED_KL:
+        print(f"[smac_jax] warning: the C-VAE's posterior collapsed (KL on the data {fit.kl:.1e} < {COLLAPSED_KL}): "
+              "its latent carries almost nothing, so the confidence p may not separate dataset pairs from others "
+              "(docs/samg.md, 'Posterior collapse'; try cvae.decoder_action=False)")
     return fit.params, stats, meta
