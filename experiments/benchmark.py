@@ -66,6 +66,9 @@ _ONLINE_SEEDS = flags.DEFINE_list("online_seeds", ["1", "8"], "Seed counts for t
 _TUNE_MALLOC = flags.DEFINE_bool("tune_malloc", True, "Keep XLA temporaries in the malloc heap "
                                   "(smac_jax.runtime.tune_host_allocator); --notune_malloc shows glibc defaults.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
+_METHODS = flags.DEFINE_integer("methods_rounds", 0, "Alternating rounds timing the ACA update (handed over from "
+                                "SAC+ML) and the SAMG-wrapped SAC update (handed over from SAC, guidance on) "
+                                "against plain SAC, 1 seed (0 skips).")
 _PEER = flags.DEFINE_string("peer_harness", None, "Directory of a JAX-CORL timing harness: run the peer "
                             "comparison (module docstring) instead of the benchmarks above.")
 _PEER_ALGOS = flags.DEFINE_list("peer_algos", ["td3bc", "cql", "iql", "awac"], "Algorithms of the peer comparison.")
@@ -347,6 +350,47 @@ def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int) -
     return results
 
 
+def method_rates(data, rounds: int, scan: int, seconds: float) -> dict:
+    """Updates/s (median over alternating rounds) of SAC, ACA and SAMG-SAC, 1 seed, each after its
+    hand-over: ACA from a SAC+ML state, SAMG-SAC from a SAC state with a C-VAE (at its default
+    size, untrained: the update's cost does not depend on the C-VAE's weights)."""
+    from smac_jax.samg import confidence, cvae
+
+    key = jax.random.PRNGKey(0)
+    sac = make_learner("sac", OBS, ACT)
+    sac_state = sac.init(key)
+    sacml = make_learner("sacml", OBS, ACT)
+    aca = make_learner("aca", OBS, ACT)
+    samg = make_learner("samg_sac", OBS, ACT)
+    cv = cvae.init_cvae(key, OBS, ACT, samg.config.cvae)
+    samg.set_cvae(cv, confidence.fit_dataset_normals(cv, data.obs[:10_000], data.action[:10_000], samg.config.cvae))
+    arms = {
+        "sac": (sac, sac_state),
+        "aca": (aca, jax.jit(lambda s: aca.transfer(key, s, sacml))(sacml.init(key))),
+        "samg_sac": (samg, jax.jit(lambda s: samg.transfer(key, s, sac))(sac_state)),
+    }
+    calls = {}
+    for name, (learner, state) in arms.items():
+        keys = jax.random.split(key, 1)
+        step = make_offline_step(learner, scan)
+        box = {"s": unalias(jax.tree.map(lambda x: x[None], state)), "i": 0}
+
+        def call(step=step, box=box, keys=keys):
+            box["s"], m = step(box["s"], data, keys, box["i"])
+            box["i"] += scan
+            return m
+
+        jax.block_until_ready(call())
+        calls[name] = call
+    rates = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            rates[name].append(timed(call, seconds / rounds, warmup=False) * scan)
+    med = {name: float(np.median(r)) for name, r in rates.items()}
+    return {"updates_per_s": med, "rounds": rates,
+            "time_vs_sac": {name: med["sac"] / v for name, v in med.items() if name != "sac"}}
+
+
 def main(argv):
     del argv
     tuned = tune_host_allocator() if _TUNE_MALLOC.value else False
@@ -420,6 +464,13 @@ def main(argv):
         print(f"{label:<15}{opt:<7}{flops / 1e9:>10.3f}" + "".join(f"{rates[s]:>12.1f}" for s in seeds)
               + f"{best / 1e9:>10.1f}{100 * best / peak:>7.0f}%{100 * top / peak:>7.0f}%{rel:>7.2f}")
     out["offline"] = rows
+
+    if _METHODS.value:
+        res = method_rates(data, _METHODS.value, _SCAN.value, seconds * _METHODS.value)
+        out["methods_1seed"] = res
+        print(f"\nonline updates, 1 seed, median of {_METHODS.value} alternating rounds (updates/s): "
+              + ", ".join(f"{n} {v:.1f}" for n, v in res["updates_per_s"].items())
+              + "; time vs SAC: " + ", ".join(f"{n} {v:.2f}x" for n, v in res["time_vs_sac"].items()))
 
     if "smac" in names:
         learner = build("smac")
