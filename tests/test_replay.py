@@ -288,7 +288,7 @@ def test_muon_optimizer_applies_the_partition(sac_params_ln):
     in every entry (a first Adam step is lr * c * sign(g)); Muon leaves do not (orthogonalised)."""
     learner, state = sac_params_ln
     lr = 1e-2
-    cfg = ml_collections.ConfigDict(dict(optimizer="muon", lr=lr, muon_consistent_rms=0.2))
+    cfg = ml_collections.ConfigDict(dict(optimizer="muon", lr=lr, muon_consistent_rms=0.2, muon_scope="hidden"))
     for group in ("actor", "critic", "log_temp"):
         params = state.params[group]
         leaves = jax.tree.leaves(params)
