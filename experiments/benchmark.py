@@ -30,6 +30,8 @@ JAX-CORL checkout (plus ``pip install pydantic omegaconf``):
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 
 import jax
@@ -149,19 +151,25 @@ def update_flops(learner, data) -> float:
     return float(cost["flops"])
 
 
-def offline_rate(learner, data, n_seeds: int, scan: int, seconds: float, windows: int) -> list[float]:
-    """Updates per second per seed in each of ``windows`` consecutive timing windows."""
+def offline_call(learner, data, scan: int, n_seeds: int = 1, state=None):
+    """A no-argument function that runs one scan-fused dispatch of ``scan`` offline updates and
+    returns the states: from fresh states of ``n_seeds`` seeds, or from the one-seed ``state``."""
     keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
-    states = unalias(jax.vmap(learner.init)(keys))
+    states = jax.vmap(learner.init)(keys) if state is None else jax.tree.map(lambda x: x[None], state)
     step = make_offline_step(learner, scan)
-    box = {"s": states, "i": 0}
+    box = {"s": unalias(states), "i": 0}
 
     def call():
-        box["s"], m = step(box["s"], data, keys, box["i"])
+        box["s"], _ = step(box["s"], data, keys, box["i"])
         box["i"] += scan
-        return m
+        return box["s"]
 
-    return [r * scan for r in timed_windows(call, seconds, windows)]
+    return call
+
+
+def offline_rate(learner, data, n_seeds: int, scan: int, seconds: float, windows: int) -> list[float]:
+    """Updates per second per seed in each of ``windows`` consecutive timing windows."""
+    return [r * scan for r in timed_windows(offline_call(learner, data, scan, n_seeds), seconds, windows)]
 
 
 def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
@@ -280,9 +288,6 @@ def _by_level(r: dict) -> dict:
 
 def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int) -> dict:
     """Updates/s (median over alternating rounds) of JAX-CORL and of this library, per algorithm."""
-    import os
-    import sys
-
     sys.path.insert(0, os.path.abspath(harness))
     try:
         import jaxcorl_bench
@@ -314,17 +319,7 @@ def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int) -
         if matched.get("critic_layer_norm"):
             arms.append(("smac_jax@8 no LayerNorm", {**matched, "critic_layer_norm": False}, 8))
         for label, ov, k in arms:
-            learner = make_learner(algo, obs_dim, act_dim, ov)
-            keys = jax.random.split(jax.random.PRNGKey(0), 1)
-            step = make_offline_step(learner, k)
-            st = {"s": unalias(jax.vmap(learner.init)(keys)), "i": 0}
-
-            def call(step=step, st=st, keys=keys, k=k):
-                st["s"], _ = step(st["s"], data, keys, st["i"])
-                st["i"] += k
-                return st["s"]
-
-            variants[label] = (call, k)
+            variants[label] = (offline_call(make_learner(algo, obs_dim, act_dim, ov), data, k), k)
         for fn, k in variants.values():  # compile and warm up
             for _ in range(max(2, 200 // k)):
                 fn()
@@ -369,19 +364,9 @@ def method_rates(data, rounds: int, scan: int, seconds: float) -> dict:
         "aca": (aca, jax.jit(lambda s: aca.transfer(key, s, sacml))(sacml.init(key))),
         "samg_sac": (samg, jax.jit(lambda s: samg.transfer(key, s, sac))(sac_state)),
     }
-    calls = {}
-    for name, (learner, state) in arms.items():
-        keys = jax.random.split(key, 1)
-        step = make_offline_step(learner, scan)
-        box = {"s": unalias(jax.tree.map(lambda x: x[None], state)), "i": 0}
-
-        def call(step=step, box=box, keys=keys):
-            box["s"], m = step(box["s"], data, keys, box["i"])
-            box["i"] += scan
-            return m
-
+    calls = {name: offline_call(learner, data, scan, state=state) for name, (learner, state) in arms.items()}
+    for call in calls.values():
         jax.block_until_ready(call())
-        calls[name] = call
     rates = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
