@@ -41,6 +41,26 @@ def load_o2o_config_module():
     return mod
 
 
+def random_minari_dataset(env: gym.Env, dataset_id: str, episodes: int, **create_kwargs):
+    """A Minari dataset of ``episodes`` uniform-random episodes of ``env`` (episode ``i`` reset
+    with seed ``i``, actions from the action space seeded 0), written in the real HDF5 format."""
+    import minari
+
+    collector = minari.DataCollector(env, data_format="hdf5")
+    collector.action_space.seed(0)
+    for ep in range(episodes):
+        collector.reset(seed=ep)
+        done = False
+        while not done:
+            _, _, term, trunc, _ = collector.step(collector.action_space.sample())
+            done = term or trunc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # minari's "author / description is None" advice
+        dataset = collector.create_dataset(dataset_id=dataset_id, **create_kwargs)
+    collector.close()
+    return dataset
+
+
 @pytest.fixture(scope="session")
 def minari_store(tmp_path_factory):
     """A temporary Minari store that ``MINARI_DATASETS_PATH`` points at for the session."""
@@ -59,29 +79,12 @@ def minari_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pendulum_dataset_id(minari_store):
     """``test/pendulum/random-v0``: 20 uniform-random Pendulum-v1 episodes of 50 steps (1000 rows)."""
-    import minari
-
-    env = minari.DataCollector(
-        gym.make("Pendulum-v1", max_episode_steps=PENDULUM_EPISODE_STEPS), data_format="hdf5"
+    random_minari_dataset(
+        gym.make("Pendulum-v1", max_episode_steps=PENDULUM_EPISODE_STEPS), PENDULUM_ID, PENDULUM_EPISODES,
+        eval_env=gym.make("Pendulum-v1", max_episode_steps=PENDULUM_EPISODE_STEPS),
+        ref_min_score=-400.0, ref_max_score=0.0, algorithm_name="uniform random",
+        description="tiny random Pendulum dataset for smac_jax tests",
     )
-    env.action_space.seed(0)
-    for ep in range(PENDULUM_EPISODES):
-        env.reset(seed=ep)
-        done = False
-        while not done:
-            _, _, term, trunc, _ = env.step(env.action_space.sample())
-            done = term or trunc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # minari's "author / description is None" advice
-        env.create_dataset(
-            dataset_id=PENDULUM_ID,
-            eval_env=gym.make("Pendulum-v1", max_episode_steps=PENDULUM_EPISODE_STEPS),
-            ref_min_score=-400.0,
-            ref_max_score=0.0,
-            algorithm_name="uniform random",
-            description="tiny random Pendulum dataset for smac_jax tests",
-        )
-    env.close()
     return PENDULUM_ID
 
 

@@ -16,6 +16,7 @@ import pytest
 from gymnasium import spaces
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
+from conftest import random_minari_dataset
 from smac_jax import envs
 from smac_jax.data.dataset import (
     DatasetError,
@@ -167,38 +168,13 @@ def hand_dataset(minari_root):
 
 @pytest.fixture(scope="module")
 def pendulum_dataset(minari_root):
-    env = minari.DataCollector(gym.make("Pendulum-v1", max_episode_steps=7), data_format="hdf5")
-    env.action_space.seed(0)
-    for episode in range(3):
-        env.reset(seed=episode)
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-            done = terminated or truncated
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # minari's "author / description is None" advice
-        dataset = env.create_dataset(
-            dataset_id="test/pendulum/random-v0", ref_min_score=-1000.0, ref_max_score=-100.0
-        )
-    env.close()
-    return dataset
+    return random_minari_dataset(gym.make("Pendulum-v1", max_episode_steps=7), "test/pendulum/random-v0", 3,
+                                 ref_min_score=-1000.0, ref_max_score=-100.0)
 
 
 @pytest.fixture(scope="module")
 def dict_dataset(minari_root):
-    env = minari.DataCollector(gym.make(DICT_ID), data_format="hdf5")
-    env.action_space.seed(0)
-    for episode in range(2):
-        env.reset(seed=episode)
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-            done = terminated or truncated
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dataset = env.create_dataset(dataset_id="test/dictobs/random-v0")
-    env.close()
-    return dataset
+    return random_minari_dataset(gym.make(DICT_ID), "test/dictobs/random-v0", 2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from np_reference import f64, np_det_actor, np_gaussian, np_q, np_v
 from smac_jax import networks
 from smac_jax.learners import ConfigError, available_learners, get_learner_class, make_learner
 from smac_jax.learners import awac, iql, td3bc
@@ -29,47 +30,6 @@ CLIP = float(np.float32(1.0 - 1e-6))
 # ------------------------------------------------------------------------------------------------
 # NumPy references
 # ------------------------------------------------------------------------------------------------
-def f64(x):
-    return np.asarray(x, np.float64)
-
-
-def np_mlp(layers: dict, x: np.ndarray, member: int | None = None) -> np.ndarray:
-    """dense_0 .. dense_{n-1} with ReLU, then ``out`` (linear) if present; ``member`` picks one
-    ensemble member's (E, in, out) kernels."""
-    take = (lambda a: f64(a)) if member is None else (lambda a: f64(a)[member])
-    n = sum(1 for k in layers if k.startswith("dense_"))
-    for i in range(n):
-        x = np.maximum(x @ take(layers[f"dense_{i}"]["kernel"]) + take(layers[f"dense_{i}"]["bias"]), 0.0)
-    if "out" in layers:
-        x = x @ take(layers["out"]["kernel"]) + take(layers["out"]["bias"])
-    return x
-
-
-def np_q(critic, obs, act) -> np.ndarray:
-    """(E, B) critic ensemble values."""
-    layers = critic["params"]["q"]["mlp"]
-    x = np.concatenate([f64(obs), f64(act)], -1)
-    return np.stack([np_mlp(layers, x, e)[:, 0] for e in range(f64(layers["out"]["bias"]).shape[0])])
-
-
-def np_v(value, obs) -> np.ndarray:
-    return np_mlp(value["params"]["v"]["mlp"], f64(obs), 0)[:, 0]
-
-
-def np_gaussian(actor, obs):
-    """(pre-tanh mean, log-std clipped to [-20, 2])."""
-    p = actor["params"]
-    h = np_mlp(p["trunk"], f64(obs))
-    mu = h @ f64(p["mean"]["kernel"]) + f64(p["mean"]["bias"])
-    log_std = np.clip(h @ f64(p["log_std"]["kernel"]) + f64(p["log_std"]["bias"]), -20.0, 2.0)
-    return mu, log_std
-
-
-def np_det_actor(actor, obs):
-    p = actor["params"]
-    return np.tanh(np_mlp(p["trunk"], f64(obs)) @ f64(p["mean"]["kernel"]) + f64(p["mean"]["bias"]))
-
-
 def np_tanh_gauss_logp(mu, log_std, a):
     """log N(u; mu, sigma) - sum log(1 - tanh(u)^2), u = atanh(a), summed over action dims."""
     u = np.arctanh(a)

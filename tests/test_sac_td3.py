@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from np_reference import f64, np_det_actor, np_gaussian, np_q
 from smac_jax import networks
 from smac_jax.learners import make_learner
 from smac_jax.learners import sac as sac_mod
@@ -29,54 +30,6 @@ TERM_ROW, TRUNC_ROW = 1, 2
 # ---------------------------------------------------------------------------------------------
 # Independent NumPy forward passes
 # ---------------------------------------------------------------------------------------------
-def f64(x):
-    return np.asarray(x, np.float64)
-
-
-def relu(x):
-    return np.maximum(x, 0.0)
-
-
-def np_trunk(p, x):
-    """relu(dense_i(x)) for every hidden layer of an actor trunk."""
-    i = 0
-    while f"dense_{i}" in p:
-        x = relu(x @ f64(p[f"dense_{i}"]["kernel"]) + f64(p[f"dense_{i}"]["bias"]))
-        i += 1
-    return x
-
-
-def np_gaussian_head(actor, obs):
-    """(mean, log_std clipped to [-20, 2]) of the Gaussian actor."""
-    p = actor["params"]
-    h = np_trunk(p["trunk"], f64(obs))
-    mean = h @ f64(p["mean"]["kernel"]) + f64(p["mean"]["bias"])
-    log_std = np.clip(h @ f64(p["log_std"]["kernel"]) + f64(p["log_std"]["bias"]), -20.0, 2.0)
-    return mean, log_std
-
-
-def np_det_actor(actor, obs):
-    p = actor["params"]
-    h = np_trunk(p["trunk"], f64(obs))
-    return np.tanh(h @ f64(p["mean"]["kernel"]) + f64(p["mean"]["bias"]))
-
-
-def np_q(critic, obs, act):
-    """(E, B) Q values of the ensemble; kernels (E, in, out), biases (E, out)."""
-    p = critic["params"]["q"]["mlp"]
-    x0 = np.concatenate([f64(obs), f64(act)], -1)
-    E = f64(p["out"]["kernel"]).shape[0]
-    out = []
-    for e in range(E):
-        x = x0
-        i = 0
-        while f"dense_{i}" in p:
-            x = relu(x @ f64(p[f"dense_{i}"]["kernel"])[e] + f64(p[f"dense_{i}"]["bias"])[e])
-            i += 1
-        out.append((x @ f64(p["out"]["kernel"])[e] + f64(p["out"]["bias"])[e])[:, 0])
-    return np.stack(out)
-
-
 def np_tanh_gaussian_sample(mean, log_std, eps):
     """a = tanh(u), u = mean + std * eps; log pi(a) = log N(u) - sum log(1 - tanh(u)^2)."""
     std = np.exp(log_std)
@@ -174,13 +127,26 @@ def test_distrax_tanh_gaussian_sampling_convention():
 # SAC
 # ---------------------------------------------------------------------------------------------
 def np_sac_target(params, batch, key, gamma, backup_entropy=True):
-    mean, log_std = np_gaussian_head(params["actor"], batch.next_obs)
+    mean, log_std = np_gaussian(params["actor"], batch.next_obs)
     a2, logp2 = np_tanh_gaussian_sample(mean, log_std, gaussian_noise(key))
     q2 = np_q(params["target_critic"], batch.next_obs, a2).min(0)
     if backup_entropy:
         q2 = q2 - np.exp(f64(params["log_temp"])) * logp2
     # terminated cuts bootstrapping, truncated does not.
     return f64(batch.reward) + gamma * (1.0 - f64(batch.terminated)) * q2
+
+
+def check_critic_loss(loss, info, y, critic, batch, y_jax):
+    """The ensemble TD loss sum_i mean_b (Q_i - y)^2 and its target against the reference ``y``;
+    the terminated row's target is the bare reward, the truncated row still bootstraps. Returns Q."""
+    q = np_q(critic, batch.obs, batch.action)
+    np.testing.assert_allclose(float(loss), ((q - y[None]) ** 2).mean(1).sum(), rtol=RTOL)
+    np.testing.assert_allclose(float(info["target_mean"]), y.mean(), rtol=RTOL, atol=ATOL)
+    y_jax = np.asarray(y_jax)
+    np.testing.assert_allclose(y_jax, y, rtol=RTOL, atol=ATOL)
+    assert y_jax[TERM_ROW] == pytest.approx(float(batch.reward[TERM_ROW]), abs=1e-6)
+    assert abs(y_jax[TRUNC_ROW] - float(batch.reward[TRUNC_ROW])) > 1e-3
+    return q
 
 
 @pytest.mark.parametrize("backup_entropy", [True, False])
@@ -192,16 +158,9 @@ def test_sac_critic_loss(sac, batch, backup_entropy):
     loss, info = sac_mod.critic_loss(state.params, batch, key, cfg)
 
     y = np_sac_target(state.params, batch, key, cfg.gamma, backup_entropy)
-    q = np_q(state.params["critic"], batch.obs, batch.action)
-    ref = ((q - y[None]) ** 2).mean(1).sum()
-    np.testing.assert_allclose(float(loss), ref, rtol=RTOL)
-    np.testing.assert_allclose(float(info["target_mean"]), y.mean(), rtol=RTOL, atol=ATOL)
+    q = check_critic_loss(loss, info, y, state.params["critic"], batch,
+                          sac_mod.td_target(state.params, batch, key, cfg))
     np.testing.assert_allclose(float(info["q_mean"]), q.mean(), rtol=RTOL, atol=ATOL)
-    # The terminated row's target is the bare reward; the truncated row still bootstraps.
-    y_jax = np.asarray(sac_mod.td_target(state.params, batch, key, cfg))
-    np.testing.assert_allclose(y_jax, y, rtol=RTOL, atol=ATOL)
-    assert y_jax[TERM_ROW] == pytest.approx(float(batch.reward[TERM_ROW]), abs=1e-6)
-    assert abs(y_jax[TRUNC_ROW] - float(batch.reward[TRUNC_ROW])) > 1e-3
 
 
 def test_sac_critic_loss_gradient_stops_at_target(sac, batch):
@@ -222,7 +181,7 @@ def test_sac_actor_loss(sac, batch):
     learner, state = sac
     key = jax.random.PRNGKey(13)
     loss, info = sac_mod.actor_loss(state.params, batch, key, learner.config)
-    mean, log_std = np_gaussian_head(state.params["actor"], batch.obs)
+    mean, log_std = np_gaussian(state.params["actor"], batch.obs)
     a, logp = np_tanh_gaussian_sample(mean, log_std, gaussian_noise(key))
     q = np_q(state.params["critic"], batch.obs, a).min(0)
     ref = (np.exp(f64(state.params["log_temp"])) * logp - q).mean()
@@ -239,7 +198,7 @@ def test_sac_temperature_loss(sac, batch):
     learner, state = sac
     key = jax.random.PRNGKey(14)
     loss, info = sac_mod.temperature_loss(state.params, batch, key, learner.config)
-    mean, log_std = np_gaussian_head(state.params["actor"], batch.obs)
+    mean, log_std = np_gaussian(state.params["actor"], batch.obs)
     _, logp = np_tanh_gaussian_sample(mean, log_std, gaussian_noise(key))
     temp = np.exp(f64(state.params["log_temp"]))
     target_entropy = -float(ACT)  # SAC's default: -|A|
@@ -260,12 +219,12 @@ def test_sac_temperature_loss(sac, batch):
 def test_sac_act_deterministic_is_tanh_mean(sac, batch):
     learner, state = sac
     a = learner.act(state, batch.obs, jax.random.PRNGKey(0), True)
-    mean, _ = np_gaussian_head(state.params["actor"], batch.obs)
+    mean, _ = np_gaussian(state.params["actor"], batch.obs)
     np.testing.assert_allclose(a, np.tanh(mean), rtol=RTOL, atol=ATOL)
     # Stochastic actions: tanh(mean + std * eps) with distrax's draw.
     key = jax.random.PRNGKey(3)
     a_s = learner.act(state, batch.obs, key, False)
-    mean, log_std = np_gaussian_head(state.params["actor"], batch.obs)
+    mean, log_std = np_gaussian(state.params["actor"], batch.obs)
     np.testing.assert_allclose(a_s, np_tanh_gaussian_sample(mean, log_std, gaussian_noise(key))[0], rtol=RTOL, atol=ATOL)
 
 
@@ -314,14 +273,7 @@ def test_td3_critic_loss(td3, batch):
     assert (np.abs(a2 + noise) > 1.0).any()
     q2 = np_q(state.params["target_critic"], batch.next_obs, a2_noisy).min(0)
     y = f64(batch.reward) + cfg.gamma * (1.0 - f64(batch.terminated)) * q2
-    q = np_q(state.params["critic"], batch.obs, batch.action)
-    ref = ((q - y[None]) ** 2).mean(1).sum()
-    np.testing.assert_allclose(float(loss), ref, rtol=RTOL)
-    np.testing.assert_allclose(float(info["target_mean"]), y.mean(), rtol=RTOL, atol=ATOL)
-    y_jax = np.asarray(td3_mod.td_target(state.params, batch, key, cfg))
-    np.testing.assert_allclose(y_jax, y, rtol=RTOL, atol=ATOL)
-    assert y_jax[TERM_ROW] == pytest.approx(float(batch.reward[TERM_ROW]), abs=1e-6)
-    assert abs(y_jax[TRUNC_ROW] - float(batch.reward[TRUNC_ROW])) > 1e-3
+    check_critic_loss(loss, info, y, state.params["critic"], batch, td3_mod.td_target(state.params, batch, key, cfg))
 
 
 def test_td3_actor_loss(td3, batch):

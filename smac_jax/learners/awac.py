@@ -27,7 +27,6 @@ import ml_collections
 from smac_jax import networks
 from smac_jax.learners.base import ensemble_td_loss, TrainState, base_config, register, sg
 from smac_jax.learners.sac import SAC, target_critic_q
-from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
 #: Dataset actions are clipped to +-LOG_PROB_ACTION_CLIP before a tanh-Gaussian log-density.
@@ -83,7 +82,6 @@ class AWAC(SAC):
     """SAC's structure (Gaussian actor, clipped double-Q, Polyak targets) with AWAC's two losses
     and no temperature: parameter groups ``actor``, ``critic``, ``target_critic``."""
 
-    actor_kind = "gaussian"
     critic_loss_fn = staticmethod(critic_loss)
     actor_loss_fn = staticmethod(actor_loss)
 
@@ -95,16 +93,10 @@ class AWAC(SAC):
         cfg.transfer_log_std_init = -1.0
         return cfg
 
-    def optimizers(self):
-        c = self.config
-        return {"actor": make_optimizer(c, c.actor_lr), "critic": make_optimizer(c, c.critic_lr)}
+    lr_fields = {"actor": "actor_lr", "critic": "critic_lr"}
 
     def init_params(self, key) -> dict:
-        k_a, k_c = jax.random.split(key)
-        obs = jnp.zeros((1, self.obs_dim))
-        critic = networks.critic_net(self.config).init(k_c, obs, jnp.zeros((1, self.act_dim)))
-        actor = networks.gaussian_actor(self.config, self.act_dim).init(k_a, obs)
-        return {"actor": actor, "critic": critic, "target_critic": critic}
+        return self.actor_critic_params(*jax.random.split(key))
 
     def update_actor_and_temperature(self, state: TrainState, batch, key):
         """The actor step only (AWAC has no temperature); SAC.update calls it after the critic."""

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from smac_jax import networks
+from smac_jax.optim import make_optimizer
 from smac_jax.types import Metrics, PRNGKey, Transitions
 
 REGISTRY: dict[str, type["Learner"]] = {}
@@ -193,9 +195,21 @@ class Learner:
         adaptive C-VAE update); returns the new states. Default: none."""
         return states
 
+    #: Each trained parameter group and the config field holding its learning rate.
+    lr_fields: ClassVar[dict[str, str]] = {"actor": "actor_lr", "critic": "critic_lr"}
+
     def optimizers(self) -> dict[str, optax.GradientTransformation]:
-        """One optimiser per trained parameter group (keys of ``opt_state``); built once, as :attr:`opts`."""
-        raise NotImplementedError
+        """One optimiser per trained parameter group (keys of ``opt_state``); built once, as :attr:`opts`.
+        Default: :func:`make_optimizer` at each group's learning rate of :attr:`lr_fields`."""
+        return {g: make_optimizer(self.config, self.config[f]) for g, f in self.lr_fields.items()}
+
+    def actor_critic_params(self, k_actor: PRNGKey, k_critic: PRNGKey) -> dict[str, Any]:
+        """A fresh actor (of :attr:`actor_kind`), critic ensemble, and the critic's target copy."""
+        obs, act = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.act_dim))
+        make_actor = networks.gaussian_actor if self.actor_kind == "gaussian" else networks.deterministic_actor
+        critic = networks.critic_net(self.config).init(k_critic, obs, act)
+        return {"actor": make_actor(self.config, self.act_dim).init(k_actor, obs),
+                "critic": critic, "target_critic": critic}
 
     @functools.cached_property
     def opts(self) -> dict[str, optax.GradientTransformation]:

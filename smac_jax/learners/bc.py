@@ -24,7 +24,6 @@ import ml_collections
 from smac_jax import networks
 from smac_jax.learners.base import Learner, TrainState, base_config, register
 from smac_jax.learners.sac import gaussian_act
-from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
 #: Default distance from the boundary to which dataset actions are clipped before a log-prob.
@@ -63,8 +62,7 @@ class BC(Learner):
         cfg.transfer_log_std_init = -1.0
         return cfg
 
-    def optimizers(self):
-        return {"actor": make_optimizer(self.config, self.config.actor_lr)}
+    lr_fields = {"actor": "actor_lr"}
 
     def init_params(self, key) -> dict:
         return {"actor": networks.gaussian_actor(self.config, self.act_dim).init(key, jnp.zeros((1, self.obs_dim)))}

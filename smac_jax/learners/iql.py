@@ -36,7 +36,6 @@ from smac_jax import networks
 from smac_jax.learners.awac import advantage_weights, clipped_log_prob
 from smac_jax.learners.base import ConfigError, Learner, TrainState, base_config, polyak, register, sg
 from smac_jax.learners.sac import gaussian_act
-from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
 POLICY_EXTRACTIONS = ("gaussian", "deterministic_mean")
@@ -133,25 +132,12 @@ class IQL(Learner):
         if config.value_warmup_steps < 0:
             raise ConfigError(f"iql: value_warmup_steps must be >= 0, got {config.value_warmup_steps}")
 
-    def optimizers(self):
-        c = self.config
-        return {
-            "actor": make_optimizer(c, c.actor_lr),
-            "critic": make_optimizer(c, c.critic_lr),
-            "value": make_optimizer(c, c.value_lr),
-        }
+    lr_fields = {"actor": "actor_lr", "critic": "critic_lr", "value": "value_lr"}
 
     def init_params(self, key) -> dict:
         k_a, k_c, k_v = jax.random.split(key, 3)
-        obs = jnp.zeros((1, self.obs_dim))
-        act = jnp.zeros((1, self.act_dim))
-        critic = networks.critic_net(self.config).init(k_c, obs, act)
-        return {
-            "actor": networks.gaussian_actor(self.config, self.act_dim).init(k_a, obs),
-            "critic": critic,
-            "target_critic": critic,
-            "value": networks.value_net(self.config).init(k_v, obs),
-        }
+        params = self.actor_critic_params(k_a, k_c)
+        return {**params, "value": networks.value_net(self.config).init(k_v, jnp.zeros((1, self.obs_dim)))}
 
     def init(self, key) -> TrainState:
         # value_warmup_until: update steps before which only V trains (set by ``transfer``).

@@ -11,7 +11,6 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, base_config, polyak, register, sg
-from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
 
@@ -93,26 +92,11 @@ class SAC(Learner):
         cfg.transfer_log_std_init = -1.0
         return cfg
 
-    def optimizers(self):
-        c = self.config
-        return {
-            "actor": make_optimizer(c, c.actor_lr),
-            "critic": make_optimizer(c, c.critic_lr),
-            "log_temp": make_optimizer(c, c.temp_lr),
-        }
+    lr_fields = {"actor": "actor_lr", "critic": "critic_lr", "log_temp": "temp_lr"}
 
     def init_params(self, key) -> dict:
-        k_a, k_c = jax.random.split(key)
-        obs = jnp.zeros((1, self.obs_dim))
-        act = jnp.zeros((1, self.act_dim))
-        actor = networks.gaussian_actor(self.config, self.act_dim).init(k_a, obs)
-        critic = networks.critic_net(self.config).init(k_c, obs, act)
-        return {
-            "actor": actor,
-            "critic": critic,
-            "target_critic": critic,
-            "log_temp": jnp.asarray(jnp.log(self.config.init_temperature), jnp.float32),
-        }
+        params = self.actor_critic_params(*jax.random.split(key))
+        return {**params, "log_temp": jnp.asarray(jnp.log(self.config.init_temperature), jnp.float32)}
 
     def update_critic(self, state: TrainState, batch, key):
         params, opt_state, info = self.grad_step("critic", self.critic_loss_fn, state.params, state.opt_state, batch, key)

@@ -7,7 +7,6 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, base_config, polyak, register
-from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
 
@@ -50,17 +49,9 @@ class TD3(Learner):
         cfg.expl_noise = 0.1
         return cfg
 
-    def optimizers(self):
-        c = self.config
-        return {"actor": make_optimizer(c, c.actor_lr), "critic": make_optimizer(c, c.critic_lr)}
-
     def init_params(self, key) -> dict:
-        k_a, k_c = jax.random.split(key)
-        obs = jnp.zeros((1, self.obs_dim))
-        act = jnp.zeros((1, self.act_dim))
-        actor = networks.deterministic_actor(self.config, self.act_dim).init(k_a, obs)
-        critic = networks.critic_net(self.config).init(k_c, obs, act)
-        return {"actor": actor, "target_actor": actor, "critic": critic, "target_critic": critic}
+        params = self.actor_critic_params(*jax.random.split(key))
+        return {**params, "target_actor": params["actor"]}
 
     @property
     def update_period(self) -> int:
