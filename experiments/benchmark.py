@@ -44,14 +44,8 @@ from smac_jax.data import replay
 from smac_jax.learners import available_learners, make_learner
 from smac_jax.runtime import tune_host_allocator
 from smac_jax.score import model as sm
-from smac_jax.training.online import OnlineCollector
-from smac_jax.training.steps import (
-    make_act_step,
-    make_offline_step,
-    make_online_loop,
-    make_online_step,
-    unalias,
-)
+from smac_jax.training.online import OnlineCollector, make_act_step, make_online_loop, make_online_step
+from smac_jax.training.steps import make_offline_step, unalias
 from smac_jax.types import Transitions
 
 _LEARNERS = flags.DEFINE_list("learners", None, "Offline learners to time (default: all registered).")
@@ -183,7 +177,7 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
 
     * ``fused``: the pipeline's loop, ``make_online_loop``: ``window`` environment steps per
       dispatch, the environments stepped from inside the program by the lean host call
-      (``smac_jax.training.host_call``);
+      (``smac_jax.training.online.host_call``);
     * ``fused_io_callback``: the same loop stepping the environments through
       ``jax.experimental.io_callback``;
     * ``per_step``: ``make_online_step``, one dispatch per environment step;

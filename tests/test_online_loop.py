@@ -10,14 +10,9 @@ from conftest import tree_allclose
 
 from smac_jax.data import replay
 from smac_jax.learners import make_learner
-from smac_jax.training import host_call as host_call_mod
-from smac_jax.training.online import OnlineCollector
-from smac_jax.training.steps import (
-    make_act_step,
-    make_online_loop,
-    make_online_step,
-    unalias,
-)
+from smac_jax.training import online as host_call_mod
+from smac_jax.training.online import OnlineCollector, make_act_step, make_online_loop, make_online_step
+from smac_jax.training.steps import unalias
 
 SEEDS = [0, 1]
 OBS, ACT = 3, 1  # Pendulum-v1

@@ -80,7 +80,7 @@ def test_pack_unpack_round_trip_and_packed_insert():
 
 def test_online_step_trains_on_the_transition_it_inserts():
     """One dispatch inserts, then samples: a fresh buffer's only row is the one just inserted, per seed."""
-    from smac_jax.training.steps import make_online_step
+    from smac_jax.training.online import make_online_step
 
     class Probe:  # a learner whose update reports the minibatch it saw
         config = ml_collections.ConfigDict({"batch_size": 8})

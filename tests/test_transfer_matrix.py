@@ -11,7 +11,7 @@ For every (offline, online) pair, on (16, 16) networks and the tiny Pendulum dat
   (c) every transferable group both sides have (critic, target critic, temperature, V, target actor)
   is carried over unchanged, the state has the online learner's own layout, optimiser states are
   fresh and the step counter restarts at 0;
-  (d) a few online steps through :func:`smac_jax.training.steps.make_online_step` (``train=True``,
+  (d) a few online steps through :func:`smac_jax.training.online.make_online_step` (``train=True``,
   with the replay ``configs/o2o.py`` gives that online learner, e.g. Cal-QL's ``mix``) give finite
   metrics and parameters.
 
@@ -46,7 +46,8 @@ from smac_jax.learners import TransferError, available_learners, make_learner
 from smac_jax.learners.base import TRANSFERABLE
 from smac_jax.score import model as sm
 from smac_jax.training import pipeline
-from smac_jax.training.steps import make_offline_step, make_online_step, unalias
+from smac_jax.training.online import make_online_step
+from smac_jax.training.steps import make_offline_step, unalias
 
 # Every registered learner except the online-only methods (ACA's aligned critic and the SAMG
 # wrappers need a hand-over; tests/test_aca.py and tests/test_samg.py cover their hand-overs).

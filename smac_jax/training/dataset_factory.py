@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from smac_jax.data import replay
 from smac_jax.errors import DatasetError
 from smac_jax.learners import make_learner
-from smac_jax.training.steps import make_act_step, make_online_step, unalias
+from smac_jax.training.online import make_act_step, make_online_step
+from smac_jax.training.steps import unalias
 from smac_jax.types import Transitions
 
 KINDS = ("random", "medium", "medium-replay", "expert")

@@ -1,15 +1,48 @@
-"""Host side of online interaction: one Gymnasium environment per seed, stepped together."""
+"""Online interaction, all of it: the environments, the device programs that act, insert and
+update, and the host call that joins the two inside one program.
+
+* :class:`OnlineCollector`: one Gymnasium environment per seed, stepped together on the host.
+* :func:`make_online_loop`: many environment steps in one dispatch (the loop the pipeline and the
+  dataset factory run); :func:`make_online_step` is one step per dispatch with the same
+  semantics, and :func:`make_act_step` acts without inserting or updating.
+* :func:`host_call`: an ordered host call from inside a jitted program, NumPy in and NumPy out.
+  By default it is the public ``jax.experimental.io_callback(..., ordered=True)``, which wraps
+  every call in ``jax.device_put`` of its arguments (a JAX array is built for every operand,
+  inside the running program) and converts the results back: a measurable share of a small SAC
+  step on CPU (``experiments/benchmark.py``, the ``fused_io_callback`` variant; numbers in
+  ``docs/README.md``, "Online loop"). ``lean=True`` (the pipeline's ``online.lean_host_call``)
+  opts into a leaner path with the same semantics (calls in program order, exactly once each)
+  that hands the callback the operands as the NumPy arrays the runtime already holds. It is built
+  on JAX's internal callback lowering (``jax._src.callback.emit_python_callback``); where a JAX
+  version lacks it, the call falls back to ``io_callback`` with a warning: :data:`LEAN` is False
+  where the internals do not import, and :func:`lean_path_works` checks once that they compile
+  and run. On the lean path the operands may be views of the program's buffers: copy what must
+  outlive the call. Neither path can be ``vmap``ped or differentiated.
+
+Keys are per seed and derived from the global step (``jax.random.fold_in``), so a resumed run
+draws exactly what an uninterrupted one would have.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from smac_jax.data import replay
+from smac_jax.training.steps import _mean_metrics, seed_vmap
 from smac_jax.types import Transitions
 
+__all__ = ["LEAN", "OnlineCollector", "host_call", "lean_path_works", "make_act_step", "make_online_loop",
+           "make_online_step"]
 
+
+# ------------------------------------------------------------------------------------------------
+# Host side: the environments
+# ------------------------------------------------------------------------------------------------
 class OnlineCollector:
     """Steps ``n`` environments (one per seed) and builds the transitions to insert.
 
@@ -76,7 +109,7 @@ class OnlineCollector:
 
     def step_packed(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`step` with the transitions packed into replay rows (``replay.pack``): the host
-        side of :func:`smac_jax.training.steps.make_online_loop`."""
+        side of :func:`make_online_loop`."""
         t, next_obs = self.step(actions)
         return replay.pack(t, np), next_obs
 
@@ -129,3 +162,224 @@ def _jsonable(x):
     if isinstance(x, np.integer):
         return int(x)
     return x
+
+
+# ------------------------------------------------------------------------------------------------
+# Device side: act, insert, update
+# ------------------------------------------------------------------------------------------------
+def _online_per_seed(learner, utd: int, mixing_ratio: float | None, train: bool):
+    """Per seed, one environment step's device work: insert the transition, ``utd`` updates (if
+    ``train``) on minibatches drawn after the insert, then the next exploratory action.
+
+    ``(state, buffer, row, obs, offline, seed_key, step) -> (state, buffer, action, metrics)``
+    """
+    bs = learner.config.batch_size
+
+    def per_seed(state, buffer, row, obs, offline, seed_key, step):
+        buffer = replay.insert(buffer, row)
+        k = jax.random.fold_in(seed_key, step)
+        k_act, k_up = jax.random.split(k)
+        metrics = {}
+        if train:
+            def body(st, kk):
+                k_b, k_u = jax.random.split(kk)
+                if mixing_ratio is None:
+                    batch = replay.sample(buffer, k_b, bs)
+                else:
+                    batch = replay.sample_mixed(buffer, offline, k_b, bs, mixing_ratio)
+                return learner.update(st, batch, k_u)
+
+            state, ms = jax.lax.scan(body, state, jax.random.split(k_up, utd))
+            metrics = _mean_metrics(ms)
+        action = learner.act(state, obs, k_act, False)
+        return state, buffer, action, metrics
+
+    return seed_vmap(per_seed, (0, 0, 0, 0, None, 0, None))
+
+
+def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool):
+    """One environment step's device work for every seed, in one dispatch (the environment is
+    stepped by the caller): insert the last transition, ``utd`` updates (if ``train``), and the
+    next exploratory action.
+
+    ``(states, buffers, transition, obs, offline, seed_keys, step) -> (states, buffers, actions, metrics)``
+
+    ``transition`` is :class:`Transitions` with a leading seed axis, or its rows already packed
+    (``replay.pack``); host (NumPy) transitions are packed on the host, so they travel as one
+    array. States and buffers are donated: the insert writes one row in place. For many steps in
+    one dispatch, with the environment stepped from inside the program, see
+    :func:`make_online_loop`.
+    """
+    program = jax.jit(_online_per_seed(learner, utd, mixing_ratio, train), donate_argnums=(0, 1))
+
+    def step(states, buffers, transition, obs, offline, seed_keys, step_):
+        if isinstance(transition, Transitions) and isinstance(transition.reward, np.ndarray):
+            transition = replay.pack(transition, np)
+        if mixing_ratio is None:
+            offline = None  # not read: keep its leaves out of the dispatch
+        return program(states, buffers, transition, obs, offline, seed_keys, step_)
+
+    step.program = program  # the jitted program, for ahead-of-time compilation
+    return step
+
+
+def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: float | None, train: bool,
+                     lean_callback: bool = False):
+    """Many environment steps in one dispatch: the environments are stepped from inside the
+    program (an ordered host call), so a chunk of steps costs one dispatch instead of one per
+    step, with exactly the per-step semantics of :func:`make_online_step`.
+
+    ``env_step(actions) -> (rows, next_obs)`` is the host side: it applies ``actions``
+    (``(n_seeds, act_dim)``) and returns the packed transitions (``(n_seeds, row_width)``, see
+    ``replay.pack``) and the observations to act on, e.g.
+    :meth:`OnlineCollector.step_packed`.
+
+    ``(states, buffers, actions, offline, seed_keys, start, n) -> (states, buffers, actions, metrics)``
+    runs environment steps ``s = start + 1 .. start + n`` (``n`` may change between calls
+    without recompiling): for each, step the environments with ``actions``, then insert, update
+    and act as :func:`make_online_step` does with step index ``s``. ``metrics`` are the last step's.
+    An exception raised by ``env_step`` is re-raised by the returned function after the dispatch.
+
+    ``lean_callback``: step the environments through :func:`host_call`
+    (default), or through ``jax.experimental.io_callback`` (slower on CPU: it builds JAX arrays
+    of the operands inside every call; kept for comparison, see ``experiments/benchmark.py``).
+    """
+    per_seed = _online_per_seed(learner, utd, mixing_ratio, train)
+    obs_dim, act_dim = learner.obs_dim, learner.act_dim
+    shapes = (jax.ShapeDtypeStruct((n_seeds, replay.row_width(obs_dim, act_dim)), jnp.float32),
+              jax.ShapeDtypeStruct((n_seeds, obs_dim), jnp.float32))
+    failure: list[BaseException] = []
+    placeholder = tuple(np.zeros(s.shape, np.float32) for s in shapes)
+
+    def host_step(actions):
+        if not failure:  # once the environment failed in a chunk, the rest of it is skipped
+            try:
+                rows, obs = env_step(np.array(actions))  # a copy: the operand may view a program buffer
+                return np.asarray(rows, np.float32), np.asarray(obs, np.float32)
+            except BaseException as e:  # noqa: BLE001 - re-raised on the host after the dispatch
+                failure.append(e)
+        return placeholder
+
+    def run(states, buffers, actions, offline, seed_keys, start, n):
+        def one_step(i, carry):
+            states, buffers, actions, _ = carry
+            rows, obs = host_call(host_step, shapes, actions, lean=lean_callback)
+            return per_seed(states, buffers, rows, obs, offline, seed_keys, start + i + 1)
+
+        metrics0 = jax.eval_shape(lambda: per_seed(states, buffers, jnp.zeros(shapes[0].shape), jnp.zeros(
+            shapes[1].shape), offline, seed_keys, start)[3])
+        metrics0 = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics0)
+        return jax.lax.fori_loop(0, n, one_step, (states, buffers, actions, metrics0))
+
+    program = jax.jit(run, donate_argnums=(0, 1))
+
+    def loop(states, buffers, actions, offline, seed_keys, start, n):
+        if mixing_ratio is None:
+            offline = None
+        out = program(states, buffers, actions, offline, seed_keys, start, n)
+        jax.block_until_ready(out[2])
+        if failure:
+            err = failure.pop()
+            failure.clear()
+            raise err
+        return out
+
+    loop.program = program
+    return loop
+
+
+def make_act_step(learner):
+    """``(states, obs, seed_keys, step) -> actions``: exploratory actions, no insert, no update."""
+
+    def per_seed(state, obs, seed_key, step):
+        k_act, _ = jax.random.split(jax.random.fold_in(seed_key, step))
+        return learner.act(state, obs, k_act, False)
+
+    return jax.jit(seed_vmap(per_seed, (0, 0, 0, None)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The host call
+# ------------------------------------------------------------------------------------------------
+try:  # JAX internals; the public io_callback below is the fallback.
+    from jax._src import callback as _jcb
+    from jax._src import core as _jcore
+    from jax._src.interpreters import mlir as _mlir
+
+    _ORDERED = _jcb._OrderedIOEffect
+    _emit = _jcb.emit_python_callback
+
+    _host_call_p = _jcore.Primitive("smac_host_call")
+    _host_call_p.multiple_results = True
+
+    def _abstract_eval(*avals, fn, result_avals):
+        del avals, fn
+        return result_avals, {_ORDERED}
+
+    _host_call_p.def_effectful_abstract_eval(_abstract_eval)
+
+    def _impl(*args, fn, result_avals):
+        del result_avals
+        return [jax.numpy.asarray(r) for r in fn(*(np.asarray(a) for a in args))]
+
+    _host_call_p.def_impl(_impl)
+
+    def _lowering(ctx, *args, fn, result_avals):
+        del result_avals
+        token = ctx.tokens_in.get(_ORDERED)
+        result, token, _ = _emit(ctx, lambda *xs: tuple(fn(*xs)), token, list(args), ctx.avals_in,
+                                 ctx.avals_out, has_side_effect=True, returns_token=True)
+        ctx.set_tokens_out(ctx.tokens_in.update_tokens(_mlir.TokenSet({_ORDERED: token})))
+        return result
+
+    _mlir.register_lowering(_host_call_p, _lowering, platform="cpu")
+    LEAN = True
+except (ImportError, AttributeError, TypeError):  # pragma: no cover - depends on the JAX version
+    LEAN = False
+
+
+_WORKS: list[bool] = []
+_WARNED: list[bool] = []
+
+
+def lean_path_works() -> bool:
+    """Whether the lean path imports, compiles and returns the right values on this JAX (checked
+    once per process with a tiny program; a JAX whose internals changed falls back to
+    ``io_callback`` instead of failing inside the training loop)."""
+    if not _WORKS:
+        ok = False
+        if LEAN:
+            try:
+                aval = _jcore.ShapedArray((2,), np.float32)
+                f = jax.jit(lambda x: _host_call_p.bind(x, fn=lambda v: (np.asarray(v + 1.0, np.float32),),
+                                                        result_avals=(aval,))[0])
+                with jax.ensure_compile_time_eval():  # also when first asked while tracing a program
+                    ok = bool(np.array_equal(np.asarray(f(jax.numpy.arange(2.0, dtype=np.float32))), [1.0, 2.0]))
+            except Exception:  # noqa: BLE001 - any failure means: use the public path
+                ok = False
+        _WORKS.append(ok)
+    return _WORKS[0]
+
+
+def host_call(fn: Callable[..., Sequence[np.ndarray]], result_shapes: Sequence[jax.ShapeDtypeStruct],
+              *args, lean: bool = False) -> tuple[jax.Array, ...]:
+    """Call ``fn(*numpy_args) -> tuple of numpy arrays`` on the host, in program order.
+
+    ``result_shapes``: a ``jax.ShapeDtypeStruct`` per result; ``fn`` must return arrays of exactly
+    these shapes and dtypes (a mismatch raises inside the call). By default (and where the lean
+    path is asked for but this JAX or backend cannot take it, with a warning) this is the public
+    ``io_callback(fn, result_shapes, *args, ordered=True)``, with ``fn`` given NumPy arrays; the
+    lean path is opt-in (``lean=True``, the pipeline's ``online.lean_host_call``).
+    """
+    result_shapes = tuple(result_shapes)
+    if lean and not (lean_path_works() and jax.default_backend() == "cpu") and not _WARNED:
+        _WARNED.append(True)
+        warnings.warn("online.lean_host_call: the lean host call is not available on this JAX version or "
+                      "backend; using jax.experimental.io_callback (same results, a little slower on CPU)")
+    if lean and lean_path_works() and jax.default_backend() == "cpu":
+        avals = tuple(_jcore.ShapedArray(s.shape, s.dtype) for s in result_shapes)
+        return tuple(_host_call_p.bind(*args, fn=fn, result_avals=avals))
+    from jax.experimental import io_callback
+
+    return tuple(io_callback(lambda *xs: tuple(fn(*(np.asarray(x) for x in xs))), result_shapes, *args,
+                             ordered=True))

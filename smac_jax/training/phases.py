@@ -26,8 +26,8 @@ from smac_jax.learners import Learner, make_learner
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import Evaluator, make_act_fn
 from smac_jax.training.logger import MetricsLog, make_sinks
-from smac_jax.training.online import OnlineCollector
-from smac_jax.training.steps import make_act_step, make_offline_step, make_online_loop, unalias
+from smac_jax.training.online import OnlineCollector, make_act_step, make_online_loop
+from smac_jax.training.steps import make_offline_step, unalias
 
 _ADVICE = ("Lower the learning rate, scale the rewards (dataset.reward_scale) or enable layer norm; "
            "the checkpoints written so far are intact, and --resume continues from the last one.")
