@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from smac_jax.data import replay
 from smac_jax.errors import DatasetError
 from smac_jax.learners import make_learner
-from smac_jax.training.online import make_act_step, make_online_step
+from smac_jax.training.online import make_act_step, make_online_loop
+from smac_jax.training.phases import chunk_ends
 from smac_jax.training.steps import unalias
 from smac_jax.types import Transitions
 
@@ -105,9 +106,60 @@ def _collect(env_id: str, policy_fn, n_steps: int, seed: int, ds_id: str, meta: 
     return ds
 
 
+class _TrainingEnv:
+    """The host side of the factory's SAC run (``make_online_loop``'s ``env_step``): it applies the
+    program's action, or a uniform-random one for the first ``learning_starts`` steps, records
+    every episode in the environment's own spaces, and resets a finished episode with seed
+    ``seed + 100_000 + episode``."""
+
+    def __init__(self, env: gym.Env, seed: int, learning_starts: int):
+        self.env, self.seed, self.learning_starts = env, seed, learning_starts
+        self.obs_space, self.space = env.observation_space, env.action_space
+        self.low, self.high = self.space.low, self.space.high
+        self.space.seed(seed)
+        self.obs, _ = env.reset(seed=seed)
+        self.t, self.n_ep = 0, 0
+        self.episodes: list[dict] = []
+        self.cur = self._new_episode(self.obs)
+        self._dummy = jax.tree.map(lambda x: np.asarray(x[:1]), replay.empty_buffer(1, 1, 1).data)
+
+    @staticmethod
+    def _new_episode(obs) -> dict:
+        return {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+
+    def flat(self, obs) -> np.ndarray:
+        return spaces.flatten(self.obs_space, obs).astype(np.float32)
+
+    def __call__(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.t += 1
+        if self.t <= self.learning_starts:
+            a_unit = 2.0 * (self.space.sample() - self.low) / (self.high - self.low) - 1.0
+        else:
+            a_unit = actions[0]
+        a_raw = (self.low + (a_unit + 1.0) * 0.5 * (self.high - self.low)).astype(self.space.dtype)
+        next_obs, r, term, trunc, _ = self.env.step(a_raw)
+        for k, v in zip(("actions", "rewards", "terminations", "truncations", "observations"),
+                        (a_raw, float(r), bool(term), bool(trunc), next_obs)):
+            self.cur[k].append(v)
+        d = self._dummy
+        tr = Transitions(
+            obs=self.flat(self.obs)[None], action=np.asarray(a_unit, np.float32)[None], reward=np.float32([r]),
+            next_obs=self.flat(next_obs)[None], terminated=np.float32([term]), truncated=np.float32([trunc]),
+            episode=np.int32([self.n_ep]), rtg=d.rtg, mc_return=d.mc_return, traj_return=d.traj_return,
+        )
+        if term or trunc:
+            self.episodes.append(self.cur)
+            self.n_ep += 1
+            next_obs, _ = self.env.reset(seed=self.seed + 100_000 + self.n_ep)
+            self.cur = self._new_episode(next_obs)
+        self.obs = next_obs
+        return replay.pack(tr, np), self.flat(next_obs)[None]
+
+
 def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: int, seed: int,
-               learning_starts: int, agent_overrides: dict | None):
-    """Online SAC on ``env_id`` with one seed; returns (learner, snapshots, episodes recorded)."""
+               learning_starts: int, agent_overrides: dict | None, chunk: int = 1_000):
+    """Online SAC on ``env_id`` with one seed, through the library's online loop (``chunk``
+    environment steps per dispatch); returns (learner, snapshots, episodes recorded, env)."""
     raw = gym.make(env_id)
     if not isinstance(raw.action_space, spaces.Box):
         raise DatasetError(f"the dataset factory needs a Box action space; {env_id} has {raw.action_space}")
@@ -118,53 +170,26 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     seed_keys = key[None]
     states = unalias(jax.vmap(learner.init)(jax.random.fold_in(key, 0)[None]))
     buffers = jax.tree.map(lambda x: x[None], replay.empty_buffer(obs_dim, act_dim, train_steps))
-    dummy = jax.tree.map(lambda x: np.asarray(x[:1]), replay.empty_buffer(obs_dim, act_dim, 1).data)
-    collect = make_online_step(learner, 1, None, train=False)
-    train = make_online_step(learner, 1, None, train=True)
-    act0 = make_act_step(learner)
-    low, high = act_space.low, act_space.high
+    env = _TrainingEnv(raw, seed, learning_starts)
+    loops = {train: make_online_loop(learner, env, 1, 1, None, train) for train in (False, True)}
+    actions = make_act_step(learner)(states, jnp.asarray(env.flat(env.obs))[None], seed_keys, 0)
     eval_env = gym.make(env_id)
-
-    flat = lambda o: spaces.flatten(obs_space, o).astype(np.float32)
-    episodes, cur = [], None
     snapshots = []  # (step, eval return, actor state)
-    act_space.seed(seed)
-    obs, _ = raw.reset(seed=seed)
-    cur = {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
-    actions = act0(states, jnp.asarray(flat(obs))[None], seed_keys, 0)
-    n_ep = 0
-    for t in tqdm(range(1, train_steps + 1), desc=f"SAC on {env_id}", leave=False):
-        if t <= learning_starts:
-            a_unit = 2.0 * (act_space.sample() - low) / (high - low) - 1.0
-        else:
-            a_unit = np.asarray(actions)[0]
-        a_raw = (low + (a_unit + 1.0) * 0.5 * (high - low)).astype(act_space.dtype)
-        next_obs, r, term, trunc, _ = raw.step(a_raw)
-        cur["actions"].append(a_raw)
-        cur["rewards"].append(float(r))
-        cur["terminations"].append(bool(term))
-        cur["truncations"].append(bool(trunc))
-        cur["observations"].append(next_obs)
-        tr = Transitions(
-            obs=flat(obs)[None], action=np.asarray(a_unit, np.float32)[None], reward=np.float32([r]),
-            next_obs=flat(next_obs)[None], terminated=np.float32([term]), truncated=np.float32([trunc]),
-            episode=np.int32([n_ep]), rtg=dummy.rtg, mc_return=dummy.mc_return, traj_return=dummy.traj_return,
-        )
-        if term or trunc:
-            episodes.append(cur)
-            n_ep += 1
-            next_obs, _ = raw.reset(seed=seed + 100_000 + n_ep)
-            cur = {"observations": [next_obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
-        fn = train if t > learning_starts else collect
-        states, buffers, actions, _ = fn(states, buffers, tr, jnp.asarray(flat(next_obs))[None], dummy, seed_keys, t)
-        obs = next_obs
-        if t % eval_every == 0 or t == train_steps:
-            st = jax.tree.map(lambda x: x[0], states)
-            ret = _evaluate(eval_env, _Policy(learner, st, obs_space, act_space, True), eval_episodes, seed + 7)
-            snapshots.append((t, ret, st))
-    if cur["actions"]:
-        cur["truncations"][-1] = True
-        episodes.append(cur)
+    step = 0
+    with tqdm(total=train_steps, desc=f"SAC on {env_id}", leave=False) as bar:
+        for end in chunk_ends(0, train_steps, chunk, (eval_every,), (learning_starts, train_steps)):
+            loop = loops[step >= learning_starts]  # steps after learning_starts update
+            states, buffers, actions, _ = loop(states, buffers, actions, None, seed_keys, step, end - step)
+            bar.update(end - step)
+            step = end
+            if step % eval_every == 0 or step == train_steps:
+                st = jax.tree.map(lambda x: x[0], states)
+                ret = _evaluate(eval_env, _Policy(learner, st, obs_space, act_space, True), eval_episodes, seed + 7)
+                snapshots.append((step, ret, st))
+    episodes = env.episodes
+    if env.cur["actions"]:
+        env.cur["truncations"][-1] = True
+        episodes.append(env.cur)
     return learner, snapshots, episodes, raw
 
 
