@@ -43,7 +43,7 @@ from smac_jax import networks
 from smac_jax.data import replay
 from smac_jax.data.dataset import load_dataset
 from smac_jax.learners import TransferError, available_learners, make_learner
-from smac_jax.learners.base import TRANSFERABLE
+from smac_jax.learners.handover import TRANSFERABLE
 from smac_jax.score import model as sm
 from smac_jax.training import pipeline
 from smac_jax.training.online import make_online_step

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smac_jax.learners.base import Learner, TrainState, convert_actor, get_learner_class, make_learner
+from smac_jax.learners.base import Learner, TrainState, get_learner_class, make_learner
+from smac_jax.learners.handover import convert_actor
 from smac_jax.training.evaluation import make_act_fn
 
 Params = Any

@@ -45,9 +45,10 @@ from smac_jax import networks
 from smac_jax.data import replay
 from smac_jax.learners import sac, sacml
 from smac_jax.learners.base import (
-    ConfigError, Learner, TrainState, TransferError, apply_grad, check_same_structure, register, sg,
+    ConfigError, Learner, TrainState, TransferError, apply_grad, register, sg,
 )
 from smac_jax.learners.bc import ACTION_CLIP_EPS, clip_actions
+from smac_jax.learners.handover import check_same_structure
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 

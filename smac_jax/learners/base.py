@@ -27,14 +27,11 @@ import ml_collections
 import optax
 
 from smac_jax import networks
+from smac_jax.learners.handover import transfer_params
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Metrics, PRNGKey, Transitions
 
 REGISTRY: dict[str, type["Learner"]] = {}
-
-# Parameter groups that are copied from the offline learner at hand-over when both sides have them.
-TRANSFERABLE = ("actor", "critic", "target_critic", "target_actor", "log_temp", "value", "target_value")
-
 
 from smac_jax.errors import ConfigError, TransferError  # noqa: E402,F401  (re-exported)
 
@@ -230,63 +227,16 @@ class Learner:
 
     # -- hand-over ------------------------------------------------------------------------
     def transfer(self, key: PRNGKey, src_state: TrainState, src_learner: "Learner") -> TrainState:
-        """Build this learner's initial state from another learner's (docs/algorithms.md, "Hand-over")."""
+        """Build this learner's initial state from another learner's: :func:`handover.transfer_params`
+        into a fresh state, optimisers re-initialised (docs/algorithms.md, "Hand-over")."""
         fresh = self.init(key)
-        params = dict(fresh.params)
-        src = src_state.params
-        for group in TRANSFERABLE:
-            if group not in params:
-                continue
-            if group in ("actor", "target_actor"):
-                src_actor = src.get(group, src.get("actor"))
-                if src_actor is None:
-                    raise TransferError(f"{src_learner.name} -> {self.name}: {src_learner.name} has no actor")
-                params[group] = convert_actor(
-                    src_actor, src_learner.actor_kind, self.actor_kind, self.act_dim,
-                    self.config.transfer_log_std_init if self.actor_kind == "gaussian" else None,
-                    f"{src_learner.name} -> {self.name}",
-                )
-            elif group == "target_critic" and "target_critic" not in src and "critic" in src:
-                params[group] = src["critic"]
-            elif group in src:
-                params[group] = src[group]
-            check_same_structure(fresh.params[group], params[group], group, src_learner.name, self.name)
+        params = transfer_params(fresh.params, src_state.params, src_learner, self)
         return self.fresh_optimizer_state(fresh.replace(params=params))
 
     def fresh_optimizer_state(self, state: TrainState) -> TrainState:
         """Re-initialise every optimiser on the state's current parameters (docs/algorithms.md, "Hand-over")."""
         opt_state = {g: opt.init(state.params[g]) for g, opt in self.opts.items()}
         return state.replace(opt_state=opt_state)
-
-
-def convert_actor(actor: Any, src_kind: str, dst_kind: str, act_dim: int, log_std_init: float | None, pair: str) -> Any:
-    """Actor parameters of one kind as the other: a log-std head added (kernel 0, bias ``log_std_init``)
-    for deterministic -> Gaussian, dropped for Gaussian -> deterministic (whose action is tanh(mean))."""
-    p = dict(actor["params"])
-    if src_kind == dst_kind:
-        return actor
-    if src_kind == "gaussian" and dst_kind == "deterministic":
-        p.pop("log_std", None)
-    elif src_kind == "deterministic" and dst_kind == "gaussian":
-        hidden = p["mean"]["kernel"].shape[0]
-        p["log_std"] = {
-            "kernel": jnp.zeros((hidden, act_dim), p["mean"]["kernel"].dtype),
-            "bias": jnp.full((act_dim,), log_std_init, p["mean"]["bias"].dtype),
-        }
-    else:
-        raise TransferError(f"{pair}: cannot convert a {src_kind} actor to a {dst_kind} one")
-    return {"params": p}
-
-
-def check_same_structure(expected: Any, got: Any, group: str, src: str, dst: str) -> None:
-    e_shapes = jax.tree.map(jnp.shape, expected)
-    g_shapes = jax.tree.map(jnp.shape, got)
-    if jax.tree.structure(e_shapes) != jax.tree.structure(g_shapes) or e_shapes != g_shapes:
-        raise TransferError(
-            f"{src} -> {dst}: parameter group {group!r} differs in shape; "
-            f"{dst} expects {e_shapes}, {src} has {g_shapes}. Use the same hidden_dims / num_critics / "
-            f"layer-norm settings on both sides."
-        )
 
 
 # -- small shared helpers -----------------------------------------------------------------------

@@ -47,7 +47,8 @@ import numpy as np
 
 from smac_jax import networks
 from smac_jax.learners import awac, calql, cql, iql, sac
-from smac_jax.learners.base import ConfigError, TransferError, check_same_structure, register, sg
+from smac_jax.learners.base import ConfigError, TransferError, register, sg
+from smac_jax.learners.handover import check_same_structure
 from smac_jax.samg import adaptive, confidence
 from smac_jax.samg import cvae as cvae_mod
 

@@ -1,0 +1,70 @@
+"""Hand-over: an online learner's initial parameters from another learner's (docs/algorithms.md,
+"Hand-over"). ``Learner.transfer`` calls :func:`transfer_params`; a learner with its own rule
+(ACA's aligned critic, SAMG's frozen offline copies) overrides ``transfer`` and reuses the pieces.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from smac_jax.errors import TransferError
+
+#: Parameter groups copied from the offline learner at hand-over when both sides have them.
+TRANSFERABLE = ("actor", "critic", "target_critic", "target_actor", "log_temp", "value", "target_value")
+
+
+def transfer_params(fresh: dict, src: dict, src_learner: Any, dst_learner: Any) -> dict:
+    """``fresh`` (the destination learner's freshly initialised groups) with every group of
+    :data:`TRANSFERABLE` that both sides have taken from ``src``: the actor converted between
+    kinds (:func:`convert_actor`), a missing target critic taken from the source's critic, and
+    every copied group checked for the destination's shapes."""
+    params = dict(fresh)
+    pair = f"{src_learner.name} -> {dst_learner.name}"
+    for group in TRANSFERABLE:
+        if group not in params:
+            continue
+        if group in ("actor", "target_actor"):
+            src_actor = src.get(group, src.get("actor"))
+            if src_actor is None:
+                raise TransferError(f"{pair}: {src_learner.name} has no actor")
+            log_std_init = dst_learner.config.transfer_log_std_init if dst_learner.actor_kind == "gaussian" else None
+            params[group] = convert_actor(src_actor, src_learner.actor_kind, dst_learner.actor_kind,
+                                          dst_learner.act_dim, log_std_init, pair)
+        elif group == "target_critic" and "target_critic" not in src and "critic" in src:
+            params[group] = src["critic"]
+        elif group in src:
+            params[group] = src[group]
+        check_same_structure(fresh[group], params[group], group, src_learner.name, dst_learner.name)
+    return params
+
+
+def convert_actor(actor: Any, src_kind: str, dst_kind: str, act_dim: int, log_std_init: float | None, pair: str) -> Any:
+    """Actor parameters of one kind as the other: a log-std head added (kernel 0, bias ``log_std_init``)
+    for deterministic -> Gaussian, dropped for Gaussian -> deterministic (whose action is tanh(mean))."""
+    p = dict(actor["params"])
+    if src_kind == dst_kind:
+        return actor
+    if src_kind == "gaussian" and dst_kind == "deterministic":
+        p.pop("log_std", None)
+    elif src_kind == "deterministic" and dst_kind == "gaussian":
+        hidden = p["mean"]["kernel"].shape[0]
+        p["log_std"] = {
+            "kernel": jnp.zeros((hidden, act_dim), p["mean"]["kernel"].dtype),
+            "bias": jnp.full((act_dim,), log_std_init, p["mean"]["bias"].dtype),
+        }
+    else:
+        raise TransferError(f"{pair}: cannot convert a {src_kind} actor to a {dst_kind} one")
+    return {"params": p}
+
+
+def check_same_structure(expected: Any, got: Any, group: str, src: str, dst: str) -> None:
+    e_shapes = jax.tree.map(jnp.shape, expected)
+    g_shapes = jax.tree.map(jnp.shape, got)
+    if jax.tree.structure(e_shapes) != jax.tree.structure(g_shapes) or e_shapes != g_shapes:
+        raise TransferError(
+            f"{src} -> {dst}: parameter group {group!r} differs in shape; "
+            f"{dst} expects {e_shapes}, {src} has {g_shapes}. Use the same hidden_dims / num_critics / "
+            f"layer-norm settings on both sides."
+        )
