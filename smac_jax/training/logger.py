@@ -113,9 +113,9 @@ def check_sinks(config) -> None:
     """The sinks ``config.log`` turns on can be made: their packages import, the W&B mode is known."""
     from smac_jax.errors import ConfigError
 
-    log = config.get("log")
-    if log is None:
-        return
+    if "log" not in config:
+        raise ConfigError("the config has no 'log' section (configs/o2o.py defines it, every sink off by default)")
+    log = config.log
     if log.wandb and log.wandb_mode not in WANDB_MODES:
         raise ConfigError(f"log.wandb_mode must be one of {WANDB_MODES}, got {log.wandb_mode!r}")
     for flag in SINK_PACKAGES:
@@ -124,11 +124,9 @@ def check_sinks(config) -> None:
 
 
 def make_sinks(config, workdir: str, seeds: list[int]) -> list[Sink]:
-    """The sinks ``config.log`` turns on (none when the config has no ``log`` section)."""
-    log = config.get("log")
-    if log is None:
-        return []
+    """The sinks ``config.log`` turns on."""
     check_sinks(config)
+    log = config.log
     offline_steps = int(config.offline.steps)
     sinks: list[Sink] = []
     if log.tensorboard:
