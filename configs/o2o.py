@@ -25,8 +25,8 @@ from smac_jax.learners import resolve_config
 #
 # Per task: the dataset and the budgets (the same for every task: 20k offline updates, 20k online
 # environment steps, 3 seeds, 128x128 networks, a 128-wide score model fit for 10k steps; raise
-# them on an accelerator, e.g. --config.offline.steps=1000000 as in the papers). The Pendulum job
-# is the README's default job.
+# them on an accelerator, e.g. --config.offline.steps=1000000 as in the papers). pendulum-medium is
+# the default task (the README's first command runs it with SMAC and TD3+BC offline).
 def _task(dataset_id: str, env: str, kind: str, capacity: int, **generate_kwargs) -> dict:
     return dict(
         dataset=dict(id=dataset_id, generate_env=env, generate_kind=kind, generate_kwargs=generate_kwargs),
@@ -87,8 +87,8 @@ def _agent_config(name: str, task: dict) -> ml_collections.ConfigDict:
     return cfg
 
 
-def get_config(arg: str = "pendulum") -> ml_collections.ConfigDict:
-    parts = [p.strip() for p in arg.split(",")] if arg else ["pendulum"]
+def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
+    parts = [p.strip() for p in arg.split(",")] if arg else ["pendulum-medium"]
     task = parts[0]
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")

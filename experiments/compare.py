@@ -1,6 +1,8 @@
 """Run several offline learners -> one online learner with the same budgets, then write a results
-page (curves + transfer-drop table).
+page (curves + transfer-drop table). The README's first command: SMAC -> SAC against
+TD3+BC -> SAC on the generated Pendulum-v1 medium dataset, page and plot in ``<root>/results.md``:
 
+    python experiments/compare.py --root=runs/quickstart
     python experiments/compare.py --task=pendulum --offline=smac,sac,cql --online=sac \
         --root=runs/compare-pendulum --page=docs/results_pendulum.md
     # extra overrides go to every run:
@@ -22,11 +24,12 @@ from smac_jax.runtime import tune_host_allocator  # noqa: E402
 from smac_jax.training.dataset_factory import ensure_dataset  # noqa: E402
 from smac_jax.training.pipeline import run  # noqa: E402
 
-_TASK = flags.DEFINE_string("task", "pendulum", "Task in configs/o2o.py.")
-_OFF = flags.DEFINE_list("offline", ["smac", "sac", "cql"], "Offline learners.")
+_TASK = flags.DEFINE_string("task", "pendulum-medium", "Task in configs/o2o.py.")
+_OFF = flags.DEFINE_list("offline", ["smac", "td3bc"], "Offline learners.")
 _ON = flags.DEFINE_string("online", "sac", "Online learner.")
 _ROOT = flags.DEFINE_string("root", None, "Parent directory of the run workdirs.", required=True)
-_PAGE = flags.DEFINE_string("page", None, "Markdown results page to write (plot beside it).")
+_PAGE = flags.DEFINE_string("page", None, "Markdown results page to write, the plot beside it "
+                            "(default: <root>/results.md).")
 _SET = flags.DEFINE_multi_string("set", [], "Overrides KEY=VALUE applied to every run's config.")
 _RESUME = flags.DEFINE_bool("resume", True, "Resume/skip runs that already have results.")
 _ONLY_REPORT = flags.DEFINE_bool("only_report", False, "Only write the page from existing runs.")
@@ -50,12 +53,13 @@ def main(argv):
             run(cfg, wd, resume=_RESUME.value and os.path.exists(os.path.join(wd, "config.json")))
         if os.path.exists(os.path.join(wd, "summary.json")):
             runs[label] = load_run(wd)
-    if _PAGE.value and runs:
-        png = os.path.splitext(_PAGE.value)[0] + ".png"
-        os.makedirs(os.path.dirname(_PAGE.value) or ".", exist_ok=True)
+    page = _PAGE.value or os.path.join(_ROOT.value, "results.md")
+    if runs:
+        png = os.path.splitext(page)[0] + ".png"
+        os.makedirs(os.path.dirname(page) or ".", exist_ok=True)
         plot_runs(runs, png, f"{_TASK.value}: offline -> {_ON.value}")
         any_cfg = next(iter(runs.values()))["config"]
-        with open(_PAGE.value, "w") as f:
+        with open(page, "w") as f:
             f.write(f"# {_TASK.value}: {', '.join(runs)}\n\n")
             f.write(f"Dataset `{any_cfg['dataset']['id']}`, {any_cfg['n_seeds']} seeds, "
                     f"{any_cfg['offline']['steps']} offline updates, {any_cfg['online']['steps']} online steps "
@@ -65,7 +69,7 @@ def main(argv):
                 f.write(offline_table({k.split(" ->")[0]: v for k, v in runs.items()}, _OFFLINE_ONLY.value) + "\n")
             else:
                 f.write(table(runs) + "\n")
-        print(open(_PAGE.value).read())
+        print(open(page).read())
 
 
 if __name__ == "__main__":

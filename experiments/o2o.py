@@ -16,7 +16,7 @@ from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.dataset_factory import ensure_dataset
 from smac_jax.training.pipeline import run
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/o2o.py:pendulum", "Job config.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/o2o.py:pendulum-medium", "Job config.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (config, metrics, plot, checkpoints).", required=True)
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --workdir.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the run already in --workdir.")
