@@ -13,7 +13,8 @@ from smac_jax.analysis.report import write_report
 from smac_jax.cli import run_cli
 
 _ROOT = flags.DEFINE_string("root", None, "The sweep's --root.", required=True)
-_OUT = flags.DEFINE_string("out", None, "Markdown page to write (default <root>/report.md); figures beside it.")
+_OUT = flags.DEFINE_string("out", None, "Markdown page to write (default <root>/report.md; a path not ending "
+                           "in .md is a directory that gets report.md); figures beside it.")
 _REPS = flags.DEFINE_integer("reps", 50_000, "Bootstrap replicates of the confidence intervals.")
 
 

@@ -186,3 +186,7 @@ def test_report_bolds_the_lowest_regret_of_each_column(tmp_path):
     for name in ("report_regret.csv", "report_curves_t1.png", "report_curves_t1.csv", "report_curves_t2.png"):
         assert os.path.exists(os.path.join(root, name)), name
     assert "pretrain" not in text
+    # An --out that is not a .md path is a directory: the page and its figures go inside it.
+    page2 = write_report(root, out=os.path.join(root, "pages"), reps=200, date="2026-01-01")
+    assert page2 == os.path.join(root, "pages", "report.md") and open(page2).read() == text
+    assert os.path.exists(os.path.join(root, "pages", "report_regret.csv"))

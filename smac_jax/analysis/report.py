@@ -117,12 +117,15 @@ def budgets(runs: list[dict]) -> str:
 
 def write_report(root: str, out: str | None = None, reps: int = 50_000, seed: int = 0,
                  date: str | None = None) -> str:
-    """Write the sweep's report page (default ``<root>/report.md``) and its figures beside it
+    """Write the sweep's report page (default ``<root>/report.md``; an ``out`` not ending in
+    ``.md`` is a directory that gets ``report.md``) and its figures beside it
     (``<stem>_curves_<task>.png`` / ``.csv``, ``<stem>_regret.csv``); returns the page's path."""
     runs = load_sweep(root)
     if not runs:
         raise SmacJaxError(f"no finished runs (summary.json) under {root}")
     out = out or os.path.join(root, "report.md")
+    if not out.endswith(".md"):
+        out = os.path.join(out, "report.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     stem = os.path.splitext(out)[0]
     tasks = _ordered(r["task"] for r in runs)
