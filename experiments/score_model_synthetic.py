@@ -59,15 +59,7 @@ def synthetic_data(rng: np.random.Generator, n: int):
 
 def exact_eps(mean: np.ndarray, config):
     """E[eps | x_k] for data N(mean, COV)."""
-    _, _, abars = sm.vp_schedule(config.T, config.beta_min, config.beta_max)
-    cov, mean = jnp.asarray(COV, jnp.float32), jnp.asarray(mean, jnp.float32)
-
-    def eps_fn(x, k):
-        abar = abars[k - 1]
-        sigma_k = abar * cov + (1.0 - abar) * jnp.eye(ACT_DIM)
-        return jnp.sqrt(1.0 - abar) * jnp.linalg.solve(sigma_k, (x - jnp.sqrt(abar) * mean).T).T
-
-    return eps_fn
+    return sm.gaussian_eps(mean, COV, config.T, config.beta_min, config.beta_max)
 
 
 def moments(x: np.ndarray) -> str:

@@ -220,16 +220,18 @@ def test_reverse_chain_matches_closed_form_with_perfect_eps():
 
 
 def oracle_eps(mean: np.ndarray):
-    """The exact E[eps | x_k] for data N(mean, COV): sqrt(1-abar_k) Sigma_k^{-1}(x - sqrt(abar_k) mean)."""
-    _, _, abars = sm.vp_schedule()
-    cov, mean = jnp.asarray(COV, jnp.float32), jnp.asarray(mean, jnp.float32)
+    """The exact E[eps | x_k] for data N(mean, COV) (checked against the float64 marginal score below)."""
+    return sm.gaussian_eps(mean, COV)
 
-    def eps_fn(x, k):
-        abar = abars[k - 1]
-        sigma_k = abar * cov + (1.0 - abar) * jnp.eye(ACT_DIM)
-        return jnp.sqrt(1.0 - abar) * jnp.linalg.solve(sigma_k, (x - jnp.sqrt(abar) * mean).T).T
 
-    return eps_fn
+def test_gaussian_eps_is_the_scaled_noised_marginal_score():
+    """sm.gaussian_eps = -sqrt(1 - abar_k) grad_x log p_k(x), p_k the noised Gaussian marginal (float64)."""
+    rng = np.random.default_rng(0)
+    x, mean = rng.normal(size=(7, ACT_DIM)), rng.normal(size=(7, ACT_DIM))
+    abars = schedule_f64()[2]
+    for k in (1, 3, 5):
+        ref = -np.sqrt(1.0 - abars[k - 1]) * noised_marginal_score(x, mean, abars[k - 1])
+        np.testing.assert_allclose(np.asarray(oracle_eps(mean)(jnp.asarray(x, jnp.float32), k)), ref, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------

@@ -335,6 +335,23 @@ def score(
     raise ValueError(f"score_sign must be one of {SCORE_SIGNS}, got {sign!r}")
 
 
+def gaussian_eps(mean, cov, T: int = 5, beta_min: float = 0.1, beta_max: float = 10.0):
+    """The exact noise prediction for Gaussian data N(mean, cov), a reference for checking a fitted
+    eps-network or the sampler: ``eps_fn(x, k) = sqrt(1 - abar_k) Sigma_k^{-1} (x - sqrt(abar_k) mean)``
+    with ``Sigma_k = abar_k cov + (1 - abar_k) I`` (the noised marginal's covariance), i.e.
+    ``-sqrt(1 - abar_k)`` times that marginal's score. ``mean``: (act_dim,) or one row per ``x``
+    row; ``k`` in 1..T; the schedule is :func:`vp_schedule`'s."""
+    _, _, abars = vp_schedule(T, beta_min, beta_max)
+    cov, mean = jnp.asarray(cov, jnp.float32), jnp.asarray(mean, jnp.float32)
+
+    def eps_fn(x, k):
+        abar = abars[k - 1]
+        sigma_k = abar * cov + (1.0 - abar) * jnp.eye(cov.shape[0])
+        return jnp.sqrt(1.0 - abar) * jnp.linalg.solve(sigma_k, (x - jnp.sqrt(abar) * mean).T).T
+
+    return eps_fn
+
+
 def ddpm_reverse_chain(
     eps_fn: Callable[[jax.Array, jax.Array], jax.Array],
     x_T: jax.Array,
