@@ -11,14 +11,8 @@ from typing import Mapping
 
 import numpy as np
 
+from smac_jax.data.dataset import normalized_score  # noqa: F401  (defined with the datasets' reference scores)
 from smac_jax.training.summary import transfer_drop  # noqa: F401  (a run metric, computed by the pipeline)
-
-
-def normalized_score(returns, ref_min: float, ref_max: float):
-    """100 (R - R_min) / (R_max - R_min)."""
-    if ref_min is None or ref_max is None or ref_max == ref_min:
-        raise ValueError(f"normalised score needs distinct ref_min_score/ref_max_score, got {ref_min}, {ref_max}")
-    return 100.0 * (np.asarray(returns, np.float64) - ref_min) / (ref_max - ref_min)
 
 
 def _run_regrets_per_env(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:

@@ -26,6 +26,7 @@ from gymnasium import spaces
 from scipy.signal import lfilter
 
 from smac_jax import envs as envs_lib
+from smac_jax.data.replay import top_n_transitions
 from smac_jax.envs import KeyPath, flat_obs_dim, flatten_obs_keys
 from smac_jax.types import Transitions
 
@@ -120,7 +121,7 @@ class OfflineDataset:
                 f"Dataset {self.dataset_id!r} has ref_min_score == ref_max_score == "
                 f"{self.ref_min_score}; normalised scores are undefined."
             )
-        score = 100.0 * (np.asarray(returns, dtype=np.float64) - self.ref_min_score) / span
+        score = normalized_score(returns, self.ref_min_score, self.ref_max_score)
         return float(score) if score.ndim == 0 else score
 
     def make_env(self, *, eval_env: bool = False, **kwargs: Any) -> gym.Env:
@@ -173,16 +174,14 @@ class OfflineDataset:
         """
         if n < 0:
             raise ValueError(f"top_n_episodes: n must be >= 0, got {n}.")
-        returns = self.episode_returns()
-        chosen = np.argsort(-returns, kind="stable")[: min(n, self.n_episodes)]
-        mask = np.isin(np.asarray(self.transitions.episode), chosen)
-        return _take_rows(self.transitions, mask)
+        return top_n_transitions(self.transitions, n)
 
 
-def _take_rows(transitions: Transitions, rows: np.ndarray) -> Transitions:
-    return Transitions(
-        **{f.name: np.asarray(getattr(transitions, f.name))[rows] for f in dataclasses.fields(transitions)}
-    )
+def normalized_score(returns: Any, ref_min: float, ref_max: float) -> np.ndarray:
+    """D4RL's normalised score ``100 (R - ref_min) / (ref_max - ref_min)`` (float64)."""
+    if ref_min is None or ref_max is None or ref_max == ref_min:
+        raise DatasetError(f"normalised score needs distinct ref_min_score/ref_max_score, got {ref_min}, {ref_max}")
+    return 100.0 * (np.asarray(returns, np.float64) - ref_min) / (ref_max - ref_min)
 
 
 # --------------------------------------------------------------------------------------------
