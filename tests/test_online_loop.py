@@ -10,8 +10,9 @@ from conftest import tree_allclose
 
 from smac_jax.data import replay
 from smac_jax.learners import make_learner
-from smac_jax.training import online as host_call_mod
-from smac_jax.training.online import OnlineCollector, make_act_step, make_online_loop, make_online_step
+from smac_jax.training.online import (
+    OnlineCollector, host_call, lean_path_works, make_act_step, make_online_loop, make_online_step,
+)
 from smac_jax.training.steps import unalias
 
 SEEDS = [0, 1]
@@ -59,9 +60,9 @@ def test_fused_loop_matches_per_step_loop(lean_callback):
 def test_host_call_runs_once_per_iteration_in_order(lean):
     """Either path of the host call (the lean one is taken on the pinned JAX) sees each
     iteration's operands in program order, exactly once, and its results flow back into the program."""
-    if lean and not host_call_mod.lean_path_works():
+    if lean and not lean_path_works():
         with pytest.warns(UserWarning, match="lean host call is not available"):
-            host_call_mod.host_call(lambda v: (v,), (jax.ShapeDtypeStruct((1,), jnp.float32),), jnp.zeros(1), lean=True)
+            host_call(lambda v: (v,), (jax.ShapeDtypeStruct((1,), jnp.float32),), jnp.zeros(1), lean=True)
         pytest.skip("this JAX lacks the internals of the opt-in lean host call; io_callback is used (warned)")
     seen = []
 
@@ -74,7 +75,7 @@ def test_host_call_runs_once_per_iteration_in_order(lean):
     @jax.jit
     def prog(x, n):
         def body(i, x):
-            (y,) = host_call_mod.host_call(fn, shapes, x, i, lean=lean)
+            (y,) = host_call(fn, shapes, x, i, lean=lean)
             return y + 1.0
         return jax.lax.fori_loop(0, n, body, x)
 
@@ -92,7 +93,7 @@ def test_host_call_runs_once_per_iteration_in_order(lean):
 
 def test_host_call_wrong_result_shape_is_an_error():
     shapes = (jax.ShapeDtypeStruct((3,), jnp.float32),)
-    f = jax.jit(lambda x: host_call_mod.host_call(lambda v: (np.zeros(4, np.float32),), shapes, x)[0])
+    f = jax.jit(lambda x: host_call(lambda v: (np.zeros(4, np.float32),), shapes, x)[0])
     with pytest.raises(Exception, match="shape"):
         jax.block_until_ready(f(jnp.zeros(3)))
 
