@@ -228,3 +228,32 @@ def test_set_score_params_leaves_the_callers_config_alone():
     assert before.score_config.to_dict() == original
     assert learner.config.score_config.hidden_dim == original["hidden_dim"] + 1
     assert learner.config is not before
+
+
+def test_run_plot_shows_smacs_diagnostics_and_no_panels_for_sac(tmp_path):
+    """SMAC's update logs every metric the run plot's diagnostic panels draw (cosine, alpha_psi,
+    |grad_a Q| against |score|, Q against the Monte-Carlo return); a SAC run logs no panel's
+    full set, so its plot stays the single evaluation curve."""
+    from PIL import Image
+
+    from smac_jax.training.logger import DIAGNOSTIC_PANELS, MetricsLog, diagnostic_panels, plot_evaluations
+
+    def run_log(name, learner):
+        states = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(0), 2))
+        _, m = jax.jit(jax.vmap(learner.update, in_axes=(0, None, 0)))(
+            states, batch(16), jax.random.split(jax.random.PRNGKey(1), 2))
+        log = MetricsLog(str(tmp_path / f"{name}.jsonl"))
+        log.write([{"phase": "offline", "step": step, "seed": seed, "eval_return": float(step + seed),
+                    **{k: float(np.asarray(v)[seed]) for k, v in m.items()}}
+                   for step in (100, 200) for seed in (0, 1)])
+        return log
+
+    smac_log = run_log("smac", smac())
+    sac_log = run_log("sac", make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8)}))
+    assert diagnostic_panels(smac_log) == list(DIAGNOSTIC_PANELS)
+    assert diagnostic_panels(sac_log) == []
+    plot_evaluations(smac_log, str(tmp_path / "smac.png"))
+    plot_evaluations(sac_log, str(tmp_path / "sac.png"))
+    h_smac = Image.open(tmp_path / "smac.png").size[1]
+    h_sac = Image.open(tmp_path / "sac.png").size[1]
+    assert h_smac > 1.5 * h_sac  # the evaluation curve plus two rows of panels

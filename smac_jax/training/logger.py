@@ -252,34 +252,87 @@ class WandbSink:
         self.runs = {}
 
 
+#: Training diagnostics drawn under the evaluation curve when a run logs them: (panel title, the
+#: metrics drawn in it). SMAC's tell whether its score-matching term is active (the cosine between
+#: grad_a Q and the score, alpha_psi, the two magnitudes) and whether its critic stays near the
+#: data's discounted Monte-Carlo return; a learner that logs none of a panel's metrics gets no panel.
+DIAGNOSTIC_PANELS = (
+    ("cos(grad_a Q, score)", ("grad_q_score_cos",)),
+    ("alpha_psi (mean over states)", ("alpha_mean",)),
+    ("|grad_a Q| and |score|", ("grad_q_norm", "score_norm")),
+    ("Q against the Monte-Carlo return", ("q_mean", "mc_return_mean")),
+)
+
+
+def diagnostic_panels(log: MetricsLog) -> list[tuple[str, tuple[str, ...]]]:
+    """The :data:`DIAGNOSTIC_PANELS` all of whose metrics the log holds (so the Q panel appears only
+    where a Monte-Carlo return is logged, not for every actor-critic that logs ``q_mean``)."""
+    keys = {k for r in log.rows for k in r}
+    return [(title, metrics) for title, metrics in DIAGNOSTIC_PANELS if all(m in keys for m in metrics)]
+
+
+def _phase_curves(log: MetricsLog, key: str):
+    """[(steps on the concatenated axis, values[seed, step], phase)] of ``key``, offline then online."""
+    off_steps, off = log.evaluations("offline", key)
+    on_steps, on = log.evaluations("online", key)
+    boundary = _boundary(log)
+    return [(s, v, p) for s, v, p in ((off_steps, off, "offline"), (on_steps + boundary, on, "online")) if len(s)]
+
+
+def _boundary(log: MetricsLog) -> int:
+    steps = [r["step"] for r in log.rows if r["phase"] == "offline"]
+    return int(max(steps)) if steps else 0
+
+
 def plot_evaluations(log: MetricsLog, path: str, title: str = "", key: str = "eval_return") -> None:
-    """Evaluation score over steps: mean and standard error over seeds, offline/online boundary marked."""
+    """Evaluation score over steps: mean and standard error over seeds, offline/online boundary
+    marked; below it, the run's :func:`diagnostic_panels` (mean over seeds), if it logs any."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    off_steps, off = log.evaluations("offline", key)
-    on_steps, on = log.evaluations("online", key)
-    boundary = int(off_steps.max()) if len(off_steps) else 0
-    for steps, vals, label, color in (
-        (off_steps, off, "offline", "tab:blue"),
-        (on_steps + boundary, on, "online", "tab:red"),
-    ):
-        if len(steps) == 0:
-            continue
+    panels = diagnostic_panels(log)
+    if panels:
+        fig = plt.figure(figsize=(7, 4 + 2.4 * ((len(panels) + 1) // 2)))
+        grid = fig.add_gridspec(1 + (len(panels) + 1) // 2, 2, height_ratios=[4] + [2.4] * ((len(panels) + 1) // 2))
+        ax = fig.add_subplot(grid[0, :])
+        small = [fig.add_subplot(grid[1 + i // 2, i % 2]) for i in range(len(panels))]
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        small = []
+    colors = {"offline": "tab:blue", "online": "tab:red"}
+    curves = _phase_curves(log, key)
+    for steps, vals, phase in curves:
         mean = np.nanmean(vals, 0)
         se = np.nanstd(vals, 0) / np.sqrt(max(vals.shape[0], 1))
-        ax.plot(steps, mean, color=color, label=f"{label} (n={vals.shape[0]} seeds)")
-        ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.25)
-    if len(off_steps) and len(on_steps):
+        ax.plot(steps, mean, color=colors[phase], label=f"{phase} (n={vals.shape[0]} seeds)")
+        ax.fill_between(steps, mean - se, mean + se, color=colors[phase], alpha=0.25)
+    boundary = _boundary(log)
+    both = len({phase for _, _, phase in curves}) == 2
+    if both:
         ax.axvline(boundary, color="k", ls="--", lw=1, label="offline -> online")
     ax.set_xlabel("update step (offline) / environment step (online), concatenated")
     ax.set_ylabel("normalised score" if key == "eval_score" else "evaluation return")
     ax.set_title(title)
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
+    for sub, (panel_title, metrics) in zip(small, panels):
+        for metric, style in zip(metrics, ("-", "--")):
+            for steps, vals, phase in _phase_curves(log, metric):
+                sub.plot(steps, np.nanmean(vals, 0), style, color=colors[phase],
+                         label=metric if phase == "offline" or len(metrics) > 1 else None)
+        if both:
+            sub.axvline(boundary, color="k", ls="--", lw=0.8)
+        sub.set_xlim(ax.get_xlim())
+        sub.locator_params(axis="x", nbins=5)
+        sub.set_title(panel_title, fontsize=9)
+        sub.tick_params(labelsize=7)
+        sub.grid(alpha=0.3)
+        if len(metrics) > 1:
+            handles, labels = sub.get_legend_handles_labels()
+            unique = dict(zip(labels, handles))
+            sub.legend(unique.values(), unique.keys(), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
