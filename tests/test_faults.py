@@ -320,6 +320,7 @@ def test_non_finite_optimizer_state_is_caught_before_saving():
     (["experiments/train_score_model.py", "--out=X", "--steps=0"], r"^error: --steps must be >= 1"),
     (["experiments/score_policy.py", "--out=W", "--ws=0,2"], r"^error: --steps and --widths must be >= 1 and every --ws"),
     (["experiments/score_policy.py", "--out=W", "--task=nope"], r"^error: --task: unknown task 'nope'"),
+    (["experiments/cvae_check.py", "--out=W", "--decoder_action=maybe"], r"^error: --decoder_action takes true / false"),
 ])
 def test_launch_scripts_print_one_line(argv, match, tmp_path):
     argv = [a.replace("=W", f"={tmp_path / 'w'}") for a in argv]
