@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 
 from smac_jax.cli import fail, run_cli  # noqa: E402
-from smac_jax.data.dataset import load_dataset  # noqa: E402
+from smac_jax.data.dataset import load_dataset_from_config  # noqa: E402
 from smac_jax.runtime import tune_host_allocator  # noqa: E402
 from smac_jax.samg import confidence, store  # noqa: E402
 
@@ -55,8 +55,7 @@ def main(argv):
         fail("--steps must be >= 0 and --rows >= 1")
     cfg = o2o_configs.get_config(f"{_TASK.value},iql,samg_sac")
     dc = cfg.dataset
-    dataset = load_dataset(dc.id, normalize_obs=dc.normalize_obs, reward_scale=dc.reward_scale,
-                           reward_bias=dc.reward_bias, gamma=dc.gamma)
+    dataset = load_dataset_from_config(dc)
     t = dataset.transitions
     n = min(_ROWS.value, t.obs.shape[0])
     obs, act = jnp.asarray(t.obs[:n]), jnp.asarray(t.action[:n])

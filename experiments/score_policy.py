@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 
 from smac_jax.cli import fail, run_cli  # noqa: E402
-from smac_jax.data.dataset import load_dataset  # noqa: E402
+from smac_jax.data.dataset import load_dataset_from_config  # noqa: E402
 from smac_jax.runtime import tune_host_allocator  # noqa: E402
 from smac_jax.score import model as sm  # noqa: E402
 from smac_jax.score.train import fit_or_load_score_model  # noqa: E402
@@ -81,8 +81,7 @@ def main(argv):
         fail("--steps and --widths must be >= 1 and every --ws value in [0, 1]")
 
     dc = cfg.dataset
-    dataset = load_dataset(dc.id, normalize_obs=dc.normalize_obs, reward_scale=dc.reward_scale,
-                           reward_bias=dc.reward_bias, gamma=dc.gamma)
+    dataset = load_dataset_from_config(dc)
     data_scores = np.asarray(dataset.normalized_score(dataset.episode_returns()))
     os.makedirs(_OUT.value, exist_ok=True)
     results = dict(task=_TASK.value, dataset=dc.id, episodes=_EPISODES.value, seed=_SEED.value,

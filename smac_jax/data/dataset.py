@@ -518,6 +518,14 @@ def load_dataset(
             f"incomplete: delete it (`minari delete {dataset_id}`) and download or generate it again") from None
 
 
+def load_dataset_from_config(dataset_config: Any) -> OfflineDataset:
+    """:func:`load_dataset` with the loading options of a run config's ``dataset`` section
+    (``id``, ``normalize_obs``, ``reward_scale``, ``reward_bias``, ``gamma``)."""
+    dc = dataset_config
+    return load_dataset(dc.id, normalize_obs=dc.normalize_obs, reward_scale=dc.reward_scale,
+                        reward_bias=dc.reward_bias, gamma=dc.gamma)
+
+
 def _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance) -> OfflineDataset:
     ds = _open_minari(dataset_id)
     obs_space = ds.observation_space

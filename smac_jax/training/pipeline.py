@@ -15,7 +15,7 @@ import shutil
 import ml_collections
 
 from smac_jax.data import replay
-from smac_jax.data.dataset import load_dataset
+from smac_jax.data.dataset import load_dataset_from_config
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, WorkdirError  # noqa: F401  (re-exported)
 from smac_jax.learners import resolve_config
 from smac_jax.training.logger import check_sinks, plot_evaluations
@@ -42,8 +42,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     validate_config(config)
     prepare_workdir(workdir, config, resume, overwrite)
     dc = config.dataset
-    dataset = load_dataset(dc.id, normalize_obs=dc.normalize_obs, reward_scale=dc.reward_scale,
-                           reward_bias=dc.reward_bias, gamma=dc.gamma)
+    dataset = load_dataset_from_config(dc)
     check_batch_sizes(config, int(dataset.transitions.reward.shape[0]))
     check_env_fits(dataset)
     ctx = RunContext.build(config, workdir, dataset, resume, progress)
