@@ -122,6 +122,20 @@ def test_kl_on_data_clearly_above_zero(model):
     np.testing.assert_allclose(np.asarray(model["stats"]["sigma_v"]), z_v.std(0), rtol=1e-3, atol=1e-6)
 
 
+def test_literal_eq2_decoder_is_selectable_and_keeps_less_in_its_latent(model, tmp_path):
+    """``decoder_action=True`` is Eq. 2's p(s' | z, s, a): its decoder reads [z, s, a], and since the
+    action no longer has to pass through z, the KL on the same data ends lower than the default's."""
+    ds, cfg = model["dataset"], tiny_cvae_config(decoder_action=True)
+    params, _, meta = store.fit_or_load_cvae(str(tmp_path), ds, cfg, progress=False)
+    z_dim = cvae.latent_dim(cfg, ACT)
+    first = lambda p: p["params"]["decoder"]["dense_0"]["kernel"].shape[0]  # noqa: E731
+    assert first(params) == z_dim + OBS + ACT
+    assert first(model["params"]) == z_dim + OBS  # the default decoder p(s' | z, s)
+    print(f"KL on the data: decoder p(s'|z,s) {model['meta']['kl_on_data']:.4f}, "
+          f"p(s'|z,s,a) {meta['kl_on_data']:.4f}")
+    assert meta["kl_on_data"] < 0.75 * model["meta"]["kl_on_data"]
+
+
 def test_saved_model_with_other_hyperparameters_is_refused(model):
     with pytest.raises(store.CVAEMismatch, match="hidden_dims"):
         store.fit_or_load_cvae(model["path"], model["dataset"], tiny_cvae_config(hidden_dims=(16, 16)), progress=False)

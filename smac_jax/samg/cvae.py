@@ -3,10 +3,13 @@
 * Encoder q(z | s, a): an MLP (``hidden_dims``, default 750 x 750, ReLU) on [s, a] with two linear
   heads, the posterior mean ``z_m`` and log-std ``z_v`` (clipped to [``log_std_min``,
   ``log_std_max``] = [-4, 15], BCQ's VAE), latent dimension ``latent_dim`` (default 2 |A|).
-* Decoder p(s' | z, s, a): an MLP on [z, s, a] with a linear output of |S| units, the mean of a
-  fixed-variance Gaussian, so the reconstruction term is a squared error.
+* Decoder p(s' | z, s): an MLP on [z, s] with a linear output of |S| units, the mean of a
+  fixed-variance Gaussian, so the reconstruction term is a squared error. This is the simplified
+  decoder the paper uses on Hopper and Walker2d against posterior collapse: the action reaches s'
+  only through z. ``decoder_action=True`` gives Eq. 2's literal decoder p(s' | z, s, a), on [z, s, a],
+  whose latent carries nothing the decoder lacks and collapses on deterministic simulators.
 * Loss (the negative ELBO of the SAMG paper's Eq. 2, in the BCQ / CPQ convention of per-element
-  means):  mean_{b,d} (Dec(z, s, a) - s')^2 + w_t * mean_{b,k} KL(N(z_m, e^{z_v}) || N(0, 1)),
+  means):  mean_{b,d} (Dec(z, s[, a]) - s')^2 + w_t * mean_{b,k} KL(N(z_m, e^{z_v}) || N(0, 1)),
   z = z_m + e^{z_v} eps. The KL weight w_t rises linearly from 0 to ``beta_kl`` (0.5) over the
   first ``anneal_frac`` (half) of the training steps and stays there (KL annealing).
 * Inputs are NOT standardised by the C-VAE: it sees exactly the observations the learner sees
@@ -40,7 +43,10 @@ def default_cvae_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         hidden_dims=(750, 750),
         latent_dim=0,  # 0 = 2 |A| (the SAMG default)
-        decoder_action=True,  # decoder p(s' | z, s, a); False: p(s' | z, s) (docs/samg.md)
+        # False: decoder p(s' | z, s), the simplified decoder the paper uses against posterior
+        # collapse; True: Eq. 2's p(s' | z, s, a), whose latent collapses on deterministic
+        # simulators (docs/samg.md, 'Posterior collapse')
+        decoder_action=False,
         log_std_min=-4.0,
         log_std_max=15.0,
         beta_kl=0.5,  # final KL weight
@@ -74,14 +80,15 @@ class Encoder(nn.Module):
 
 
 class CVAE(nn.Module):
-    """Encoder q(z | s, a) and decoder p(s' | z, s, a); ``__call__`` returns (s'_hat, z_m, z_v)."""
+    """Encoder q(z | s, a) and decoder p(s' | z, s) (or p(s' | z, s, a) with ``decoder_action``);
+    ``__call__`` returns (s'_hat, z_m, z_v)."""
 
     obs_dim: int
     latent_dim: int
     hidden_dims: Sequence[int] = (750, 750)
     log_std_min: float = -4.0
     log_std_max: float = 15.0
-    decoder_action: bool = True
+    decoder_action: bool = False
 
     def setup(self):
         self.encoder = Encoder(self.latent_dim, self.hidden_dims, self.log_std_min, self.log_std_max)

@@ -93,5 +93,6 @@ def fit_or_load_cvae(path: str, dataset, config: ml_collections.ConfigDict,
     if fit.kl < COLLAPSED_KL:
         print(f"[smac_jax] warning: the C-VAE's posterior collapsed (KL on the data {fit.kl:.1e} < {COLLAPSED_KL}): "
               "its latent carries almost nothing, so the confidence p may not separate dataset pairs from others "
-              "(docs/samg.md, 'Posterior collapse'; try cvae.decoder_action=False)")
+              "(docs/samg.md, 'Posterior collapse'" + ("; try cvae.decoder_action=False)" if config.decoder_action
+                                                       else "; try more cvae.steps or a smaller cvae.beta_kl)"))
     return fit.params, stats, meta
