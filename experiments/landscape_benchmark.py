@@ -2,12 +2,19 @@
 
     python experiments/landscape_benchmark.py --env=Hopper-v5 --grid=11 --episodes=5 --hidden=128,128
 
-Both paths call ``smac_jax.analysis.landscape.evaluate_stacked`` (the sequential one with one point
-per call), on a plane through three randomly initialised actors, with the same episode seeds;
-compilation is done before timing (one warm-up call of each batch shape, one step long). Both
-timings include building the environments (one per point and episode, inside evaluate_stacked);
-``env_construction_s`` is that share, measured on its own. The returns of the two paths are
-checked to be identical. Prints and optionally appends a JSON line.
+Every path calls ``smac_jax.analysis.landscape.evaluate_stacked`` on a plane through three randomly
+initialised actors, with the same episode seeds:
+
+* ``batched``: all points in one call, environments stepped by ``smac_jax.vector_mujoco`` where
+  the task supports it (the default);
+* ``batched_gym``: all points in one call, every environment stepped by ``env.step``;
+* ``sequential``: one point per call (its episodes still in lockstep), ``env.step``: evaluating
+  the points one after another without this library's batching.
+
+Compilation is done before timing (one warm-up call of each batch shape, one step long). Every
+timing includes building the environments (one per point and episode, inside evaluate_stacked);
+``env_construction_s`` is that share, measured on its own. The returns of the paths are checked
+to be identical. Prints and optionally appends a JSON line.
 """
 from __future__ import annotations
 
@@ -54,6 +61,7 @@ def main(argv):
     t0 = time.perf_counter()
     envs = [env_fn() for _ in range(n * e)]
     t_build = time.perf_counter() - t0
+    vectorizable = ls.locomotion_batch(envs) is not None
     for env in envs:
         env.close()
 
@@ -61,15 +69,20 @@ def main(argv):
     batched, lengths = ls.evaluate_stacked(learner, grid, env_fn, e, 0, return_lengths=True)
     t_batched = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sequential = np.concatenate([ls.evaluate_stacked(learner, s, env_fn, e, 0) for s in single])
+    batched_gym = ls.evaluate_stacked(learner, grid, env_fn, e, 0, vectorized=False)
+    t_batched_gym = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sequential = np.concatenate([ls.evaluate_stacked(learner, s, env_fn, e, 0, vectorized=False) for s in single])
     t_sequential = time.perf_counter() - t0
 
     result = {
         "env": _ENV.value, "no_termination": _NO_TERMINATION.value, "points": n, "episodes": e, "hidden": [int(h) for h in _HIDDEN.value],
-        "batched_s": round(t_batched, 2), "sequential_s": round(t_sequential, 2),
-        "ratio": round(t_sequential / t_batched, 2), "env_construction_s": round(t_build, 2),
+        "vectorized_env": vectorizable,
+        "batched_s": round(t_batched, 2), "batched_gym_s": round(t_batched_gym, 2),
+        "sequential_s": round(t_sequential, 2), "ratio": round(t_sequential / t_batched, 2),
+        "ratio_batched_gym": round(t_sequential / t_batched_gym, 2), "env_construction_s": round(t_build, 2),
         "mean_episode_steps": float(lengths.mean()), "max_episode_steps": int(lengths.max()),
-        "identical_returns": bool(np.array_equal(batched, sequential)), "mean_return": float(batched.mean()),
+        "identical_returns": bool(np.array_equal(batched, sequential) and np.array_equal(batched, batched_gym)), "mean_return": float(batched.mean()),
     }
     print(json.dumps(result))
     if _OUT.value:

@@ -32,6 +32,7 @@ import numpy as np
 from smac_jax.learners.base import Learner, TrainState, get_learner_class, make_learner
 from smac_jax.learners.handover import convert_actor
 from smac_jax.training.evaluation import make_act_fn
+from smac_jax.vector_mujoco import locomotion_batch
 
 Params = Any
 
@@ -252,7 +253,8 @@ def _stacked_policy(learner: Learner):
 
 
 def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState, env_fn: Callable[[], gym.Env],
-                     episodes: int, seed: int, max_steps: int | None = None, return_lengths: bool = False):
+                     episodes: int, seed: int, max_steps: int | None = None, return_lengths: bool = False,
+                     vectorized: bool | None = None):
     """Undiscounted returns of the deterministic policy at every stacked point: (points, episodes).
 
     ``actor_states_stacked``: stacked actor parameters (leading axis = points) or a stacked
@@ -263,6 +265,12 @@ def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState
     no longer stepped and their actions ignored. ``max_steps`` caps the episode length (default:
     the environments' own time limits). With ``return_lengths``, also the number of steps of every
     episode, (points, episodes).
+
+    ``vectorized``: step the environments with :class:`smac_jax.vector_mujoco.LocomotionBatch`
+    (gymnasium's MuJoCo Hopper, Walker2d and HalfCheetah v5: the same physics calls, observations,
+    rewards and time limits computed for the whole batch, identical results at about a third of
+    the cost per step). ``None`` (default): when the environments support it; ``False``: always
+    ``env.step``; ``True``: required (an error otherwise).
     """
     states = actor_states_stacked if isinstance(actor_states_stacked, TrainState) else actor_state(actor_states_stacked)
     n_points = stack_size(states.params["actor"])
@@ -272,18 +280,26 @@ def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState
     envs = [env_fn() for _ in range(n_points * episodes)]
     try:
         obs = np.stack([env.reset(seed=int(seed) + i % episodes)[0] for i, env in enumerate(envs)])
+        batch = None if vectorized is False else locomotion_batch(envs)
+        if vectorized and batch is None:
+            raise ValueError(f"vectorized=True: {envs[0].spec.id if envs[0].spec else type(envs[0].unwrapped).__name__} "
+                             "is not a task smac_jax.vector_mujoco steps (Hopper, Walker2d, HalfCheetah v5)")
         returns = np.zeros(len(envs))
         lengths = np.zeros(len(envs), np.int64)
         active = np.ones(len(envs), bool)
         steps = 0
         while active.any() and (max_steps is None or steps < max_steps):
             actions = np.asarray(policy(states, obs.reshape(n_points, episodes, -1))).reshape(len(envs), -1)
-            for i in np.flatnonzero(active):
-                o, r, terminated, truncated, _ = envs[i].step(actions[i])
-                obs[i] = o
-                returns[i] += float(r)
+            idx = np.flatnonzero(active)
+            if batch is not None:
+                o, r, terminated, truncated = batch.step(actions, active)
+            else:
+                o, r, terminated, truncated = zip(*(envs[i].step(actions[i])[:4] for i in idx))
+            for j, i in enumerate(idx):
+                obs[i] = o[j]
+                returns[i] += float(r[j])
                 lengths[i] += 1
-                active[i] = not (terminated or truncated)
+                active[i] = not (terminated[j] or truncated[j])
             steps += 1
     finally:
         for env in envs:

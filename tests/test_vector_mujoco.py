@@ -1,0 +1,68 @@
+"""smac_jax.vector_mujoco: lockstep MuJoCo locomotion stepping gives exactly what gymnasium's
+``env.step`` gives (returns and episode lengths compared for equality through
+``evaluate_stacked``), on terminating, truncated and standardised-observation variants; anything
+else falls back to ``env.step``."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from smac_jax.analysis import landscape as ls
+from smac_jax.envs import make_env
+from smac_jax.learners import make_learner
+from smac_jax.vector_mujoco import locomotion_batch
+
+
+def _grid(env_fn, points=3):
+    probe = env_fn()
+    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    probe.close()
+    learner = make_learner("sac", obs_dim, act_dim, {"hidden_dims": (16, 16)})
+    actors = [learner.init(jax.random.PRNGKey(i)).params["actor"] for i in range(points)]
+    return learner, ls.stack(actors)
+
+
+@pytest.mark.parametrize("env_id,kwargs", [
+    ("Hopper-v5", {}),  # random actors fall: terminations at different steps
+    ("Hopper-v5", {"terminate_when_unhealthy": False, "max_episode_steps": 40}),  # time-limit truncation
+    ("Walker2d-v5", {"max_episode_steps": 60}),
+    ("HalfCheetah-v5", {"max_episode_steps": 30, "ctrl_cost_weight": 0.3}),
+])
+def test_lockstep_matches_gymnasium_step(env_id, kwargs):
+    env_fn = lambda: make_env(env_id, **kwargs)  # noqa: E731
+    learner, grid = _grid(env_fn)
+    fast, fast_len = ls.evaluate_stacked(learner, grid, env_fn, 2, 7, return_lengths=True, vectorized=True)
+    ref, ref_len = ls.evaluate_stacked(learner, grid, env_fn, 2, 7, return_lengths=True, vectorized=False)
+    np.testing.assert_array_equal(fast_len, ref_len)
+    np.testing.assert_array_equal(fast, ref)
+    assert np.unique(ref).size == ref.size  # the points and episodes differ (the check is not vacuous)
+    if "max_episode_steps" in kwargs and env_id != "Walker2d-v5":
+        assert (ref_len == kwargs["max_episode_steps"]).all()
+    if env_id == "Hopper-v5" and not kwargs:
+        assert ref_len.max() < 1000 and np.unique(ref_len).size > 1
+
+
+def test_standardised_observations_match():
+    rng = np.random.default_rng(0)
+    mean, std = rng.normal(size=11).astype(np.float32), rng.uniform(0.5, 2, 11).astype(np.float32)
+    env_fn = lambda: make_env("Hopper-v5", obs_mean=mean, obs_std=std, max_episode_steps=50)  # noqa: E731
+    learner, grid = _grid(env_fn, points=2)
+    fast = ls.evaluate_stacked(learner, grid, env_fn, 2, 0, vectorized=True)
+    np.testing.assert_array_equal(fast, ls.evaluate_stacked(learner, grid, env_fn, 2, 0, vectorized=False))
+
+
+def test_unsupported_environments_fall_back_or_fail_clearly():
+    import gymnasium as gym
+
+    pend = [make_env("Pendulum-v1") for _ in range(2)]
+    assert locomotion_batch(pend) is None
+    stats = [gym.wrappers.RecordEpisodeStatistics(make_env("Hopper-v5"))]  # a wrapper it does not reproduce
+    assert locomotion_batch(stats) is None
+    assert locomotion_batch([make_env("Hopper-v5")]) is not None
+    env_fn = lambda: make_env("Pendulum-v1", max_episode_steps=5)  # noqa: E731
+    learner, grid = _grid(env_fn, points=2)
+    auto = ls.evaluate_stacked(learner, grid, env_fn, 1, 0)  # falls back to env.step
+    assert auto.shape == (2, 1) and np.isfinite(auto).all()
+    with pytest.raises(ValueError, match="vectorized=True: Pendulum-v1"):
+        ls.evaluate_stacked(learner, grid, env_fn, 1, 0, vectorized=True)
