@@ -86,7 +86,8 @@ def fit_or_load_cvae(path: str, dataset, config: ml_collections.ConfigDict,
     fit = cvae.fit_cvae(t.obs, t.action, t.next_obs, config, progress=progress)
     stats = confidence.fit_dataset_normals(fit.params, t.obs, t.action, config)
     meta = {**expected, "fit_seconds": fit.seconds, "kl_on_data": fit.kl, "recon_on_data": fit.recon,
-            "final_loss": fit.log["loss"][-1] if fit.log["loss"] else None}
+            "final_loss": fit.log["loss"][-1] if fit.log["loss"] else None,
+            "kl_curve": [[int(n), float(k)] for n, k in zip(fit.log["steps"], fit.log["kl"])]}
     save_cvae(path, fit.params, stats, config, meta)
     print(f"[smac_jax] C-VAE fitted in {fit.seconds:.0f} s: KL on the data {fit.kl:.4f}, "
           f"reconstruction error {fit.recon:.4f}")
