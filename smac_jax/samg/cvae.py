@@ -10,7 +10,7 @@
   whose latent carries nothing the decoder lacks and collapses on deterministic simulators.
 * Loss (the negative ELBO of the SAMG paper's Eq. 2, in the BCQ / CPQ convention of per-element
   means):  mean_{b,d} (Dec(z, s[, a]) - s')^2 + w_t * mean_{b,k} KL(N(z_m, e^{z_v}) || N(0, 1)),
-  z = z_m + e^{z_v} eps. The KL weight w_t rises linearly from 0 to ``beta_kl`` (0.5) over the
+  z = z_m + e^{z_v} eps. The KL weight w_t rises linearly from 0 to ``beta_kl`` (0.05) over the
   first ``anneal_frac`` (half) of the training steps and stays there (KL annealing).
 * Inputs are NOT standardised by the C-VAE: it sees exactly the observations the learner sees
   (the paper reports posterior collapse with standardised inputs).
@@ -49,7 +49,7 @@ def default_cvae_config() -> ml_collections.ConfigDict:
         decoder_action=False,
         log_std_min=-4.0,
         log_std_max=15.0,
-        beta_kl=0.5,  # final KL weight
+        beta_kl=0.05,  # final KL weight (SPEC's 0.5 collapses the latent on MuJoCo data; docs/samg.md)
         anneal_frac=0.5,  # the KL weight rises 0 -> beta_kl over this fraction of the steps
         steps=50_000,  # a one-off fit per dataset, saved and reused (docs/samg.md)
         batch_size=256,
