@@ -190,3 +190,20 @@ def test_report_bolds_the_lowest_regret_of_each_column(tmp_path):
     page2 = write_report(root, out=os.path.join(root, "pages"), reps=200, date="2026-01-01")
     assert page2 == os.path.join(root, "pages", "report.md") and open(page2).read() == text
     assert os.path.exists(os.path.join(root, "pages", "report_regret.csv"))
+
+
+def test_an_override_of_an_online_learners_own_field_reuses_a_pretrain_made_with_another(reference, config_fn,
+                                                                                            tmp_path):
+    """The pretrain was made by a sweep whose first online learner was SAC; a later sweep over
+    TD3+BC with a TD3+BC-only override (policy_delay) still reuses it instead of failing on SAC's
+    config, which has no such field."""
+    root = tmp_path / "sweep"
+    shutil.copytree(reference["root"], root)
+    with contextlib.redirect_stdout(io.StringIO()):
+        records = run_sweep([TASK], [OFF], ("td3bc",), str(root), config_fn, progress=False,
+                            overrides=["online.agent.policy_delay=3"])
+    assert [r["status"] for r in records] == ["skipped", "ran"]
+    stored = json.load(open(os.path.join(root, TASK, f"{OFF}-td3bc", "config.json")))
+    assert stored["online"]["agent"]["policy_delay"] == 3
+    with pytest.raises(ConfigError, match="no field 'online.agent.nope'"):
+        sweep(tmp_path / "other", config_fn, overrides=["online.agent.nope=1"])

@@ -140,6 +140,16 @@ def _score(summary: dict, key: str) -> str:
     return f"{key.replace('_', ' ')} {metric} {value:.1f}" if value is not None else f"no {key}"
 
 
+def _has_field(config, key: str) -> bool:
+    node = config
+    try:
+        for part in key.split("."):
+            node = node[part]
+    except (KeyError, AttributeError, TypeError):
+        return False
+    return True
+
+
 def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str], root: str, config_fn: ConfigFn,
               *, n_seeds: int | None = None, overrides: Sequence[str] = (), shard: tuple[int, int] = (0, 1),
               progress: bool = True) -> list[dict]:
@@ -154,11 +164,13 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
     if not online:
         raise ConfigError("a sweep needs at least one online learner")
 
-    def make(task, off, on):
+    def make(task, off, on, only_shared_online_fields=False):
         c = config_fn(task, off, on)
         if n_seeds is not None:
             c.n_seeds = n_seeds
         for a in overrides:
+            if only_shared_online_fields and a.startswith("online.") and not _has_field(c, a.partition("=")[0]):
+                continue  # a field of this sweep's online learners that the pretrain's learner lacks
             apply_override(c, a)
         return c
 
@@ -172,7 +184,7 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
         if stored is not None:
             check_offline_parts(stored, pre_cfg, f"the pretrain in {pre_dir}")
             if stored["online"]["learner"] != online[0]:  # made by a sweep with other online learners
-                pre_cfg = pretrain_config(make(task, off, stored["online"]["learner"]))
+                pre_cfg = pretrain_config(make(task, off, stored["online"]["learner"], only_shared_online_fields=True))
         for on, c in configs.items():
             pipeline.validate_config(c)
             check_offline_parts(pre_cfg, c, f"{task} {off}->{on}")
