@@ -45,7 +45,7 @@ def f64(x):
 
 
 def tiny_cvae_config(**kw):
-    """A small, short fit. The KL weight is the specification's 0.5, not the library's 0.05: on
+    """A small, short fit. The KL weight is 0.5, not the library's default 0.05: on
     this noisy synthetic data a short fit does not collapse at 0.5, and the stronger compression
     ranks random actions further below the data's pairs, which the coefficient tests rely on
     (docs/samg.md, "Posterior collapse", has the measurements on MuJoCo data behind 0.05)."""

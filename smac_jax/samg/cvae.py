@@ -49,7 +49,7 @@ def default_cvae_config() -> ml_collections.ConfigDict:
         decoder_action=False,
         log_std_min=-4.0,
         log_std_max=15.0,
-        beta_kl=0.05,  # final KL weight (SPEC's 0.5 collapses the latent on MuJoCo data; docs/samg.md)
+        beta_kl=0.05,  # final KL weight (0.5 collapses the latent on MuJoCo data; docs/samg.md)
         anneal_frac=0.5,  # the KL weight rises 0 -> beta_kl over this fraction of the steps
         steps=50_000,  # a one-off fit per dataset, saved and reused (docs/samg.md)
         batch_size=256,
