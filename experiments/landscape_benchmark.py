@@ -29,6 +29,7 @@ from smac_jax.cli import run_cli
 from smac_jax.analysis import landscape as ls
 from smac_jax.envs import make_env
 from smac_jax.learners import make_learner
+from smac_jax.vector_mujoco import locomotion_batch
 
 _ENV = flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.")
 _GRID = flags.DEFINE_integer("grid", 11, "Points per plane axis (grid x grid points).")
@@ -61,7 +62,7 @@ def main(argv):
     t0 = time.perf_counter()
     envs = [env_fn() for _ in range(n * e)]
     t_build = time.perf_counter() - t0
-    vectorizable = ls.locomotion_batch(envs) is not None
+    vectorizable = locomotion_batch(envs) is not None
     for env in envs:
         env.close()
 

@@ -31,8 +31,7 @@ import numpy as np
 
 from smac_jax.learners.base import Learner, TrainState, get_learner_class, make_learner
 from smac_jax.learners.handover import convert_actor
-from smac_jax.training.evaluation import make_act_fn
-from smac_jax.vector_mujoco import locomotion_batch
+from smac_jax.training.evaluation import make_act_fn, run_episodes
 
 Params = Any
 
@@ -266,11 +265,8 @@ def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState
     the environments' own time limits). With ``return_lengths``, also the number of steps of every
     episode, (points, episodes).
 
-    ``vectorized``: step the environments with :class:`smac_jax.vector_mujoco.LocomotionBatch`
-    (gymnasium's MuJoCo Hopper, Walker2d and HalfCheetah v5: the same physics calls, observations,
-    rewards and time limits computed for the whole batch, identical results at about a third of
-    the cost per step). ``None`` (default): when the environments support it; ``False``: always
-    ``env.step``; ``True``: required (an error otherwise).
+    ``vectorized``: as in :func:`smac_jax.training.evaluation.run_episodes` (default: vectorised
+    MuJoCo stepping where the task supports it, results identical to ``env.step``'s).
     """
     states = actor_states_stacked if isinstance(actor_states_stacked, TrainState) else actor_state(actor_states_stacked)
     n_points = stack_size(states.params["actor"])
@@ -279,28 +275,9 @@ def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState
     policy = _stacked_policy(learner)
     envs = [env_fn() for _ in range(n_points * episodes)]
     try:
-        obs = np.stack([env.reset(seed=int(seed) + i % episodes)[0] for i, env in enumerate(envs)])
-        batch = None if vectorized is False else locomotion_batch(envs)
-        if vectorized and batch is None:
-            raise ValueError(f"vectorized=True: {envs[0].spec.id if envs[0].spec else type(envs[0].unwrapped).__name__} "
-                             "is not a task smac_jax.vector_mujoco steps (Hopper, Walker2d, HalfCheetah v5)")
-        returns = np.zeros(len(envs))
-        lengths = np.zeros(len(envs), np.int64)
-        active = np.ones(len(envs), bool)
-        steps = 0
-        while active.any() and (max_steps is None or steps < max_steps):
-            actions = np.asarray(policy(states, obs.reshape(n_points, episodes, -1))).reshape(len(envs), -1)
-            idx = np.flatnonzero(active)
-            if batch is not None:
-                o, r, terminated, truncated = batch.step(actions, active)
-            else:
-                o, r, terminated, truncated = zip(*(envs[i].step(actions[i])[:4] for i in idx))
-            for j, i in enumerate(idx):
-                obs[i] = o[j]
-                returns[i] += float(r[j])
-                lengths[i] += 1
-                active[i] = not (terminated[j] or truncated[j])
-            steps += 1
+        act = lambda obs: policy(states, obs.reshape(n_points, episodes, -1))  # noqa: E731
+        returns, lengths = run_episodes(envs, act, [int(seed) + i % episodes for i in range(len(envs))],
+                                        max_steps, vectorized)
     finally:
         for env in envs:
             env.close()
