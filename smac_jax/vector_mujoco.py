@@ -86,7 +86,6 @@ class LocomotionBatch:
     def __init__(self, envs: Sequence[gym.Env], kind: str, chains):
         u = envs[0].unwrapped
         self.kind = kind
-        self.envs = list(envs)
         self.model = u.model
         self.datas = [e.unwrapped.data for e in envs]
         self.frame_skip = int(u.frame_skip)
@@ -117,6 +116,8 @@ class LocomotionBatch:
 
     def step(self, actions: np.ndarray, active: np.ndarray):
         idx = np.flatnonzero(active)
+        if not len(idx):
+            return [], np.zeros(0), np.zeros(0, bool), np.zeros(0, bool)
         m, fs = self.model, self.frame_skip
         env_actions = []
         x_before = np.empty(len(idx))
@@ -130,11 +131,11 @@ class LocomotionBatch:
             d.ctrl[:] = a
             mujoco.mj_step(m, d, nstep=fs)
             mujoco.mj_rnePostConstraint(m, d)
-        qpos = np.stack([self.datas[i].qpos for i in idx]) if len(idx) else np.zeros((0, m.nq))
-        qvel = np.stack([self.datas[i].qvel for i in idx]) if len(idx) else np.zeros((0, m.nv))
+        qpos = np.stack([self.datas[i].qpos for i in idx])
+        qvel = np.stack([self.datas[i].qvel for i in idx])
         x_velocity = (qpos[:, 0] - x_before) / self.dt
         forward = self.forward_w * x_velocity
-        ctrl_cost = self.ctrl_w * np.sum(np.square(np.stack(env_actions)), axis=1) if len(idx) else np.zeros(0)
+        ctrl_cost = self.ctrl_w * np.sum(np.square(np.stack(env_actions)), axis=1)
         velocity = qvel if self.kind == "halfcheetah" else np.clip(qvel, -10, 10)
         raw_obs = np.concatenate([qpos[:, 1:] if self.exclude_x else qpos, velocity], axis=1)
         if self.kind == "halfcheetah":
