@@ -22,7 +22,8 @@ sizes; the peer's own jitted ``update_n_times`` (8 updates per call) against thi
 offline step at 8 updates per dispatch and at ``--scan``, timed in alternating rounds in one
 process (docs/README.md, "Against JAX-CORL"). It needs a directory holding a timing harness
 module ``jaxcorl_bench`` (``setup(algo, n_jitted)`` returning the peer's module, config, dataset,
-train state and jitted update) and ``synthetic.make_dataset()``, and ``JAXCORL_DIR`` pointing at a
+train state and jitted update; ``import_algo(algo)`` returning the peer's module, whose ``MLP`` is
+swapped for one without LayerNorm to time the peer's own LayerNorm cost) and ``synthetic.make_dataset()``, and ``JAXCORL_DIR`` pointing at a
 JAX-CORL checkout (plus ``pip install pydantic omegaconf``):
 
     JAXCORL_DIR=path/to/JAX-CORL python experiments/benchmark.py --peer_harness=path/to/harness
@@ -280,8 +281,66 @@ def _by_level(r: dict) -> dict:
     return out
 
 
-def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int) -> dict:
-    """Updates/s (median over alternating rounds) of JAX-CORL and of this library, per algorithm."""
+PEER_LN_FIELD = {"td3bc": "layer_norm", "awac": "add_layer_norm"}  # the peer MLP's LayerNorm switch
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def offline_update_flops(learner, data) -> float:
+    """FLOPs of one update as the offline step runs it (XLA's cost analysis): for a learner with
+    ``update_period`` p, the p phases of ``update_phase`` unrolled, divided by p."""
+    state = learner.init(jax.random.PRNGKey(0))
+    batch = jax.tree.map(lambda x: x[:BATCH], data)
+    p = learner.update_period
+
+    def updates(st, b, k):
+        for phase in range(p):
+            st, _ = learner.update_phase(st, b, k, phase) if p > 1 else learner.update(st, b, k)
+        return st
+
+    return _flops(jax.jit(updates).lower(state, batch, jax.random.PRNGKey(1)).compile()) / p
+
+
+def _peer_arm(jaxcorl_bench, algo: str, without_layer_norm: bool = False):
+    """``(call, n, flops_per_update)`` for the peer's jitted ``update_n_times``; with
+    ``without_layer_norm`` its MLP class is swapped, while the program is built and compiled, for a
+    subclass with the LayerNorm switch off (the peer's own LayerNorm cost, same code otherwise)."""
+    module = jaxcorl_bench.import_algo(algo)
+    original = getattr(module, "MLP", None)
+    if without_layer_norm:
+        field = PEER_LN_FIELD[algo]
+
+        class MLPWithoutLayerNorm(original):
+            def __post_init__(self):
+                object.__setattr__(self, field, False)
+                super().__post_init__()
+
+        module.MLP = MLPWithoutLayerNorm
+    try:
+        _m, config, dataset, peer_state, peer_update, rng, *_ = jaxcorl_bench.setup(algo, None)
+        n = config.n_jitted_updates
+        flops = _flops(peer_update.lower(peer_state, dataset, rng, config).compile()) / n
+        box = {"peer": peer_state, "rng": rng}
+
+        def call():
+            box["rng"], key = jax.random.split(box["rng"])
+            box["peer"], _info = peer_update(box["peer"], dataset, key, config)
+            return box["peer"]
+
+        jax.block_until_ready(call())  # traced and compiled with the swapped class in place
+    finally:
+        if without_layer_norm:
+            module.MLP = original
+    return call, n, flops
+
+
+def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int, peak_gflops: float) -> dict:
+    """Updates/s (median over alternating rounds) of JAX-CORL and of this library, per algorithm,
+    with each program's FLOPs per update and FLOP rate as a share of the matmul peak."""
     sys.path.insert(0, os.path.abspath(harness))
     try:
         import jaxcorl_bench
@@ -298,22 +357,20 @@ def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int) -
     obs_dim, act_dim = d["observations"].shape[1], d["actions"].shape[1]
     results = {}
     for algo in algos:
-        _m, config, dataset, peer_state, peer_update, rng, *_ = jaxcorl_bench.setup(algo, None)
-        peer_n = config.n_jitted_updates
-        box = {"peer": peer_state, "rng": rng}
-
-        def peer_call():
-            box["rng"], key = jax.random.split(box["rng"])
-            box["peer"], info = peer_update(box["peer"], dataset, key, config)
-            return box["peer"]
-
-        variants = {"jax-corl": (peer_call, peer_n)}
+        variants, flops = {}, {}
+        call, k, flops["jax-corl"] = _peer_arm(jaxcorl_bench, algo)
+        variants["jax-corl"] = (call, k)
+        if algo in PEER_LN_FIELD:
+            call, k, flops["jax-corl no LayerNorm"] = _peer_arm(jaxcorl_bench, algo, without_layer_norm=True)
+            variants["jax-corl no LayerNorm"] = (call, k)
         matched = PEER_MATCHED[algo]
         arms = [("smac_jax@8", matched, 8), (f"smac_jax@{scan}", matched, scan)]
         if matched.get("critic_layer_norm"):
             arms.append(("smac_jax@8 no LayerNorm", {**matched, "critic_layer_norm": False}, 8))
         for label, ov, k in arms:
-            variants[label] = (offline_call(make_learner(algo, obs_dim, act_dim, ov), data, k), k)
+            learner = make_learner(algo, obs_dim, act_dim, ov)
+            flops[label] = offline_update_flops(learner, data)
+            variants[label] = (offline_call(learner, data, k), k)
         for fn, k in variants.values():  # compile and warm up
             for _ in range(max(2, 200 // k)):
                 fn()
@@ -328,14 +385,20 @@ def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int) -
                 jax.block_until_ready(out)
                 rates[label].append(calls * k / (time.perf_counter() - t0))
         med = {label: float(np.median(r)) for label, r in rates.items()}
+        gflops = {label: med[label] * flops[label] / 1e9 for label in med}
         row = {"updates_per_s": med, "rounds": rates, "settings": matched,
-               "ratio_vs_peer": {lab: v / med["jax-corl"] for lab, v in med.items() if lab != "jax-corl"}}
+               "mflop_per_update": {label: f / 1e6 for label, f in flops.items()},
+               "gflop_per_s": gflops, "share_of_matmul_peak": {lab: g / peak_gflops for lab, g in gflops.items()},
+               "ratio_vs_peer": {lab: v / med["jax-corl"] for lab, v in med.items() if lab.startswith("smac_jax")}}
         if "smac_jax@8 no LayerNorm" in med:
             row["layer_norm_cost"] = med["smac_jax@8 no LayerNorm"] / med["smac_jax@8"]
+            row["peer_layer_norm_cost"] = med["jax-corl no LayerNorm"] / med["jax-corl"]
         results[algo] = row
-        print(f"{algo:<7}" + "  ".join(f"{lab} {v:.1f}" for lab, v in med.items())
+        print(f"{algo:<7}" + "  ".join(f"{lab} {v:.1f} ({flops[lab] / 1e6:.0f} MFLOP, "
+                                      f"{100 * row['share_of_matmul_peak'][lab]:.0f}% peak)" for lab, v in med.items())
               + "  | ratio " + ", ".join(f"{lab}: {r:.2f}" for lab, r in row["ratio_vs_peer"].items())
-              + (f"  | LayerNorm cost {row['layer_norm_cost']:.2f}x" if "layer_norm_cost" in row else ""), flush=True)
+              + (f"  | LayerNorm cost ours {row['layer_norm_cost']:.2f}x, peer {row['peer_layer_norm_cost']:.2f}x"
+                 if "layer_norm_cost" in row else ""), flush=True)
     return results
 
 
@@ -404,7 +467,7 @@ def main(argv):
         print(f"device {out['device']}; 2048x2048 float32 matmul peak {out['matmul_peak_gflops']:.1f} GFLOP/s; "
               f"updates/s, 1 seed, median of {_PEER_ROUNDS.value} alternating rounds")
         out["peer"] = peer_comparison(_PEER.value, _PEER_ALGOS.value, _PEER_ROUNDS.value, _PEER_UPDATES.value,
-                                      _SCAN.value)
+                                      _SCAN.value, out["matmul_peak_gflops"])
         if _JSON.value:
             with open(_JSON.value, "w") as f:
                 json.dump(out, f, indent=2, default=str)
