@@ -140,10 +140,7 @@ def update_flops(learner, data) -> float:
     """FLOPs of one update (XLA cost analysis of the unrolled update, minibatch sampling included)."""
     state = learner.init(jax.random.PRNGKey(0))
     batch = jax.tree.map(lambda x: x[:BATCH], data)
-    compiled = jax.jit(learner.update).lower(state, batch, jax.random.PRNGKey(1)).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"])
+    return _flops(jax.jit(learner.update).lower(state, batch, jax.random.PRNGKey(1)).compile())
 
 
 def offline_call(learner, data, scan: int, n_seeds: int = 1, state=None):
