@@ -92,7 +92,8 @@ def _constant_alpha(params, value):
 
 @pytest.mark.parametrize("perturb", [0.0, 0.5])
 def test_score_matching_loss_zero_exactly_when_gradient_matches(perturb):
-    learner = smac()
+    """The paper's form (sm_target="alpha_score"): zero exactly when grad_a Q = alpha_psi score."""
+    learner = smac({"sm_target": "alpha_score"})
     cfg = learner.config
     params = dict(learner.init(jax.random.PRNGKey(0)).params)
     direction = np.array([0.7, -1.3], np.float32)
@@ -158,7 +159,9 @@ def test_score_matching_loss_float64_reference(sm_target):
 
 
 def test_sm_loss_trains_critic_and_alpha_double_backward():
-    learner = smac({"kappa": 1.0})
+    """The paper's form: L_SM's gradient reaches psi, and the critic's through grad_a Q (with the
+    default "direction" target psi is unused and the magnitude is a constant of the gradient)."""
+    learner = smac({"kappa": 1.0, "sm_target": "alpha_score"})
     params = learner.init(jax.random.PRNGKey(0)).params
     b = batch()
     grads = jax.grad(lambda t: score_matching_loss({**params, **t}, b, jax.random.PRNGKey(1), learner.config)[0])(

@@ -133,10 +133,11 @@ class SMAC(sac.SAC):
         # costs more than a whole SAC update at 256 states (docs/README.md, "Offline update throughput").
         cfg.sm_batch_size = 64
         cfg.alpha_param = "softplus"  # "softplus" (alpha >= 0) | "linear" (unconstrained)
-        # What grad_a Q is matched to: "alpha_score" = alpha_psi(s) * score (the paper's L_SM), or
-        # "direction" = the score's direction at grad_a Q's own magnitude (scale-free: it cannot be
-        # met by flattening Q in the actions, and scales with Q like the TD loss).
-        cfg.sm_target = "alpha_score"
+        # What grad_a Q is matched to: "direction" = the score's direction at grad_a Q's own magnitude
+        # (scale-free: it cannot be met by flattening Q in the actions, and scales with Q like the
+        # TD loss), or "alpha_score" = alpha_psi(s) * score (the paper's L_SM, selectable).
+        # Decision: "direction", measured on four generated datasets (docs/algorithms.md, SMAC).
+        cfg.sm_target = "direction"
         cfg.alpha_lr = 3e-4
         cfg.score_w = 1.0
         # The score model: where to load it from / save it to ("" = <workdir>/score_model), and
