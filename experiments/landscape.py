@@ -73,27 +73,6 @@ def _check_args(runs):
     return lo, hi
 
 
-def _environment(configs):
-    """The evaluation environment of the runs' dataset, and a returns -> (value, name) function."""
-    from smac_jax.data.dataset import DatasetError, load_dataset
-
-    keys = {(c["dataset"]["id"], bool(c["dataset"]["normalize_obs"])) for c in configs.values()}
-    if len(keys) != 1:
-        raise ls.LandscapeInputError(f"the runs use different datasets / observation normalisation: {sorted(keys)}")
-    (dataset_id, normalize), = keys
-    try:
-        dataset = load_dataset(dataset_id, normalize_obs=normalize)
-    except (DatasetError, OSError, ValueError) as e:
-        raise ls.LandscapeInputError(f"cannot load the runs' dataset {dataset_id!r}: {e}") from None
-    cfg = next(iter(configs.values()))
-    lo, hi = dataset.ref_min_score, dataset.ref_max_score
-    if cfg.get("ref_min_score") is not None:
-        lo, hi = cfg["ref_min_score"], cfg["ref_max_score"]
-    if lo is None or hi is None or lo == hi:
-        return dataset.make_env, lambda r: np.asarray(r, np.float64), "return"
-    return dataset.make_env, lambda r: 100.0 * (np.asarray(r, np.float64) - lo) / (hi - lo), "normalised score"
-
-
 def _evaluate(jobs, env_fn):
     from tqdm.auto import tqdm
 
@@ -284,7 +263,7 @@ def run(out: str) -> None:
     configs = {wd: ls.read_run_config(wd) for wd in runs_wd}
     used = set()
     labels = {wd: _label(wd, configs[wd], used) for wd in runs_wd}
-    env_fn, value, value_name = _environment(configs)
+    env_fn, value, value_name = ls.evaluation_environment(configs)
 
     step = 1.0 / (_POINTS.value - 1)
     ts = np.linspace(-0.25, 1.25, int(round(1.5 / step)) + 1) if _EXTEND.value else np.linspace(0, 1, _POINTS.value)

@@ -45,6 +45,7 @@ __all__ = [
     "concatenate",
     "connectivity",
     "evaluate_stacked",
+    "evaluation_environment",
     "flatten_params",
     "interpolate",
     "largest_drop",
@@ -461,6 +462,30 @@ def load_actor(workdir: str, phase: str, step: int | None = None) -> ActorSnapsh
     for k in _actor_path(phase):
         out = out[k]
     return ActorSnapshot(workdir, phase, step, learner, jax.tree.map(np.asarray, out))
+
+
+def evaluation_environment(configs: dict) -> tuple[Callable[[], gym.Env], Callable[[Any], np.ndarray], str]:
+    """The evaluation environment of runs on one dataset (``configs``: {name: run config dict}),
+    a returns -> value function and the value's name: the normalised score with the runs'
+    reference returns (the config's ``ref_min_score``/``ref_max_score``, else the dataset's), or
+    the raw return where there are none."""
+    from smac_jax.data.dataset import DatasetError, load_dataset
+
+    keys = {(c["dataset"]["id"], bool(c["dataset"]["normalize_obs"])) for c in configs.values()}
+    if len(keys) != 1:
+        raise LandscapeInputError(f"the runs use different datasets / observation normalisation: {sorted(keys)}")
+    (dataset_id, normalize), = keys
+    try:
+        dataset = load_dataset(dataset_id, normalize_obs=normalize)
+    except (DatasetError, OSError, ValueError) as e:
+        raise LandscapeInputError(f"cannot load the runs' dataset {dataset_id!r}: {e}") from None
+    cfg = next(iter(configs.values()))
+    lo, hi = dataset.ref_min_score, dataset.ref_max_score
+    if cfg.get("ref_min_score") is not None:
+        lo, hi = cfg["ref_min_score"], cfg["ref_max_score"]
+    if lo is None or hi is None or lo == hi:
+        return dataset.make_env, lambda r: np.asarray(r, np.float64), "return"
+    return dataset.make_env, lambda r: 100.0 * (np.asarray(r, np.float64) - lo) / (hi - lo), "normalised score"
 
 
 def load_trajectory(workdir: str) -> list[ActorSnapshot]:

@@ -1,0 +1,144 @@
+"""Is a run's transfer drop real, or evaluation noise? (docs/analysis.md, "Is the drop real?")
+
+Re-evaluates a run's last offline actor and every online actor saved in the drop's window with
+many episodes from the same start states, then reports per seed:
+
+* the protocol's drop (from metrics.jsonl, the window below);
+* the paired drop on common start states, with its standard error
+  (smac_jax.analysis.drop.paired_drop);
+* the null drop: how often the protocol would report a drop above 5 had the offline policy not
+  changed at all (its evaluations resampled from the offline actor's episodes;
+  smac_jax.analysis.drop.null_drop).
+
+Save online checkpoints inside the window for the paired drop, e.g. a run with
+``--set=online.ckpt_every=500 --set=ckpt_keep=50``.
+
+    python experiments/transfer_check.py --workdirs=runs/sweep/hopper/smac-sac --episodes=50 --out=runs/check
+
+Writes into --out: transfer_check.json and transfer_check.png (score along the online phase per
+seed, mean +- standard error over the common episodes). Bad input: one line ``error: ...``.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import flags, logging
+
+from smac_jax.analysis import landscape as ls
+from smac_jax.analysis.drop import null_drop, paired_drop
+from smac_jax.cli import fail, run_cli
+from smac_jax.training.logger import MetricsLog
+from smac_jax.training.summary import transfer_drop
+
+_WORKDIRS = flags.DEFINE_list("workdirs", [], "Finished (or partly finished) offline-to-online run workdirs.")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_EPISODES = flags.DEFINE_integer("episodes", 50, "Episodes per actor, from the same start states for every actor.")
+_EVAL_SEED = flags.DEFINE_integer("eval_seed", 1_000_000, "Episode e starts from reset seed eval_seed + e (keep it "
+                                  "away from the seeds the runs' own evaluations used).")
+_WINDOW = flags.DEFINE_integer("window_steps", None, "Online steps the drop looks at (default: the first 10% of "
+                               "the run's online.steps, as the protocol's drop).")
+_THRESHOLD = flags.DEFINE_float("threshold", 5.0, "A drop above this is not smooth (normalised points).")
+
+
+def _check_run(wd: str) -> tuple[dict, int]:
+    config = ls.read_run_config(wd)
+    window = _WINDOW.value if _WINDOW.value is not None else int(0.1 * config["online"]["steps"])
+    if window < 1:
+        raise ls.LandscapeInputError(f"{wd}: the drop's window is {window} online steps; pass --window_steps")
+    return config, window
+
+
+def _protocol(wd: str, config: dict, window: int, key: str):
+    """The protocol's evaluations and drop per seed with the window in steps."""
+    log = MetricsLog(os.path.join(wd, "metrics.jsonl"))
+    off_steps, off = log.evaluations("offline", key)
+    on_steps, on = log.evaluations("online", key)
+    if not off.size or not on.size:
+        raise ls.LandscapeInputError(f"{wd}: metrics.jsonl has no offline and online evaluations yet")
+    n_early = int((on_steps <= window).sum())
+    if n_early == 0:
+        raise ls.LandscapeInputError(f"{wd}: no online evaluation within the first {window} steps")
+    drops = [transfer_drop(off[i, -1], on_steps, on[i], window, window=1.0) for i in range(on.shape[0])]
+    return np.asarray(drops), n_early
+
+
+def _check(wd: str, env_fn, value, value_name: str) -> dict:
+    config, window = _check_run(wd)
+    steps = [s for s in ls.checkpoint_steps(wd, "online") if 0 < s <= window]
+    if not steps:
+        raise ls.LandscapeInputError(f"{wd}: no online checkpoint in the first {window} steps (saved: "
+                                     f"{ls.checkpoint_steps(wd, 'online')}); run with a smaller online.ckpt_every")
+    snaps = [ls.load_actor(wd, "offline")] + [ls.load_actor(wd, "online", s) for s in steps]
+    learner, actors = ls.common_actors(snaps)
+    scores = np.stack([value(ls.evaluate_stacked(learner, a, env_fn, _EPISODES.value, _EVAL_SEED.value))
+                       for a in actors])  # (1 + checkpoints, seeds, episodes)
+    pd = paired_drop(scores[0], scores[1:])
+    key = "eval_score" if value_name == "normalised score" else "eval_return"
+    protocol, n_early = _protocol(wd, config, window, key)
+    nulls = [null_drop(scores[0, i], config["eval"]["episodes"], n_early, _THRESHOLD.value, seed=i)
+             for i in range(scores.shape[1])]
+    return {
+        "workdir": wd, "pair": f"{config['offline']['learner']} -> {config['online']['learner']}",
+        "metric": key, "window_steps": window, "episodes": _EPISODES.value, "eval_seed": _EVAL_SEED.value,
+        "checkpoint_steps": [0] + steps, "mean_scores": np.concatenate([pd.offline[None], pd.means]).tolist(),
+        "protocol_drop": protocol.tolist(), "protocol_episodes": config["eval"]["episodes"],
+        "protocol_evals_in_window": n_early,
+        "paired_drop": pd.drop.tolist(), "paired_diff": pd.diff.tolist(), "paired_se": pd.se.tolist(),
+        "paired_worst_step": [steps[i] for i in pd.worst],
+        "null_drop_rate": [n.rate for n in nulls], "null_drop_mean": [n.mean for n in nulls],
+        "null_drop_p90": [n.p90 for n in nulls],
+        "episode_sd_offline": scores[0].std(-1, ddof=1).tolist(),
+        "se": (scores.std(-1, ddof=1) / np.sqrt(scores.shape[-1])).tolist(),
+    }
+
+
+def _plot(results: list[dict], value_name: str, out: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        x = np.asarray(r["checkpoint_steps"])
+        m, se = np.asarray(r["mean_scores"]), np.asarray(r["se"])
+        for i in range(m.shape[1]):
+            (line,) = ax.plot(x, m[:, i], marker="o", label=f"seed {i}: drop {r['paired_drop'][i]:.1f} "
+                              f"+- {r['paired_se'][i]:.1f} (protocol {r['protocol_drop'][i]:.1f})")
+            ax.fill_between(x, m[:, i] - se[:, i], m[:, i] + se[:, i], color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{r['pair']}: {os.path.basename(os.path.normpath(r['workdir']))}", fontsize=9)
+        ax.set_xlabel("online step (0 = hand-over)")
+        ax.set_ylabel(f"{value_name}, {r['episodes']} common episodes")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "transfer_check.png"), dpi=120)
+    plt.close(fig)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    if not _WORKDIRS.value or not _OUT.value:
+        fail("give --workdirs and --out")
+    if _EPISODES.value < 2:
+        fail(f"--episodes must be >= 2 (the paired drop's standard error), got {_EPISODES.value}")
+    try:
+        configs = {wd: ls.read_run_config(wd) for wd in _WORKDIRS.value}
+        env_fn, value, value_name = ls.evaluation_environment(configs)
+        results = [_check(wd, env_fn, value, value_name) for wd in _WORKDIRS.value]
+    except ls.LandscapeInputError as e:
+        fail(str(e))
+    os.makedirs(_OUT.value, exist_ok=True)
+    with open(os.path.join(_OUT.value, "transfer_check.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    _plot(results, value_name, _OUT.value)
+    for r in results:
+        print(f"{r['pair']} ({r['workdir']}), first {r['window_steps']} online steps, {r['episodes']} common episodes:")
+        for i in range(len(r["paired_drop"])):
+            print(f"  seed {i}: protocol drop {r['protocol_drop'][i]:5.1f} | paired drop {r['paired_drop'][i]:5.1f} "
+                  f"(offline - worst {r['paired_diff'][i]:+6.1f} +- {r['paired_se'][i]:.1f} at step "
+                  f"{r['paired_worst_step'][i]}) | unchanged policy: P(protocol drop > {_THRESHOLD.value:g}) = "
+                  f"{r['null_drop_rate'][i]:.2f}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

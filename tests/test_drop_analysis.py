@@ -1,0 +1,93 @@
+"""Is a transfer drop real? The null drop and the paired drop (smac_jax.analysis.drop) on hand-made
+scores with known answers, and the experiments/transfer_check.py command line on a tiny real run."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from smac_jax.analysis.drop import null_drop, paired_drop
+from smac_jax.training import pipeline
+from smac_jax.training.logger import MetricsLog
+
+
+def test_null_drop_of_a_constant_policy_is_zero():
+    nd = null_drop(np.full(50, 42.0), n_episodes=5, n_online_evals=2)
+    assert nd.rate == 0.0 and nd.mean == 0.0 and nd.p90 == 0.0
+
+
+@pytest.mark.parametrize("n_online, rate", [(1, 0.25), (2, 0.5 * 0.75), (3, 0.5 * 0.875)])
+def test_null_drop_two_point_policy_matches_the_exact_rate(n_online, rate):
+    # one episode per evaluation, scores 0 or 100: drop > 5 iff S_off = 100 and some online eval = 0
+    nd = null_drop(np.array([0.0, 100.0]), n_episodes=1, n_online_evals=n_online, reps=40_000)
+    assert nd.rate == pytest.approx(rate, abs=0.01)
+    assert nd.mean == pytest.approx(100 * rate, abs=1.0)
+
+
+def test_null_drop_falls_with_more_episodes():
+    x = np.random.default_rng(0).normal(50, 20, size=200)
+    few, many = null_drop(x, 5, 2), null_drop(x, 50, 2)
+    assert few.rate > 0.4 and many.rate < few.rate / 2  # about 0.50 and 0.17
+
+
+def test_paired_drop_cancels_start_states():
+    start = np.array([[0.0, 40.0, 90.0, 10.0]])  # episode scores differ a lot with the start state
+    online = np.stack([start - 3.0, start + 2.0, start - 1.0])  # three checkpoints, shifted
+    pd = paired_drop(start, online)
+    assert pd.worst.tolist() == [0]
+    assert pd.drop == pytest.approx([3.0]) and pd.diff == pytest.approx([3.0])
+    assert pd.se == pytest.approx([0.0])
+    assert pd.means[:, 0] == pytest.approx(start.mean() + np.array([-3.0, 2.0, -1.0]))
+
+
+def test_paired_drop_of_an_improvement_is_zero_and_se_matches_numpy():
+    rng = np.random.default_rng(1)
+    off = rng.normal(30, 10, size=(2, 20))
+    on = off[None] + rng.normal(4, 2, size=(3, 2, 20))
+    pd = paired_drop(off, on)
+    assert (pd.drop == 0).all() and (pd.diff < 0).all()
+    for s in range(2):
+        d = off[s] - on[pd.worst[s], s]
+        assert pd.se[s] == pytest.approx(np.std(d, ddof=1) / np.sqrt(20))
+        assert pd.worst[s] == np.argmin(on[:, s].mean(-1))
+
+
+def test_paired_drop_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="matching seeds and episodes"):
+        paired_drop(np.zeros((3, 10)), np.zeros((2, 3, 9)))
+    with pytest.raises(ValueError, match="at least 2 episodes"):
+        paired_drop(np.zeros((3, 1)), np.zeros((2, 3, 1)))
+
+
+def test_transfer_check_command_line(tmp_path, make_tiny_config, minari_store):
+    wd = str(tmp_path / "run")
+    pipeline.run(make_tiny_config("sac", "sac"), wd, progress=False)  # online checkpoints at 60 and 120
+    script = os.path.join(REPO_ROOT, "experiments", "transfer_check.py")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, script, f"--workdirs={wd}", f"--out={out}", "--episodes=3",
+                           "--window_steps=60"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["transfer_check.json", "transfer_check.png"]
+    (r,) = json.load(open(out / "transfer_check.json"))
+    assert r["checkpoint_steps"] == [0, 60] and np.shape(r["mean_scores"]) == (2, 2)
+    m = np.asarray(r["mean_scores"])
+    assert r["paired_drop"] == pytest.approx(np.maximum(0, m[0] - m[1]))
+    # the protocol's drop, by hand from metrics.jsonl: last offline evaluation - lowest online one up to step 60
+    log = MetricsLog(os.path.join(wd, "metrics.jsonl"))
+    assert r["metric"] == "eval_score"  # the test dataset has reference returns
+    _, off = log.evaluations("offline", r["metric"])
+    on_steps, on = log.evaluations("online", r["metric"])
+    assert r["protocol_evals_in_window"] == 2 and on_steps.tolist()[:2] == [0, 60]
+    assert r["protocol_drop"] == pytest.approx(np.maximum(0, off[:, -1] - on[:, :2].min(1)))
+    assert len(r["null_drop_rate"]) == 2 and all(0 <= p <= 1 for p in r["null_drop_rate"])
+    # no online checkpoint inside the window: one line, exit status 2
+    proc = subprocess.run([sys.executable, script, f"--workdirs={wd}", f"--out={out}", "--window_steps=30"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {wd}: no online checkpoint in the first 30 steps (saved: [60, 120]); run with a smaller "
+        "online.ckpt_every"]
