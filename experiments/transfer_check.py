@@ -39,6 +39,8 @@ _EVAL_SEED = flags.DEFINE_integer("eval_seed", 1_000_000, "Episode e starts from
                                   "away from the seeds the runs' own evaluations used).")
 _WINDOW = flags.DEFINE_integer("window_steps", None, "Online steps the drop looks at (default: the first 10% of "
                                "the run's online.steps, as the protocol's drop).")
+_LABELS = flags.DEFINE_list("labels", [], "A name per workdir for the figure and the printout (default: the "
+                            "learner pair and the workdir's last three path parts).")
 _THRESHOLD = flags.DEFINE_float("threshold", 5.0, "A drop above this is not smooth (normalised points).")
 
 
@@ -64,7 +66,7 @@ def _protocol(wd: str, config: dict, window: int, key: str):
     return np.asarray(drops), n_early
 
 
-def _check(wd: str, env_fn, value, value_name: str) -> dict:
+def _check(wd: str, label: str | None, env_fn, value, value_name: str) -> dict:
     config, window = _check_run(wd)
     steps = [s for s in ls.checkpoint_steps(wd, "online") if 0 < s <= window]
     if not steps:
@@ -75,12 +77,13 @@ def _check(wd: str, env_fn, value, value_name: str) -> dict:
     scores = np.stack([value(ls.evaluate_stacked(learner, a, env_fn, _EPISODES.value, _EVAL_SEED.value))
                        for a in actors])  # (1 + checkpoints, seeds, episodes)
     pd = paired_drop(scores[0], scores[1:])
+    pair = f"{config['offline']['learner']} -> {config['online']['learner']}"
     key = "eval_score" if value_name == "normalised score" else "eval_return"
     protocol, n_early = _protocol(wd, config, window, key)
     nulls = [null_drop(scores[0, i], config["eval"]["episodes"], n_early, _THRESHOLD.value, seed=i)
              for i in range(scores.shape[1])]
     return {
-        "workdir": wd, "pair": f"{config['offline']['learner']} -> {config['online']['learner']}",
+        "workdir": wd, "pair": pair, "label": label or f"{pair} ({os.path.join(*os.path.normpath(wd).split(os.sep)[-3:])})",
         "metric": key, "window_steps": window, "episodes": _EPISODES.value, "eval_seed": _EVAL_SEED.value,
         "checkpoint_steps": [0] + steps, "mean_scores": np.concatenate([pd.offline[None], pd.means]).tolist(),
         "protocol_drop": protocol.tolist(), "protocol_episodes": config["eval"]["episodes"],
@@ -90,6 +93,7 @@ def _check(wd: str, env_fn, value, value_name: str) -> dict:
         "null_drop_rate": [n.rate for n in nulls], "null_drop_mean": [n.mean for n in nulls],
         "null_drop_p90": [n.p90 for n in nulls],
         "episode_sd_offline": scores[0].std(-1, ddof=1).tolist(),
+        "offline_episode_scores": scores[0].tolist(),
         "se": (scores.std(-1, ddof=1) / np.sqrt(scores.shape[-1])).tolist(),
     }
 
@@ -97,15 +101,19 @@ def _check(wd: str, env_fn, value, value_name: str) -> dict:
 def _plot(results: list[dict], value_name: str, out: str) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
-    for ax, r in zip(axes[0], results):
+    cols = min(3, len(results))
+    rows = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False, sharey=True)
+    for ax in axes.ravel()[len(results):]:
+        ax.set_visible(False)
+    for ax, r in zip(axes.ravel(), results):
         x = np.asarray(r["checkpoint_steps"])
         m, se = np.asarray(r["mean_scores"]), np.asarray(r["se"])
         for i in range(m.shape[1]):
             (line,) = ax.plot(x, m[:, i], marker="o", label=f"seed {i}: drop {r['paired_drop'][i]:.1f} "
                               f"+- {r['paired_se'][i]:.1f} (protocol {r['protocol_drop'][i]:.1f})")
             ax.fill_between(x, m[:, i] - se[:, i], m[:, i] + se[:, i], color=line.get_color(), alpha=0.2)
-        ax.set_title(f"{r['pair']}: {os.path.basename(os.path.normpath(r['workdir']))}", fontsize=9)
+        ax.set_title(r["label"], fontsize=9)
         ax.set_xlabel("online step (0 = hand-over)")
         ax.set_ylabel(f"{value_name}, {r['episodes']} common episodes")
         ax.legend(fontsize=7)
@@ -116,15 +124,18 @@ def _plot(results: list[dict], value_name: str, out: str) -> None:
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)  # orbax warns about every checkpoint's optional metadata file
     if not _WORKDIRS.value or not _OUT.value:
         fail("give --workdirs and --out")
     if _EPISODES.value < 2:
         fail(f"--episodes must be >= 2 (the paired drop's standard error), got {_EPISODES.value}")
+    labels = _LABELS.value or [None] * len(_WORKDIRS.value)
+    if len(labels) != len(_WORKDIRS.value):
+        fail(f"--labels: {len(labels)} labels for {len(_WORKDIRS.value)} workdirs")
     try:
         configs = {wd: ls.read_run_config(wd) for wd in _WORKDIRS.value}
         env_fn, value, value_name = ls.evaluation_environment(configs)
-        results = [_check(wd, env_fn, value, value_name) for wd in _WORKDIRS.value]
+        results = [_check(wd, label, env_fn, value, value_name) for wd, label in zip(_WORKDIRS.value, labels)]
     except ls.LandscapeInputError as e:
         fail(str(e))
     os.makedirs(_OUT.value, exist_ok=True)
@@ -132,7 +143,7 @@ def main(argv):
         json.dump(results, f, indent=1)
     _plot(results, value_name, _OUT.value)
     for r in results:
-        print(f"{r['pair']} ({r['workdir']}), first {r['window_steps']} online steps, {r['episodes']} common episodes:")
+        print(f"{r['label']}, first {r['window_steps']} online steps, {r['episodes']} common episodes:")
         for i in range(len(r["paired_drop"])):
             print(f"  seed {i}: protocol drop {r['protocol_drop'][i]:5.1f} | paired drop {r['paired_drop'][i]:5.1f} "
                   f"(offline - worst {r['paired_diff'][i]:+6.1f} +- {r['paired_se'][i]:.1f} at step "
