@@ -25,7 +25,8 @@ def fail(message: str) -> None:
 def apply_override(config, assignment: str) -> None:
     """Apply one ``--set KEY=VALUE`` to a ConfigDict: ``KEY`` dotted (``offline.agent.critic_lr``);
     ``VALUE`` taken as given for a string field, else evaluated as Python and cast to the field's
-    type (``1e-4``, ``(256, 256)``, ``False``; an unset placeholder takes the value as evaluated)."""
+    type (``1e-4``, ``(256, 256)``; a boolean field takes ``true``/``false`` in any case, ``yes``/``no``
+    or ``1``/``0``; an unset placeholder takes the value as evaluated)."""
     key, sep, value = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE")
@@ -39,6 +40,12 @@ def apply_override(config, assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r}: the config has no field {key!r}") from None
     if isinstance(old, str):
         node[last] = value
+        return
+    if isinstance(old, bool):  # true/false as on every other command line, and Python's True/False
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if value.strip().lower() not in words:
+            raise ConfigError(f"--set {assignment!r}: {key} is a boolean; give true or false")
+        node[last] = words[value.strip().lower()]
         return
     try:
         new = eval(value)  # noqa: S307  (a trusted command line)

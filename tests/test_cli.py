@@ -1,0 +1,37 @@
+"""``--set KEY=VALUE`` overrides (smac_jax.cli.apply_override) on a real job config."""
+import pytest
+from conftest import load_o2o_config_module
+
+from smac_jax.cli import apply_override
+from smac_jax.errors import ConfigError
+
+
+@pytest.fixture
+def config():
+    return load_o2o_config_module().get_config("pendulum-medium,smac,sac")
+
+
+@pytest.mark.parametrize("value, expected", [("false", False), ("False", False), ("no", False), ("0", False),
+                                             ("true", True), ("TRUE", True), ("yes", True), ("1", True)])
+def test_boolean_fields_take_true_and_false(config, value, expected):
+    apply_override(config, f"transfer_reset_optimizer={value}")
+    assert config.transfer_reset_optimizer is expected
+
+
+def test_typed_fields_are_cast_and_strings_taken_as_given(config):
+    apply_override(config, "offline.agent.critic_lr=1e-4")
+    apply_override(config, "online.steps=500")
+    apply_override(config, "offline.agent.sm_target=alpha_score")
+    assert (config.offline.agent.critic_lr, config.online.steps) == (1e-4, 500)
+    assert isinstance(config.online.steps, int) and config.offline.agent.sm_target == "alpha_score"
+
+
+@pytest.mark.parametrize("assignment, match", [
+    ("transfer_reset_optimizer=maybe", "is a boolean; give true or false"),
+    ("online.stepz=5", "the config has no field 'online.stepz'"),
+    ("online.steps", "expected KEY=VALUE"),
+    ("online.steps=lots", "NameError"),
+])
+def test_bad_overrides_name_the_field(config, assignment, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_override(config, assignment)
