@@ -36,6 +36,19 @@ def test_transfer_drop_on_hand_made_curves():
         metrics.transfer_drop(50.0, [500, 1000], [1.0, 2.0], 1000)
 
 
+def test_drop_window_warning_when_no_update_precedes_an_evaluation_in_the_window():
+    from smac_jax.training.summary import drop_window_warning
+
+    # 20k online steps, learning from step 1000, evaluations every 2000: step 2000 is in the window
+    assert drop_window_warning([0, 2000, 4000], 20_000, 1_000) is None
+    # 4000 online steps: the window is the first 400 steps, before learning starts
+    msg = drop_window_warning(range(0, 4001, 500), 4_000, 1_000)
+    assert msg.startswith("no online evaluation after learning starts (step 1000) falls in the drop's window "
+                          "(the first 400 steps)")
+    # an evaluation at exactly learning_starts has seen no update
+    assert drop_window_warning([0, 1000], 10_000, 1_000) is not None
+
+
 def test_normalized_regret_and_run_regrets_on_hand_made_curves():
     scores = {
         # env A: min 0, max 10 over both methods

@@ -53,6 +53,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     finally:
         ctx.close()
     summary = summarize(ctx.log, config, score_available=ctx.has_scores)
+    if "transfer_drop_warning" in summary:
+        print(f"[smac_jax] warning: {summary['transfer_drop_warning']}")
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     plot_evaluations(ctx.log, os.path.join(workdir, "eval.png"),

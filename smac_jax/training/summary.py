@@ -24,6 +24,20 @@ def transfer_drop(offline_final: float, online_steps: Sequence[int], online_scor
     return float(max(0.0, offline_final - early.min()))
 
 
+def drop_window_warning(online_steps: Sequence[int], online_total_steps: int, learning_starts: int,
+                        window: float = 0.1) -> str | None:
+    """Why a run's transfer drop measures nothing, or None: when no online evaluation after the
+    first update (step > ``learning_starts``) falls in the drop's window, the drop only compares
+    evaluations of the handed-over policy."""
+    end = window * online_total_steps
+    steps = np.asarray(online_steps)
+    if ((steps > learning_starts) & (steps <= end)).any():
+        return None
+    return (f"no online evaluation after learning starts (step {learning_starts}) falls in the drop's window "
+            f"(the first {end:g} steps), so the transfer drop compares evaluations of the handed-over policy "
+            f"only; evaluate more often or check the drop with experiments/transfer_check.py --window_steps")
+
+
 def summarize(log: MetricsLog, config, score_available: bool) -> dict:
     key = "eval_score" if score_available else "eval_return"
     off_steps, off = log.evaluations("offline", key)
@@ -42,4 +56,7 @@ def summarize(log: MetricsLog, config, score_available: bool) -> dict:
         drops = [transfer_drop(off[i, -1], on_steps, on[i], config.online.steps) for i in range(on.shape[0])]
         out["transfer_drop"] = drops
         out["transfer_drop_mean"] = float(np.mean(drops))
+        warning = drop_window_warning(on_steps, config.online.steps, config.online.learning_starts)
+        if warning:
+            out["transfer_drop_warning"] = warning
     return out
