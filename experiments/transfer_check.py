@@ -52,10 +52,10 @@ def _check_run(wd: str) -> tuple[dict, int]:
     return config, window
 
 
-def _protocol(wd: str, config: dict, window: int, key: str):
+def _protocol(wd: str, window: int, key: str):
     """The protocol's evaluations and drop per seed with the window in steps."""
     log = MetricsLog(os.path.join(wd, "metrics.jsonl"))
-    off_steps, off = log.evaluations("offline", key)
+    _, off = log.evaluations("offline", key)
     on_steps, on = log.evaluations("online", key)
     if not off.size or not on.size:
         raise ls.LandscapeInputError(f"{wd}: metrics.jsonl has no offline and online evaluations yet")
@@ -79,7 +79,7 @@ def _check(wd: str, label: str | None, env_fn, value, value_name: str) -> dict:
     pd = paired_drop(scores[0], scores[1:])
     pair = f"{config['offline']['learner']} -> {config['online']['learner']}"
     key = "eval_score" if value_name == "normalised score" else "eval_return"
-    protocol, n_early = _protocol(wd, config, window, key)
+    protocol, n_early = _protocol(wd, window, key)
     nulls = [null_drop(scores[0, i], config["eval"]["episodes"], n_early, _THRESHOLD.value, seed=i)
              for i in range(scores.shape[1])]
     return {

@@ -65,6 +65,9 @@ def test_paired_drop_rejects_mismatched_shapes():
 def test_transfer_check_command_line(tmp_path, make_tiny_config, minari_store):
     wd = str(tmp_path / "run")
     pipeline.run(make_tiny_config("sac", "sac"), wd, progress=False)  # online checkpoints at 60 and 120
+    # 120 online steps: the protocol's window (12 steps) ends before learning starts (step 20)
+    summary = json.load(open(os.path.join(wd, "summary.json")))
+    assert summary["transfer_drop_warning"].startswith("no online evaluation after learning starts (step 20)")
     script = os.path.join(REPO_ROOT, "experiments", "transfer_check.py")
     env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
     out = tmp_path / "out"
