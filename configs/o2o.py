@@ -121,8 +121,11 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     # lean_host_call: step the environments through the library's lean host call instead of the
     # public io_callback (opt-in: it relies on JAX internals; falls back with a warning where they
     # changed; same results, 4-7% faster per online step at one seed on CPU, docs/README.md).
+    # critic_warmup: environment steps after learning_starts during which the online updates train
+    # the critic only; the handed-over policy (actor, temperature) is held still (docs/algorithms.md,
+    # "Critic warm-up"). 0 = off.
     c.online = ml_collections.ConfigDict(dict(learner=on_name, utd=1, scan_steps=100, lean_host_call=False,
-                                              replay=replay, **online))
+                                              critic_warmup=0, replay=replay, **online))
     c.online.agent = _agent_config(on_name, t)
     for k, v in ONLINE_LEARNER_DEFAULTS.get(on_name, {}).items():
         node = c.online

@@ -56,6 +56,42 @@ def test_fused_loop_matches_per_step_loop(lean_callback):
     assert int(buffers.size[0]) == STEPS and set(metrics) == set(ref[3]) and metrics
 
 
+@pytest.mark.parametrize("learner_name", ["sac", "td3"])
+def test_critic_warmup_holds_the_policy_side_only(learner_name):
+    """hold_policy_until: updates up to that environment step change the critic (and its target)
+    but not the actor, target actor, temperature or their optimiser states; after it, the policy
+    side trains again, and the run differs from one without the warm-up."""
+    learner = make_learner(learner_name, OBS, ACT, {"hidden_dims": (16, 16), "batch_size": 8})
+    policy = [g for g in learner.policy_groups if g in learner.init(jax.random.PRNGKey(0)).params]
+    assert "actor" in policy and ("log_temp" in policy or "target_actor" in policy)
+
+    def run(hold_until):
+        _, keys, _, buffers, collector, _ = setup()
+        states = unalias(jax.vmap(learner.init)(keys))
+        actions = make_act_step(learner)(states, collector.obs, keys, 0)
+        start = jax.tree.map(np.array, states)
+        loops = {t: make_online_loop(learner, collector.step_packed, len(SEEDS), 1, None, t,
+                                     hold_policy_until=hold_until) for t in (False, True)}
+        states, buffers, actions, _ = loops[False](states, buffers, actions, None, keys, 0, LEARNING_STARTS)
+        mid = None
+        for step in range(LEARNING_STARTS, STEPS):
+            states, buffers, actions, _ = loops[True](states, buffers, actions, None, keys, step, 1)
+            if step + 1 == LEARNING_STARTS + 6:
+                mid = jax.tree.map(np.array, states)
+        return start, mid, jax.tree.map(np.array, states)
+
+    start, mid, held_end = run(LEARNING_STARTS + 6)
+    for g in policy:
+        assert tree_allclose(start.params[g], mid.params[g], rtol=0, atol=0), g
+        if g in start.opt_state:
+            assert tree_allclose(start.opt_state[g], mid.opt_state[g], rtol=0, atol=0), g
+    assert not tree_allclose(start.params["critic"], mid.params["critic"], rtol=0, atol=0)
+    assert not tree_allclose(start.params["target_critic"], mid.params["target_critic"], rtol=0, atol=0)
+    assert not tree_allclose(mid.params["actor"], held_end.params["actor"], rtol=0, atol=0)  # trains after
+    _, _, free_end = run(0)
+    assert not tree_allclose(free_end.params["actor"], held_end.params["actor"], rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.parametrize("lean", [True, False])
 def test_host_call_runs_once_per_iteration_in_order(lean):
     """Either path of the host call (the lean one is taken on the pinned JAX) sees each

@@ -192,6 +192,10 @@ class Learner:
         adaptive C-VAE update); returns the new states. Default: none."""
         return states
 
+    #: The policy side's parameter groups (those a learner has): what the online critic warm-up
+    #: holds still while the critic adapts to online data (``online.critic_warmup``).
+    policy_groups: ClassVar[tuple[str, ...]] = ("actor", "target_actor", "log_temp")
+
     #: Each trained parameter group and the config field holding its learning rate.
     lr_fields: ClassVar[dict[str, str]] = {"actor": "actor_lr", "critic": "critic_lr"}
 

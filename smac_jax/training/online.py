@@ -167,9 +167,22 @@ def _jsonable(x):
 # ------------------------------------------------------------------------------------------------
 # Device side: act, insert, update
 # ------------------------------------------------------------------------------------------------
-def _online_per_seed(learner, utd: int, mixing_ratio: float | None, train: bool):
+def hold_policy(learner, new, old, hold):
+    """``new`` with the policy side (the groups of ``learner.policy_groups`` it has: actor, target
+    actor, temperature) and their optimiser states put back to ``old`` where ``hold`` (a traced
+    bool): the critic-only update of the online critic warm-up."""
+    groups = [g for g in learner.policy_groups if g in new.params]
+    pick = lambda n, o: jax.tree.map(lambda a, b: jnp.where(hold, b, a), n, o)  # noqa: E731
+    params = {**new.params, **{g: pick(new.params[g], old.params[g]) for g in groups}}
+    opt = {**new.opt_state, **{g: pick(new.opt_state[g], old.opt_state[g]) for g in groups if g in new.opt_state}}
+    return new.replace(params=params, opt_state=opt)
+
+
+def _online_per_seed(learner, utd: int, mixing_ratio: float | None, train: bool, hold_policy_until: int = 0):
     """Per seed, one environment step's device work: insert the transition, ``utd`` updates (if
-    ``train``) on minibatches drawn after the insert, then the next exploratory action.
+    ``train``) on minibatches drawn after the insert, then the next exploratory action. At
+    environment steps ``<= hold_policy_until`` the updates train the critic side only
+    (:func:`hold_policy`; 0: never).
 
     ``(state, buffer, row, obs, offline, seed_key, step) -> (state, buffer, action, metrics)``
     """
@@ -187,7 +200,10 @@ def _online_per_seed(learner, utd: int, mixing_ratio: float | None, train: bool)
                     batch = replay.sample(buffer, k_b, bs)
                 else:
                     batch = replay.sample_mixed(buffer, offline, k_b, bs, mixing_ratio)
-                return learner.update(st, batch, k_u)
+                new, m = learner.update(st, batch, k_u)
+                if hold_policy_until > 0:
+                    new = hold_policy(learner, new, st, step <= hold_policy_until)
+                return new, m
 
             state, ms = jax.lax.scan(body, state, jax.random.split(k_up, utd))
             metrics = _mean_metrics(ms)
@@ -197,7 +213,7 @@ def _online_per_seed(learner, utd: int, mixing_ratio: float | None, train: bool)
     return seed_vmap(per_seed, (0, 0, 0, 0, None, 0, None))
 
 
-def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool):
+def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool, hold_policy_until: int = 0):
     """One environment step's device work for every seed, in one dispatch (the environment is
     stepped by the caller): insert the last transition, ``utd`` updates (if ``train``), and the
     next exploratory action.
@@ -208,9 +224,11 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool)
     (``replay.pack``); host (NumPy) transitions are packed on the host, so they travel as one
     array. States and buffers are donated: the insert writes one row in place. For many steps in
     one dispatch, with the environment stepped from inside the program, see
-    :func:`make_online_loop`.
+    :func:`make_online_loop`. ``hold_policy_until``: updates at environment steps up to this one
+    train the critic side only, the policy and its temperature stay as handed over (the online
+    critic warm-up, docs/algorithms.md; 0: off).
     """
-    program = jax.jit(_online_per_seed(learner, utd, mixing_ratio, train), donate_argnums=(0, 1))
+    program = jax.jit(_online_per_seed(learner, utd, mixing_ratio, train, hold_policy_until), donate_argnums=(0, 1))
 
     def step(states, buffers, transition, obs, offline, seed_keys, step_):
         if isinstance(transition, Transitions) and isinstance(transition.reward, np.ndarray):
@@ -224,7 +242,7 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool)
 
 
 def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: float | None, train: bool,
-                     lean_callback: bool = False):
+                     lean_callback: bool = False, hold_policy_until: int = 0):
     """Many environment steps in one dispatch: the environments are stepped from inside the
     program (an ordered host call), so a chunk of steps costs one dispatch instead of one per
     step, with exactly the per-step semantics of :func:`make_online_step`.
@@ -243,8 +261,10 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     ``lean_callback``: step the environments through :func:`host_call`
     (default), or through ``jax.experimental.io_callback`` (slower on CPU: it builds JAX arrays
     of the operands inside every call; kept for comparison, see ``experiments/benchmark.py``).
+
+    ``hold_policy_until``: as in :func:`make_online_step` (the critic warm-up).
     """
-    per_seed = _online_per_seed(learner, utd, mixing_ratio, train)
+    per_seed = _online_per_seed(learner, utd, mixing_ratio, train, hold_policy_until)
     obs_dim, act_dim = learner.obs_dim, learner.act_dim
     shapes = (jax.ShapeDtypeStruct((n_seeds, replay.row_width(obs_dim, act_dim)), jnp.float32),
               jax.ShapeDtypeStruct((n_seeds, obs_dim), jnp.float32))

@@ -276,8 +276,9 @@ def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCo
     if step == 0:
         ctx.evaluate("online", 0, act, states, learner, {})
     mixing = c.replay.mixing_ratio if c.replay.init == "mix" else None
+    hold_until = c.learning_starts + c.critic_warmup if c.critic_warmup else 0
     loops = {training: make_online_loop(learner, collector.step_packed, len(ctx.seeds), c.utd, mixing, training,
-                                        c.lean_host_call) for training in (False, True)}
+                                        c.lean_host_call, hold_until) for training in (False, True)}
     actions = make_act_step(learner)(states, collector.obs, ctx.keys["online"], step)
     t0, start = time.time(), step
     metrics: dict = {}

@@ -84,6 +84,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(on.scan_steps >= 1, f"online.scan_steps must be >= 1, got {on.scan_steps}")
     need(on.ckpt_every >= 1, f"online.ckpt_every must be >= 1, got {on.ckpt_every}")
     need(on.learning_starts >= 0, f"online.learning_starts must be >= 0, got {on.learning_starts}")
+    need(on.critic_warmup >= 0, f"online.critic_warmup must be >= 0, got {on.critic_warmup}")
     need(on.replay.capacity >= 1, f"online.replay.capacity must be >= 1, got {on.replay.capacity}")
     need(on.replay.init in replay.REPLAY_INITS,
          f"online.replay.init must be one of {replay.REPLAY_INITS}, got {on.replay.init!r}")
