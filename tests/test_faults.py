@@ -282,6 +282,7 @@ def test_unwritable_workdir_is_one_clear_error(make_tiny_config, tmp_path):
     ({"offline.agent.muon_scope": "input"}, r"muon_scope='input' must be one of"),
     ({"eval.episodes": 0}, r"eval\.episodes must be >= 1"),
     ({"online.replay.capacity": 0}, r"online\.replay\.capacity must be >= 1"),
+    ({"online.critic_warmup": -5}, r"online\.critic_warmup must be >= 0, got -5"),
 ])
 def test_bad_config_values_are_named(make_tiny_config, tmp_path, overrides, match):
     cfg = make_tiny_config(**overrides)

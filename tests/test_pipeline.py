@@ -395,3 +395,21 @@ def test_cli_unknown_dataset_exit_code_2(pendulum_dataset_id, minari_store, tmp_
     assert pendulum_dataset_id in proc.stderr  # the local listing
     assert "Traceback" not in proc.stderr
     assert proc.stdout.strip() == ""  # no summary
+
+
+def test_critic_warmup_holds_the_handed_over_policy(make_tiny_config, tmp_path):
+    """online.critic_warmup=40 with learning_starts=20: at environment step 60 the actor and the
+    temperature are still the offline run's last ones while the critic has trained; by step 120
+    the actor has moved."""
+    cfg = make_tiny_config(**{"online.critic_warmup": 40})
+    wd = str(tmp_path / "run")
+    run_quiet(cfg, wd)
+    _, off_template = offline_template(cfg)
+    offline = restore(wd, "offline", cfg.offline.steps, off_template)
+    _, template = online_template(cfg)
+    at_60 = restore(wd, "online", 60, template)["states"]
+    at_120 = restore(wd, "online", 120, template)["states"]
+    for g in ("actor", "log_temp"):
+        assert tree_allclose(offline.params[g], at_60.params[g]), g
+    assert not tree_allclose(offline.params["critic"], at_60.params["critic"], rtol=1e-6, atol=1e-6)
+    assert not tree_allclose(at_60.params["actor"], at_120.params["actor"], rtol=1e-6, atol=1e-6)
