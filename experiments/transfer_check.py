@@ -13,6 +13,13 @@ many episodes from the same start states, then reports per seed:
 Save online checkpoints inside the window for the paired drop, e.g. a run with
 ``--set=online.ckpt_every=500 --set=ckpt_keep=50``.
 
+``--continuation=WORKDIR`` adds a control: a run whose OFFLINE phase continues the checked runs'
+offline training past their hand-over (their pretrain copied, with a larger ``offline.steps`` and
+offline checkpoints inside the window). Its offline actors after the hand-over, up to as many
+updates as the online window holds (window - learning_starts), are evaluated on the same start
+states: the drop that continuing offline for the same number of updates would have caused. A
+transfer drop no larger than this one is not caused by going online.
+
     python experiments/transfer_check.py --workdirs=runs/sweep/hopper/smac-sac --episodes=50 --out=runs/check
 
 Writes into --out: transfer_check.json and transfer_check.png (score along the online phase per
@@ -42,6 +49,8 @@ _WINDOW = flags.DEFINE_integer("window_steps", None, "Online steps the drop look
 _LABELS = flags.DEFINE_list("labels", [], "A name per workdir for the figure and the printout (default: the "
                             "learner pair and the workdir's last three path parts).")
 _THRESHOLD = flags.DEFINE_float("threshold", 5.0, "A drop above this is not smooth (normalised points).")
+_CONTINUATION = flags.DEFINE_string("continuation", None, "A run continuing the checked runs' offline phase past "
+                                    "their hand-over, with offline checkpoints in the window: the control.")
 
 
 def _check_run(wd: str) -> tuple[dict, int]:
@@ -98,14 +107,51 @@ def _check(wd: str, label: str | None, env_fn, value, value_name: str) -> dict:
     }
 
 
-def _plot(results: list[dict], value_name: str, out: str) -> None:
+def _control(wd: str, checked: list[dict], env_fn, value) -> dict:
+    """The paired drop of the continued offline phase of ``wd`` over the checked runs' window."""
+    cfgs = [ls.read_run_config(r["workdir"]) for r in checked]
+    handover = {c["offline"]["steps"] for c in cfgs}
+    updates = {r["window_steps"] - c["online"]["learning_starts"] for r, c in zip(checked, cfgs)}
+    if len(handover) != 1 or len(updates) != 1:
+        raise ls.LandscapeInputError("--continuation: the checked runs differ in their hand-over step or in the "
+                                     "updates their window holds; check them separately")
+    h, u = handover.pop(), updates.pop()
+    if u < 1:
+        raise ls.LandscapeInputError(f"--continuation: the window holds no online update ({u})")
+    saved = ls.checkpoint_steps(wd, "offline")
+    steps = [s for s in saved if h < s <= h + u]
+    if h not in saved or not steps:
+        raise ls.LandscapeInputError(f"--continuation: {wd} needs offline checkpoints at the hand-over ({h}) and "
+                                     f"within {u} updates after it (saved: {saved})")
+    learner, actors = ls.common_actors([ls.load_actor(wd, "offline", s) for s in [h] + steps])
+    scores = np.stack([value(ls.evaluate_stacked(learner, a, env_fn, _EPISODES.value, _EVAL_SEED.value))
+                       for a in actors])
+    pd = paired_drop(scores[0], scores[1:])
+    return {"workdir": wd, "handover_step": h, "updates": u, "checkpoint_steps": [h] + steps,
+            "mean_scores": np.concatenate([pd.offline[None], pd.means]).tolist(),
+            "paired_drop": pd.drop.tolist(), "paired_se": pd.se.tolist(),
+            "paired_worst_step": [steps[i] for i in pd.worst]}
+
+
+def _plot(results: list[dict], control: dict | None, value_name: str, out: str) -> None:
     import matplotlib.pyplot as plt
 
-    cols = min(3, len(results))
-    rows = -(-len(results) // cols)
+    n = len(results) + (control is not None)
+    cols = min(3, n)
+    rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False, sharey=True)
-    for ax in axes.ravel()[len(results):]:
+    for ax in axes.ravel()[n:]:
         ax.set_visible(False)
+    if control is not None:
+        ax = axes.ravel()[len(results)]
+        x = np.asarray(control["checkpoint_steps"]) - control["handover_step"]
+        m = np.asarray(control["mean_scores"])
+        for i in range(m.shape[1]):
+            ax.plot(x, m[:, i], marker="o", label=f"seed {i}: drop {control['paired_drop'][i]:.1f} "
+                    f"+- {control['paired_se'][i]:.1f}")
+        ax.set_title("control: offline training continued", fontsize=9)
+        ax.set_xlabel("offline updates after the hand-over")
+        ax.legend(fontsize=7)
     for ax, r in zip(axes.ravel(), results):
         x = np.asarray(r["checkpoint_steps"])
         m, se = np.asarray(r["mean_scores"]), np.asarray(r["se"])
@@ -133,15 +179,19 @@ def main(argv):
     if len(labels) != len(_WORKDIRS.value):
         fail(f"--labels: {len(labels)} labels for {len(_WORKDIRS.value)} workdirs")
     try:
-        configs = {wd: ls.read_run_config(wd) for wd in _WORKDIRS.value}
-        env_fn, value, value_name = ls.evaluation_environment(configs)
+        runs = _WORKDIRS.value + ([_CONTINUATION.value] if _CONTINUATION.value else [])
+        env_fn, value, value_name = ls.evaluation_environment({wd: ls.read_run_config(wd) for wd in runs})
         results = [_check(wd, label, env_fn, value, value_name) for wd, label in zip(_WORKDIRS.value, labels)]
+        control = _control(_CONTINUATION.value, results, env_fn, value) if _CONTINUATION.value else None
     except ls.LandscapeInputError as e:
         fail(str(e))
     os.makedirs(_OUT.value, exist_ok=True)
     with open(os.path.join(_OUT.value, "transfer_check.json"), "w") as f:
         json.dump(results, f, indent=1)
-    _plot(results, value_name, _OUT.value)
+    if control is not None:
+        with open(os.path.join(_OUT.value, "continuation_control.json"), "w") as f:
+            json.dump(control, f, indent=1)
+    _plot(results, control, value_name, _OUT.value)
     for r in results:
         print(f"{r['label']}, first {r['window_steps']} online steps, {r['episodes']} common episodes:")
         for i in range(len(r["paired_drop"])):
@@ -149,6 +199,12 @@ def main(argv):
                   f"(offline - worst {r['paired_diff'][i]:+6.1f} +- {r['paired_se'][i]:.1f} at step "
                   f"{r['paired_worst_step'][i]}) | unchanged policy: P(protocol drop > {_THRESHOLD.value:g}) = "
                   f"{r['null_drop_rate'][i]:.2f}")
+    if control is not None:
+        print(f"control: the offline phase continued for {control['updates']} updates after the hand-over "
+              f"(step {control['handover_step']}), {_EPISODES.value} common episodes:")
+        for i in range(len(control["paired_drop"])):
+            print(f"  seed {i}: paired drop {control['paired_drop'][i]:5.1f} +- {control['paired_se'][i]:.1f} "
+                  f"(worst at offline step {control['paired_worst_step'][i]})")
 
 
 if __name__ == "__main__":

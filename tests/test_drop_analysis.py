@@ -94,3 +94,33 @@ def test_transfer_check_command_line(tmp_path, make_tiny_config, minari_store):
     assert proc.stderr.strip().splitlines() == [
         f"error: {wd}: no online checkpoint in the first 30 steps (saved: [60, 120]); run with a smaller "
         "online.ckpt_every"]
+
+
+def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_store):
+    """--continuation: a second run repeating the checked run's offline phase and going on past its
+    hand-over (step 200) is evaluated at the hand-over and at its offline checkpoints within the
+    window's updates (window 120 - learning_starts 20 = 100: steps 250 and 300, not 350)."""
+    wd, cont = str(tmp_path / "run"), str(tmp_path / "cont")
+    pipeline.run(make_tiny_config("sac", "sac"), wd, progress=False)
+    pipeline.run(make_tiny_config("sac", "sac", **{"offline.steps": 350, "offline.ckpt_every": 50,
+                                                   "online.steps": 0}), cont, progress=False)
+    script = os.path.join(REPO_ROOT, "experiments", "transfer_check.py")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    out = tmp_path / "out"
+    args = [sys.executable, script, f"--workdirs={wd}", f"--out={out}", "--episodes=3", "--window_steps=120"]
+    proc = subprocess.run(args + [f"--continuation={cont}"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "control: the offline phase continued for 100 updates after the hand-over (step 200)" in proc.stdout
+    (r,) = json.load(open(out / "transfer_check.json"))
+    c = json.load(open(out / "continuation_control.json"))
+    assert c["handover_step"] == 200 and c["updates"] == 100 and c["checkpoint_steps"] == [200, 250, 300]
+    m = np.asarray(c["mean_scores"])
+    # the same offline training up to the hand-over: the same actor, the same start states
+    assert m[0] == pytest.approx(r["mean_scores"][0], rel=1e-5)
+    assert c["paired_drop"] == pytest.approx(np.maximum(0, m[0] - m[1:].min(0)))
+    # a continuation without offline checkpoints inside the window: one line, exit status 2
+    proc = subprocess.run(args + [f"--continuation={wd}"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --continuation: {wd} needs offline checkpoints at the hand-over (200) and within 100 updates "
+        "after it (saved: [100, 200])"]
