@@ -47,6 +47,8 @@ def test_drop_window_warning_when_no_update_precedes_an_evaluation_in_the_window
                           "(the first 400 steps)")
     # an evaluation at exactly learning_starts has seen no update
     assert drop_window_warning([0, 1000], 10_000, 1_000) is not None
+    assert drop_window_warning([0], 0, 1_000) is None  # no online phase (a pretrain): nothing to warn about
+    assert drop_window_warning([0, 500], 1_000, 1_000) is None  # an online phase without updates
 
 
 def test_normalized_regret_and_run_regrets_on_hand_made_curves():

@@ -28,7 +28,10 @@ def drop_window_warning(online_steps: Sequence[int], online_total_steps: int, le
                         window: float = 0.1) -> str | None:
     """Why a run's transfer drop measures nothing, or None: when no online evaluation after the
     first update (step > ``learning_starts``) falls in the drop's window, the drop only compares
-    evaluations of the handed-over policy."""
+    evaluations of the handed-over policy. None as well for a run without online updates
+    (``online_total_steps <= learning_starts``, e.g. a sweep's pretrain)."""
+    if online_total_steps <= learning_starts:
+        return None
     end = window * online_total_steps
     steps = np.asarray(online_steps)
     if ((steps > learning_starts) & (steps <= end)).any():
