@@ -97,15 +97,21 @@ def test_transfer_check_command_line(tmp_path, make_tiny_config, minari_store):
 
 
 def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_store):
-    """--continuation: a second run repeating the checked run's offline phase and going on past its
-    hand-over (step 200) is evaluated at the hand-over and at its offline checkpoints within the
-    window's updates (window 120 - learning_starts 20 = 100: steps 250 and 300, not 350)."""
+    """continue_offline.py continues the checked run's offline phase past its hand-over (step 200);
+    transfer_check --continuation evaluates it at the hand-over and at its offline checkpoints within
+    the window's updates (window 120 - learning_starts 20 = 100: steps 250 and 300, not 350)."""
     wd, cont = str(tmp_path / "run"), str(tmp_path / "cont")
     pipeline.run(make_tiny_config("sac", "sac"), wd, progress=False)
-    pipeline.run(make_tiny_config("sac", "sac", **{"offline.steps": 350, "offline.ckpt_every": 50,
-                                                   "online.steps": 0}), cont, progress=False)
-    script = os.path.join(REPO_ROOT, "experiments", "transfer_check.py")
     env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "experiments", "continue_offline.py"),
+                           f"--run={wd}", "--updates=150", "--ckpt_every=50", f"--workdir={cont}", "--progress=false"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "offline phase continued from update 200 to 350" in proc.stdout
+    rows = [json.loads(line) for line in open(os.path.join(cont, "metrics.jsonl"))]
+    assert sorted({r["step"] for r in rows if r["phase"] == "offline"}) == [50, 100, 150, 200, 250, 300, 350]
+    assert not os.path.exists(os.path.join(wd, "checkpoints", "offline", "250"))  # the source is untouched
+    script = os.path.join(REPO_ROOT, "experiments", "transfer_check.py")
     out = tmp_path / "out"
     args = [sys.executable, script, f"--workdirs={wd}", f"--out={out}", "--episodes=3", "--window_steps=120"]
     proc = subprocess.run(args + [f"--continuation={cont}"], capture_output=True, text=True, env=env, timeout=300)

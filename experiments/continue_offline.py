@@ -1,0 +1,83 @@
+"""Continue a run's offline phase past its end into a new workdir: the control of a transfer drop.
+
+Copies the offline checkpoints, shared models (score model, C-VAE) and offline metrics rows of
+--run (a sweep's pretrain or any run whose offline phase finished) into --workdir, then resumes
+the offline phase for --updates more updates with a checkpoint every --ckpt_every, and no
+online phase. The source run is not touched. Training goes on from the source's last offline
+state with its losses, optimiser states and data (the minibatches are drawn per chunk of
+updates, and checkpoints end chunks, so the draws differ from those a longer source run would
+have made): its checkpoints are what the policy would have become had training stayed offline.
+
+    python experiments/continue_offline.py --run=runs/sweep/hopper/smac/pretrain --updates=3000 \
+        --workdir=runs/hopper-smac-continued
+    python experiments/transfer_check.py --workdirs=runs/sweep/hopper/smac-sac --window_steps=4000 \
+        --continuation=runs/hopper-smac-continued --out=runs/check
+
+An interrupted continuation resumes with the same command plus --resume. Bad input: one line
+``error: ...``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import ml_collections
+from absl import flags, logging
+
+from smac_jax.analysis import landscape as ls
+from smac_jax.cli import fail, run_cli
+from smac_jax.training import pipeline
+from smac_jax.training.sweep import seed_finetune
+
+_RUN = flags.DEFINE_string("run", None, "Workdir whose offline phase is continued (left untouched).")
+_UPDATES = flags.DEFINE_integer("updates", None, "Offline updates to add after the source's last one.")
+_CKPT_EVERY = flags.DEFINE_integer("ckpt_every", 500, "Save an offline checkpoint every this many updates.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "New workdir for the continued run.")
+_RESUME = flags.DEFINE_bool("resume", False, "Continue an interrupted continuation in --workdir.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def continuation_config(source: dict, handover: int, updates: int, ckpt_every: int) -> ml_collections.ConfigDict:
+    """The source's config with the offline phase ``updates`` longer, checkpoints every ``ckpt_every``
+    updates (scan chunks shortened to fit) and no online phase."""
+    c = ml_collections.ConfigDict(source)
+    off = c.offline
+    off.steps = handover + updates
+    off.ckpt_every = ckpt_every
+    off.scan_steps = math.gcd(off.scan_steps, handover, ckpt_every, off.eval_every, off.steps)
+    c.online.steps = 0
+    c.ckpt_keep = max(c.ckpt_keep, updates // ckpt_every + 2)
+    return c
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.ERROR)  # orbax warns about every checkpoint's optional metadata file
+    if not _RUN.value or not _WORKDIR.value or _UPDATES.value is None:
+        fail("give --run, --updates and --workdir")
+    if _UPDATES.value < 1 or _CKPT_EVERY.value < 1:
+        fail(f"--updates and --ckpt_every must be >= 1, got {_UPDATES.value} and {_CKPT_EVERY.value}")
+    try:
+        source = ls.read_run_config(_RUN.value)
+    except ls.LandscapeInputError as e:
+        fail(str(e))
+    saved = ls.checkpoint_steps(_RUN.value, "offline")
+    handover = source["offline"]["steps"]
+    if handover not in saved:
+        fail(f"{_RUN.value}: no offline checkpoint at its last update {handover} (saved: {saved}); "
+             "finish its offline phase first")
+    config = continuation_config(source, handover, _UPDATES.value, _CKPT_EVERY.value)
+    if not _RESUME.value:
+        if os.path.exists(_WORKDIR.value):
+            fail(f"{_WORKDIR.value} already exists; pass --resume to continue it, or choose another --workdir")
+        os.makedirs(os.path.dirname(os.path.abspath(_WORKDIR.value)), exist_ok=True)
+        seed_finetune(_RUN.value, _WORKDIR.value, config)
+    summary = pipeline.run(config, _WORKDIR.value, resume=True, progress=_PROGRESS.value)
+    print(f"[continue_offline] offline phase continued from update {handover} to {config.offline.steps} "
+          f"in {_WORKDIR.value} (checkpoints every {_CKPT_EVERY.value})")
+    print(json.dumps({k: summary[k] for k in ("offline_final", "offline_final_mean") if k in summary}))
+
+
+if __name__ == "__main__":
+    run_cli(main)
