@@ -21,14 +21,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 import ml_collections
 from absl import flags, logging
 
-from smac_jax.analysis import landscape as ls
-from smac_jax.cli import fail, run_cli
-from smac_jax.training import pipeline
-from smac_jax.training.sweep import seed_finetune
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
+import o2o as o2o_configs  # noqa: E402
+
+from smac_jax.analysis import landscape as ls  # noqa: E402
+from smac_jax.cli import fail, run_cli  # noqa: E402
+from smac_jax.errors import ConfigError  # noqa: E402
+from smac_jax.training import pipeline  # noqa: E402
+from smac_jax.training.sweep import seed_finetune  # noqa: E402
 
 _RUN = flags.DEFINE_string("run", None, "Workdir whose offline phase is continued (left untouched).")
 _UPDATES = flags.DEFINE_integer("updates", None, "Offline updates to add after the source's last one.")
@@ -38,10 +43,24 @@ _RESUME = flags.DEFINE_bool("resume", False, "Continue an interrupted continuati
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
+def _overlay(node: ml_collections.ConfigDict, stored: dict, path: str = "") -> None:
+    """Set every field of ``node`` that ``stored`` has to the stored value (fields added to the
+    library since the run was made keep their defaults); a stored field ``node`` lacks is an error."""
+    for k, v in stored.items():
+        if k not in node:
+            raise ConfigError(f"the run's config has a field this version does not know: {path}{k}")
+        if isinstance(v, dict) and isinstance(node[k], ml_collections.ConfigDict):
+            _overlay(node[k], v, f"{path}{k}.")
+        else:
+            node[k] = tuple(v) if isinstance(v, list) and isinstance(node[k], tuple) else v
+
+
 def continuation_config(source: dict, handover: int, updates: int, ckpt_every: int) -> ml_collections.ConfigDict:
-    """The source's config with the offline phase ``updates`` longer, checkpoints every ``ckpt_every``
-    updates (scan chunks shortened to fit) and no online phase."""
-    c = ml_collections.ConfigDict(source)
+    """The source's config (over today's defaults for its task and learners) with the offline phase
+    ``updates`` longer, checkpoints every ``ckpt_every`` updates (scan chunks shortened to fit) and
+    no online phase."""
+    c = o2o_configs.get_config(f"{source['task']},{source['offline']['learner']},{source['online']['learner']}")
+    _overlay(c, source)
     off = c.offline
     off.steps = handover + updates
     off.ckpt_every = ckpt_every
@@ -67,7 +86,10 @@ def main(argv):
     if handover not in saved:
         fail(f"{_RUN.value}: no offline checkpoint at its last update {handover} (saved: {saved}); "
              "finish its offline phase first")
-    config = continuation_config(source, handover, _UPDATES.value, _CKPT_EVERY.value)
+    try:
+        config = continuation_config(source, handover, _UPDATES.value, _CKPT_EVERY.value)
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        fail(f"{_RUN.value}: cannot rebuild its config: {e}")
     if not _RESUME.value:
         if os.path.exists(_WORKDIR.value):
             fail(f"{_WORKDIR.value} already exists; pass --resume to continue it, or choose another --workdir")

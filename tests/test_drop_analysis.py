@@ -103,6 +103,11 @@ def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_
     wd, cont = str(tmp_path / "run"), str(tmp_path / "cont")
     pipeline.run(make_tiny_config("sac", "sac"), wd, progress=False)
     env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    # a run made before a config field existed: the continuation gives that field its default
+    cfg_path = os.path.join(wd, "config.json")
+    stored = json.load(open(cfg_path))
+    del stored["online"]["critic_warmup"]
+    json.dump(stored, open(cfg_path, "w"))
     proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "experiments", "continue_offline.py"),
                            f"--run={wd}", "--updates=150", "--ckpt_every=50", f"--workdir={cont}", "--progress=false"],
                           capture_output=True, text=True, env=env, timeout=300)
