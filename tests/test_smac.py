@@ -114,7 +114,7 @@ def test_score_matching_loss_zero_exactly_when_gradient_matches(perturb):
     np.testing.assert_allclose(float(loss), expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("sm_target", ["alpha_score", "direction"])
+@pytest.mark.parametrize("sm_target", ["alpha_score", "direction", "rotation"])
 def test_score_matching_loss_float64_reference(sm_target):
     """L_SM on a random tiny critic against NumPy with the same sampled actions and scores:
     matched to alpha_psi(s) score (the paper) or to the score's direction at |grad_a Q|."""
@@ -151,7 +151,7 @@ def test_score_matching_loss_float64_reference(sm_target):
             g[:, j] = (q_np(i, obs, act + e) - q_np(i, obs, act - e)) / 2e-6
         if sm_target == "alpha_score":
             matched = alpha[:, None] * score
-        else:
+        else:  # "direction" and "rotation" have the same value: 2 |g|^2 (1 - cos)
             matched = np.linalg.norm(g, axis=-1, keepdims=True) * score / np.linalg.norm(score, axis=-1, keepdims=True)
         total += np.sum((g - matched) ** 2, -1)
     loss, _ = score_matching_loss(params, b, key, cfg)
@@ -260,3 +260,25 @@ def test_run_plot_shows_smacs_diagnostics_and_no_panels_for_sac(tmp_path):
     h_smac = Image.open(tmp_path / "smac.png").size[1]
     h_sac = Image.open(tmp_path / "sac.png").size[1]
     assert h_smac > 1.5 * h_sac  # the evaluation curve plus two rows of panels
+
+
+@pytest.mark.parametrize("sm_target, shrinks", [("direction", True), ("rotation", False)])
+def test_direction_target_shrinks_the_action_gradient_and_rotation_does_not(sm_target, shrinks):
+    """d L_SM / d g, with g = grad_a Q: "direction" (||g - sg(|g|) s/|s|||^2) has a component along
+    g, 2 |g| (1 - cos) per critic (over the B states of the mean), so descent also flattens Q in
+    the actions; "rotation" (2 sg(|g|^2)(1 - cos)) has none: its gradient is orthogonal to g."""
+    from smac_jax.learners.smac import matching_loss
+
+    rng = np.random.default_rng(0)
+    g0 = jnp.asarray(rng.normal(size=(2, 7, ACT)), jnp.float32)
+    s = jnp.asarray(rng.normal(size=(7, ACT)), jnp.float32)
+    grad = np.asarray(jax.grad(lambda g: matching_loss(g, s, jnp.ones(7), sm_target)[0])(g0), np.float64)
+    g0, s = np.asarray(g0, np.float64), np.asarray(s, np.float64)
+    along = np.sum(grad * g0, -1) / np.linalg.norm(g0, axis=-1)  # the component along each g
+    cos = np.sum(g0 * s[None], -1) / (np.linalg.norm(g0, axis=-1) * np.linalg.norm(s, axis=-1)[None])
+    assert float(matching_loss(g0, s, np.ones(7), sm_target)[0]) == pytest.approx(
+        np.sum(2 * np.sum(g0**2, -1) * (1 - cos), 0).mean(), rel=1e-5)
+    if shrinks:
+        np.testing.assert_allclose(along, 2 * np.linalg.norm(g0, axis=-1) * (1 - cos) / 7, rtol=1e-4)
+    else:
+        np.testing.assert_allclose(along, 0.0, atol=1e-5)
