@@ -107,9 +107,10 @@ def _check(wd: str, label: str | None, env_fn, value, value_name: str) -> dict:
     }
 
 
-def _control(wd: str, checked: list[dict], env_fn, value) -> dict:
-    """The paired drop of the continued offline phase of ``wd`` over the checked runs' window."""
-    cfgs = [ls.read_run_config(r["workdir"]) for r in checked]
+def _control(wd: str, checked: list[dict], configs: dict, env_fn, value) -> dict:
+    """The paired drop of the continued offline phase of ``wd`` over the checked runs' window
+    (``configs``: every run's config by workdir)."""
+    cfgs = [configs[r["workdir"]] for r in checked]
     handover = {c["offline"]["steps"] for c in cfgs}
     updates = {r["window_steps"] - c["online"]["learning_starts"] for r, c in zip(checked, cfgs)}
     if len(handover) != 1 or len(updates) != 1:
@@ -180,9 +181,10 @@ def main(argv):
         fail(f"--labels: {len(labels)} labels for {len(_WORKDIRS.value)} workdirs")
     try:
         runs = _WORKDIRS.value + ([_CONTINUATION.value] if _CONTINUATION.value else [])
-        env_fn, value, value_name = ls.evaluation_environment({wd: ls.read_run_config(wd) for wd in runs})
+        configs = {wd: ls.read_run_config(wd) for wd in runs}
+        env_fn, value, value_name = ls.evaluation_environment(configs)
         results = [_check(wd, label, env_fn, value, value_name) for wd, label in zip(_WORKDIRS.value, labels)]
-        control = _control(_CONTINUATION.value, results, env_fn, value) if _CONTINUATION.value else None
+        control = _control(_CONTINUATION.value, results, configs, env_fn, value) if _CONTINUATION.value else None
     except ls.LandscapeInputError as e:
         fail(str(e))
     os.makedirs(_OUT.value, exist_ok=True)
