@@ -9,6 +9,7 @@ import pytest
 
 from smac_jax import networks
 from smac_jax.learners import make_learner
+from smac_jax.learners.base import ConfigError
 from smac_jax.learners.smac import action_gradients, alpha_value, score_matching_loss
 from smac_jax.optim import muon_partition
 from smac_jax.score import model as sm
@@ -262,23 +263,33 @@ def test_run_plot_shows_smacs_diagnostics_and_no_panels_for_sac(tmp_path):
     assert h_smac > 1.5 * h_sac  # the evaluation curve plus two rows of panels
 
 
-@pytest.mark.parametrize("sm_target, shrinks", [("direction", True), ("rotation", False)])
-def test_direction_target_shrinks_the_action_gradient_and_rotation_does_not(sm_target, shrinks):
+@pytest.mark.parametrize("sm_target, shrink", [("direction", 1.0), ("direction", 0.3), ("direction", 0.0),
+                                               ("rotation", 1.0)])
+def test_direction_target_shrinks_the_action_gradient_and_rotation_does_not(sm_target, shrink):
     """d L_SM / d g, with g = grad_a Q: "direction" (||g - sg(|g|) s/|s|||^2) has a component along
     g, 2 |g| (1 - cos) per critic (over the B states of the mean), so descent also flattens Q in
-    the actions; "rotation" (2 sg(|g|^2)(1 - cos)) has none: its gradient is orthogonal to g."""
+    the actions; ``shrink`` scales that component; "rotation" (2 sg(|g|^2)(1 - cos)) has none: its
+    gradient is orthogonal to g. The orthogonal component, -2 |g| (s/|s| - cos g/|g|), is the same
+    for all of them."""
     from smac_jax.learners.smac import matching_loss
 
     rng = np.random.default_rng(0)
     g0 = jnp.asarray(rng.normal(size=(2, 7, ACT)), jnp.float32)
     s = jnp.asarray(rng.normal(size=(7, ACT)), jnp.float32)
-    grad = np.asarray(jax.grad(lambda g: matching_loss(g, s, jnp.ones(7), sm_target)[0])(g0), np.float64)
+    grad = np.asarray(jax.grad(lambda g: matching_loss(g, s, jnp.ones(7), sm_target, shrink)[0])(g0), np.float64)
     g0, s = np.asarray(g0, np.float64), np.asarray(s, np.float64)
-    along = np.sum(grad * g0, -1) / np.linalg.norm(g0, axis=-1)  # the component along each g
-    cos = np.sum(g0 * s[None], -1) / (np.linalg.norm(g0, axis=-1) * np.linalg.norm(s, axis=-1)[None])
-    assert float(matching_loss(g0, s, np.ones(7), sm_target)[0]) == pytest.approx(
+    norm = np.linalg.norm(g0, axis=-1, keepdims=True)
+    along = np.sum(grad * g0, -1) / norm[..., 0]  # the component along each g
+    cos = np.sum(g0 * s[None], -1) / (norm[..., 0] * np.linalg.norm(s, axis=-1)[None])
+    assert float(matching_loss(g0, s, np.ones(7), sm_target, shrink)[0]) == pytest.approx(
         np.sum(2 * np.sum(g0**2, -1) * (1 - cos), 0).mean(), rel=1e-5)
-    if shrinks:
-        np.testing.assert_allclose(along, 2 * np.linalg.norm(g0, axis=-1) * (1 - cos) / 7, rtol=1e-4)
-    else:
-        np.testing.assert_allclose(along, 0.0, atol=1e-5)
+    expected_along = 2 * norm[..., 0] * (1 - cos) / 7 * (shrink if sm_target == "direction" else 0.0)
+    np.testing.assert_allclose(along, expected_along, rtol=1e-4, atol=1e-5)
+    unit_s = s / np.linalg.norm(s, axis=-1, keepdims=True)
+    ortho = grad - along[..., None] * g0 / norm
+    np.testing.assert_allclose(ortho, -2 * norm * (unit_s[None] - cos[..., None] * g0 / norm) / 7, rtol=1e-4, atol=1e-5)
+
+
+def test_sm_shrink_out_of_range_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="sm_shrink must be in \\[0, 1\\], got 1.5"):
+        smac({"sm_shrink": 1.5})

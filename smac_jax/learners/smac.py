@@ -76,23 +76,28 @@ def sample_bA(params, obs: jax.Array, key, config) -> jax.Array:
     return sg(jnp.where(use_pi, a_pi, a_u))
 
 
-def matching_loss(g, score, alpha, sm_target: str):
+def matching_loss(g, score, alpha, sm_target: str, shrink: float = 1.0):
     """L_SM from the critics' action gradients ``g`` (E, B, A), the score (B, A) and alpha_psi (B,):
     mean over states of the sum over critics; returns (loss, cos(g, score) of shape (E, B)).
 
     * "alpha_score" (the paper): ||g - alpha score||^2.
     * "direction": ||g - sg(|g|) score / |score|||^2 = 2 |g|^2 (1 - cos). Its gradient has a part
-      along g, 2 |g| (1 - cos), so descent also shrinks |g| (flattens Q in the actions).
+      along g, 2 |g| (1 - cos), so descent also shrinks |g| (flattens Q in the actions); ``shrink``
+      in [0, 1] scales that part (1: the full target; 0: the same as "rotation"), the value and the
+      part orthogonal to g stay as they are.
     * "rotation": 2 sg(|g|^2) (1 - cos): the same value, a gradient orthogonal to g (only the angle
       is trained)."""
     cos = jnp.sum(g * score[None], -1) / (jnp.linalg.norm(g, axis=-1) * jnp.linalg.norm(score, axis=-1)[None] + 1e-8)
     if sm_target == "alpha_score":
         per = jnp.sum((g - alpha[None, :, None] * score[None]) ** 2, -1)
-    elif sm_target == "direction":
-        unit = score / (jnp.linalg.norm(score, axis=-1, keepdims=True) + 1e-8)
-        per = jnp.sum((g - sg(jnp.linalg.norm(g, axis=-1, keepdims=True)) * unit[None]) ** 2, -1)
     else:
+        # rotation's value equals direction's, and their gradients differ only along g, so
+        # rotation + shrink * (direction - rotation) keeps the value and scales that part.
         per = 2.0 * sg(jnp.sum(g**2, -1)) * (1.0 - cos)
+        if sm_target == "direction":
+            unit = score / (jnp.linalg.norm(score, axis=-1, keepdims=True) + 1e-8)
+            direction = jnp.sum((g - sg(jnp.linalg.norm(g, axis=-1, keepdims=True)) * unit[None]) ** 2, -1)
+            per = per + shrink * (direction - per)
     return jnp.sum(per, axis=0).mean(), cos
 
 
@@ -108,7 +113,7 @@ def score_matching_loss(params, batch: Transitions, key, config):
     target = sg(score_model.score(params["score"], obs, a, config.score_w, config.score_config))
     g = action_gradients(params["critic"], obs, a, config)  # (E, B, A)
     alpha = alpha_value(params, obs, config)  # (B,)
-    loss, cos = matching_loss(g, target, alpha, config.sm_target)
+    loss, cos = matching_loss(g, target, alpha, config.sm_target, config.sm_shrink)
     return loss, {
         "sm_loss": loss,
         "alpha_mean": alpha.mean(),
@@ -152,6 +157,9 @@ class SMAC(sac.SAC):
         # alpha_psi(s) * score (the paper's L_SM). Decision: "direction", measured on four generated
         # datasets at 20k updates (docs/algorithms.md, SMAC).
         cfg.sm_target = "direction"
+        # "direction" only: the weight in [0, 1] of the part of L_SM's gradient along grad_a Q (the
+        # part that shrinks |grad_a Q|); 1 = the full target, 0 = "rotation".
+        cfg.sm_shrink = 1.0
         cfg.alpha_lr = 3e-4
         cfg.score_w = 1.0
         # The score model: where to load it from / save it to ("" = <workdir>/score_model), and
@@ -167,6 +175,8 @@ class SMAC(sac.SAC):
             raise ConfigError(f"alpha_param must be one of {ALPHA_PARAMS}, got {config.alpha_param!r}")
         if config.sm_target not in SM_TARGETS:
             raise ConfigError(f"sm_target must be one of {SM_TARGETS}, got {config.sm_target!r}")
+        if not 0.0 <= config.sm_shrink <= 1.0:
+            raise ConfigError(f"sm_shrink must be in [0, 1], got {config.sm_shrink!r}")
         self.score_params = None
 
     # -- the score model ------------------------------------------------------------------
