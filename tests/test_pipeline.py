@@ -413,3 +413,46 @@ def test_critic_warmup_holds_the_handed_over_policy(make_tiny_config, tmp_path):
         assert tree_allclose(offline.params[g], at_60.params[g]), g
     assert not tree_allclose(offline.params["critic"], at_60.params["critic"], rtol=1e-6, atol=1e-6)
     assert not tree_allclose(at_60.params["actor"], at_120.params["actor"], rtol=1e-6, atol=1e-6)
+
+
+def test_evaluation_logs_the_critics_value_against_the_discounted_return(run_a):
+    """Every evaluation row of a learner with a critic carries q_start (min over the ensemble of
+    Q(s0, pi(s0)) at the evaluation's start states), eval_discounted_return (sum_t gamma^t r_t of
+    those episodes) and their difference; recomputed here with gymnasium and a float64 NumPy
+    forward pass from the final offline checkpoint."""
+    from np_reference import np_gaussian, np_q
+
+    from smac_jax.data.dataset import load_dataset_from_config
+
+    config, workdir = run_a["config"], run_a["workdir"]
+    step = config.offline.steps
+    _, template = offline_template(config)
+    states = restore(workdir, "offline", step, template)
+    dataset = load_dataset_from_config(config.dataset)
+    gamma, episodes = config.offline.agent.gamma, config.eval.episodes
+    round_index = -(-step // config.offline.eval_every)
+    rows = [r for r in read_rows(workdir) if r["phase"] == "offline" and r["step"] == step]
+    assert len(rows) == config.n_seeds
+    for i, row in enumerate(rows):
+        actor = jax.tree.map(lambda x: x[i], states.params["actor"])
+        critic = jax.tree.map(lambda x: x[i], states.params["critic"])
+        qs, disc = [], []
+        for e in range(episodes):
+            env = dataset.make_env()
+            obs, _ = env.reset(seed=config.seed + 10_000 * (round_index + 1) + i * episodes + e)
+            policy = lambda o: np.tanh(np_gaussian(actor, o[None])[0])[0]  # noqa: E731
+            qs.append(np_q(critic, obs[None], policy(obs)[None]).min(0)[0])
+            total, t, done = 0.0, 0, False
+            while not done:
+                obs, r, term, trunc, _ = env.step(policy(obs).astype(np.float32))
+                total += gamma**t * (config.dataset.reward_scale * r + config.dataset.reward_bias)
+                t, done = t + 1, term or trunc
+            disc.append(total)
+            env.close()
+        assert row["q_start"] == pytest.approx(np.mean(qs), rel=1e-4, abs=1e-4)
+        assert row["eval_discounted_return"] == pytest.approx(np.mean(disc), rel=1e-4)
+        assert row["q_minus_return"] == pytest.approx(row["q_start"] - row["eval_discounted_return"], abs=1e-9)
+    from smac_jax.training.logger import MetricsLog, diagnostic_panels
+
+    titles = [t for t, _ in diagnostic_panels(MetricsLog(os.path.join(workdir, "metrics.jsonl")))]
+    assert titles == ["Q(s0, pi(s0)) against the return obtained"]  # drawn under a SAC run's curve

@@ -254,7 +254,8 @@ def test_run_plot_shows_smacs_diagnostics_and_no_panels_for_sac(tmp_path):
 
     smac_log = run_log("smac", smac())
     sac_log = run_log("sac", make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8)}))
-    assert diagnostic_panels(smac_log) == list(DIAGNOSTIC_PANELS)
+    training_panels = [p for p in DIAGNOSTIC_PANELS if "q_start" not in p[1]]  # the evaluation logs q_start
+    assert diagnostic_panels(smac_log) == training_panels
     assert diagnostic_panels(sac_log) == []
     plot_evaluations(smac_log, str(tmp_path / "smac.png"))
     plot_evaluations(sac_log, str(tmp_path / "sac.png"))

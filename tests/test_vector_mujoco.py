@@ -80,7 +80,7 @@ def test_training_evaluator_uses_it_with_identical_returns():
     fast = Evaluator(env_fn, 2, 3, base_seed=5, vectorized=True)  # an error if it could not vectorise
     ref = Evaluator(env_fn, 2, 3, base_seed=5, vectorized=False)
     for r in range(2):
-        got, want = fast(act, states, r), ref(act, states, r)
+        got, want = fast(act, states, r).returns, ref(act, states, r).returns
         np.testing.assert_array_equal(got, want)
         assert got.shape == (2, 3) and np.unique(want).size == 6
     fast.close(), ref.close()

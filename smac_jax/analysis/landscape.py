@@ -277,8 +277,8 @@ def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState
     envs = [env_fn() for _ in range(n_points * episodes)]
     try:
         act = lambda obs: policy(states, obs.reshape(n_points, episodes, -1))  # noqa: E731
-        returns, lengths = run_episodes(envs, act, [int(seed) + i % episodes for i in range(len(envs))],
-                                        max_steps, vectorized)
+        returns, lengths, *_ = run_episodes(envs, act, [int(seed) + i % episodes for i in range(len(envs))],
+                                            max_steps, vectorized)
     finally:
         for env in envs:
             env.close()

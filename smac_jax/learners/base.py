@@ -169,6 +169,12 @@ class Learner:
     def act(self, state: TrainState, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax.Array:
         raise NotImplementedError
 
+    def value_estimate(self, state: TrainState, obs: jax.Array, key: PRNGKey) -> jax.Array:
+        """The critic's estimate of the deterministic policy's return from ``obs``: the minimum
+        over the ensemble of Q(s, pi(s)) (for learners with a ``critic`` group)."""
+        a = self.act(state, obs, key, True)
+        return networks.critic_net(self.config).apply(state.params["critic"], obs, a).min(0)
+
     #: Updates whose work differs with ``state.step % update_period`` (TD3's delayed actor). The
     #: offline loop then runs :meth:`update_phase` with the phase known while tracing.
     update_period: int = 1

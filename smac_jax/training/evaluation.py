@@ -3,7 +3,7 @@ call per time step (:func:`run_episodes`), for the training loops (:class:`Evalu
 landscape analysis."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import gymnasium as gym
 import jax
@@ -13,8 +13,17 @@ from smac_jax.training.steps import seed_vmap
 from smac_jax.vector_mujoco import locomotion_batch
 
 
+class Episodes(NamedTuple):
+    """What :func:`run_episodes` measured, one entry per environment."""
+
+    returns: np.ndarray  # undiscounted returns
+    lengths: np.ndarray  # steps taken
+    discounted: np.ndarray  # sum_t discount^t r_t (the return a critic estimates at the start state)
+    first_obs: np.ndarray  # the start states, (N, obs_dim)
+
+
 def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray], seeds: Sequence[int],
-                 max_steps: int | None = None, vectorized: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 max_steps: int | None = None, vectorized: bool | None = None, discount: float = 1.0) -> Episodes:
     """One episode per environment, all stepped in lockstep: env ``i`` is reset with ``seeds[i]``,
     then per time step ONE call ``act(obs[N, obs_dim]) -> actions[N, act_dim]`` and every
     unfinished environment is stepped (finished ones are not; their rows of ``act`` are ignored).
@@ -26,15 +35,18 @@ def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray
     cost per step). ``None``: when the environments support it; ``False``: always ``env.step``;
     ``True``: required (an error otherwise).
 
-    Returns the undiscounted returns and the episode lengths, both shape (N,).
+    Returns :class:`Episodes`: the undiscounted returns, the episode lengths, the returns
+    discounted with ``discount`` (each shape (N,)) and the start states.
     """
     obs = np.stack([env.reset(seed=int(sd))[0] for env, sd in zip(envs, seeds)])
+    first_obs = obs.copy()
     batch = None if vectorized is False else locomotion_batch(envs)
     if vectorized and batch is None:
         raise ValueError(f"vectorized=True: {envs[0].spec.id if envs[0].spec else type(envs[0].unwrapped).__name__} "
                          "is not a task smac_jax.vector_mujoco steps (Hopper, Walker2d, HalfCheetah v5)")
     n = len(envs)
-    returns, lengths, active = np.zeros(n), np.zeros(n, np.int64), np.ones(n, bool)
+    returns, discounted = np.zeros(n), np.zeros(n)
+    lengths, active = np.zeros(n, np.int64), np.ones(n, bool)
     steps = 0
     while active.any() and (max_steps is None or steps < max_steps):
         actions = np.asarray(act(obs)).reshape(n, -1)
@@ -45,10 +57,11 @@ def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray
             o, r, terminated, truncated = zip(*(envs[i].step(actions[i])[:4] for i in idx))
         obs[idx] = np.stack(o)
         returns[idx] += np.asarray(r, np.float64)
+        discounted[idx] += float(discount) ** steps * np.asarray(r, np.float64)
         lengths[idx] += 1
         active[idx] = ~(np.asarray(terminated, bool) | np.asarray(truncated, bool))
         steps += 1
-    return returns, lengths
+    return Episodes(returns, lengths, discounted, first_obs)
 
 
 class Evaluator:
@@ -68,17 +81,26 @@ class Evaluator:
         self.vectorized = vectorized
         self.envs = [env_fn() for _ in range(n_seeds * n_episodes)]
 
-    def __call__(self, act_fn, states, round_index: int) -> np.ndarray:
-        """Undiscounted returns, shape (n_seeds, n_episodes)."""
+    def __call__(self, act_fn, states, round_index: int, discount: float = 1.0) -> Episodes:
+        """:class:`Episodes` with every array shaped (n_seeds, n_episodes, ...)."""
         n = self.n_seeds * self.n_episodes
         seeds = [self.base_seed + 10_000 * (round_index + 1) + i for i in range(n)]
         act = lambda obs: act_fn(states, obs.reshape(self.n_seeds, self.n_episodes, -1))  # noqa: E731
-        returns, _ = run_episodes(self.envs, act, seeds, self.max_steps, self.vectorized)
-        return returns.reshape(self.n_seeds, self.n_episodes)
+        eps = run_episodes(self.envs, act, seeds, self.max_steps, self.vectorized, discount)
+        return Episodes(*(x.reshape(self.n_seeds, self.n_episodes, *x.shape[1:]) for x in eps))
 
     def close(self):
         for env in self.envs:
             env.close()
+
+
+def make_value_fn(learner):
+    """jit(vmap over seeds) of ``learner.value_estimate`` on a (S, n, obs_dim) block, or None for
+    a learner without a critic."""
+    if "critic" not in jax.eval_shape(learner.init, jax.random.PRNGKey(0)).params:
+        return None
+    key = jax.random.PRNGKey(0)  # unused: the deterministic action
+    return jax.jit(seed_vmap(lambda st, o: learner.value_estimate(st, o, key), (0, 0)))
 
 
 def make_act_fn(learner, deterministic: bool = True):

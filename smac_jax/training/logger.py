@@ -255,12 +255,15 @@ class WandbSink:
 #: Training diagnostics drawn under the evaluation curve when a run logs them: (panel title, the
 #: metrics drawn in it). SMAC's tell whether its score-matching term is active (the cosine between
 #: grad_a Q and the score, alpha_psi, the two magnitudes) and whether its critic stays near the
-#: data's discounted Monte-Carlo return; a learner that logs none of a panel's metrics gets no panel.
+#: data's discounted Monte-Carlo return; every learner with a critic logs, at each evaluation, its
+#: value at the evaluation's start states against the discounted return its policy then obtained
+#: (above it: overestimation). A run that logs none of a panel's metrics gets no panel.
 DIAGNOSTIC_PANELS = (
     ("cos(grad_a Q, score)", ("grad_q_score_cos",)),
     ("alpha_psi (mean over states)", ("alpha_mean",)),
     ("|grad_a Q| and |score|", ("grad_q_norm", "score_norm")),
     ("Q against the Monte-Carlo return", ("q_mean", "mc_return_mean")),
+    ("Q(s0, pi(s0)) against the return obtained", ("q_start", "eval_discounted_return")),
 )
 
 

@@ -24,7 +24,7 @@ from smac_jax.data import replay
 from smac_jax.errors import DatasetError, DivergenceError, TransferError
 from smac_jax.learners import Learner, make_learner
 from smac_jax.training.checkpoint import Checkpointer
-from smac_jax.training.evaluation import Evaluator, make_act_fn
+from smac_jax.training.evaluation import Evaluator, make_act_fn, make_value_fn
 from smac_jax.training.logger import MetricsLog, make_sinks
 from smac_jax.training.online import OnlineCollector, make_act_step, make_online_loop
 from smac_jax.training.steps import make_offline_step, unalias
@@ -119,6 +119,7 @@ class RunContext:
     bar: Any
     ref_scores: tuple[float | None, float | None]
     last_eval: float = math.nan
+    value_fns: dict = dataclasses.field(default_factory=dict)  # id(learner) -> make_value_fn's
 
     @classmethod
     def build(cls, config, workdir: str, dataset, resume: bool, progress: bool) -> "RunContext":
@@ -159,19 +160,38 @@ class RunContext:
         # evaluations, so a resumed run evaluates exactly like an uninterrupted one.
         every = self.config[phase].eval_every
         round_index = -(-int(step) // every) + (0 if phase == "offline" else 1_000_000)
-        rets = self.evaluator(act_fn, states, round_index)
+        gamma = float(learner.config.get("gamma", 1.0))
+        eps = self.evaluator(act_fn, states, round_index, gamma)
         check_finite(metrics, phase, learner, step)
-        mean = rets.mean(1)
+        mean = eps.returns.mean(1)
+        value = self.value_estimates(learner, states, eps.first_obs)
+        # In the critic's units: the dataset's reward scale, and its bias over the steps taken.
+        ds = self.config.dataset
+        steps_disc = (1 - gamma ** eps.lengths) / (1 - gamma) if gamma < 1 else eps.lengths
+        disc = ds.reward_scale * eps.discounted + ds.reward_bias * steps_disc
         lo, hi = self.ref_scores
         rows = []
         for i, seed in enumerate(self.seeds):
             row = {"phase": phase, "step": int(step), "seed": seed, "eval_return": float(mean[i])}
             if self.has_scores:
                 row["eval_score"] = float(100.0 * (mean[i] - lo) / (hi - lo))
+            if value is not None:
+                # Q at the evaluation's start states against the discounted return obtained from them.
+                row["eval_discounted_return"] = float(disc[i].mean())
+                row["q_start"] = float(value[i].mean())
+                row["q_minus_return"] = row["q_start"] - row["eval_discounted_return"]
             row.update({k: float(np.asarray(v)[i]) for k, v in metrics.items()})
             rows.append(row)
         self.log.write(rows)
         self.last_eval = float(mean.mean())
+
+    def value_estimates(self, learner: Learner, states, obs: np.ndarray) -> np.ndarray | None:
+        """``learner.value_estimate`` of every seed at ``obs`` (S, n, obs_dim): (S, n), or None
+        for a learner without a critic."""
+        if id(learner) not in self.value_fns:
+            self.value_fns[id(learner)] = make_value_fn(learner)
+        fn = self.value_fns[id(learner)]
+        return None if fn is None else np.asarray(fn(states, jnp.asarray(obs, jnp.float32)))
 
     def end_chunk(self, phase: str, step: int, act_fn, states, learner: Learner, metrics: dict,
                   checkpoint: Callable[[], tuple[Any, dict]], rate: str) -> None:
