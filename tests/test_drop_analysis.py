@@ -135,3 +135,54 @@ def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_
     assert proc.stderr.strip().splitlines() == [
         f"error: --continuation: {wd} needs offline checkpoints at the hand-over (200) and within 100 updates "
         "after it (saved: [100, 200])"]
+
+
+def test_value_check_against_a_rollout_and_numpy_critic(tmp_path, make_tiny_config, minari_store):
+    """experiments/value_check.py: per seed, Q(s0, pi(s0)) (min over the ensemble) and the
+    discounted return of the deterministic policy from the same start states, recomputed with
+    gymnasium and a float64 NumPy forward pass of the checkpoint's actor and critic."""
+    import jax
+    from np_reference import np_gaussian, np_q
+
+    from smac_jax.analysis import landscape as ls
+    from smac_jax.data.dataset import load_dataset_from_config
+
+    config = make_tiny_config("sac", "sac", **{"online.steps": 0})
+    wd = str(tmp_path / "run")
+    pipeline.run(config, wd, progress=False)  # offline checkpoints at 100 and 200
+    script = os.path.join(REPO_ROOT, "experiments", "value_check.py")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, script, f"--workdir={wd}", f"--out={out}", "--episodes=2",
+                           "--eval_seed=7"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["value_check.json", "value_check.png"]
+    res = json.load(open(out / "value_check.json"))
+    assert [r["step"] for r in res["checkpoints"]] == [100, 200]
+    last = res["checkpoints"][-1]
+    _, _, params = ls.load_params(wd, "offline", 200, ("actor", "critic"))
+    dataset = load_dataset_from_config(config.dataset)
+    gamma = config.offline.agent.gamma
+    for i in range(config.n_seeds):
+        actor = jax.tree.map(lambda x: x[i], params["actor"])
+        critic = jax.tree.map(lambda x: x[i], params["critic"])
+        policy = lambda o: np.tanh(np_gaussian(actor, o[None])[0])[0]  # noqa: E731
+        qs, disc = [], []
+        for e in range(2):
+            env_ = dataset.make_env()
+            obs, _ = env_.reset(seed=7 + e)
+            qs.append(np_q(critic, obs[None], policy(obs)[None]).min(0)[0])
+            total, t, done = 0.0, 0, False
+            while not done:
+                obs, r, term, trunc, _ = env_.step(policy(obs).astype(np.float32))
+                total, t, done = total + gamma**t * r, t + 1, term or trunc
+            disc.append(total)
+            env_.close()
+        assert last["q_start"][i] == pytest.approx(np.mean(qs), rel=1e-4, abs=1e-4)
+        assert last["discounted_return"][i] == pytest.approx(np.mean(disc), rel=1e-4)
+        assert last["q_minus_return"][i] == pytest.approx(np.mean(qs) - np.mean(disc), rel=1e-3, abs=1e-3)
+    proc = subprocess.run([sys.executable, script, f"--workdir={wd}", "--steps=150"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {wd} has no offline checkpoint at step 150 (saved: [100, 200])"]

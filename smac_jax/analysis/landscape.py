@@ -375,9 +375,13 @@ def checkpoint_steps(workdir: str, phase: str) -> list[int]:
                   if d.isdigit() and os.path.isdir(os.path.join(root, d, "state")))
 
 
-def _actor_path(phase: str) -> tuple[str, ...]:
+def _group_path(phase: str, group: str) -> tuple[str, ...]:
     # The offline checkpoint is the seed-stacked TrainState; the online one is {"states", "buffers"}.
-    return ("params", "actor") if phase == "offline" else ("states", "params", "actor")
+    return ("params", group) if phase == "offline" else ("states", "params", group)
+
+
+def _actor_path(phase: str) -> tuple[str, ...]:
+    return _group_path(phase, "actor")
 
 
 def _nest(path: tuple[str, ...], leaf: Any) -> dict:
@@ -388,14 +392,14 @@ def _nest(path: tuple[str, ...], leaf: Any) -> dict:
 
 @functools.lru_cache(maxsize=64)
 def _learner_and_template(name: str, obs_dim: int, act_dim: int, agent_json: str, n_seeds: int):
-    """The learner a run's config builds, and ``jax.eval_shape`` of its seed-stacked ``init`` (as the
-    pipeline builds its states) restricted to the actor; one learner object per configuration, so
+    """The learner a run's config builds, and ``jax.eval_shape`` of its seed-stacked ``init``'s
+    parameters (as the pipeline builds its states); one learner object per configuration, so
     that its compiled policy is reused (:func:`evaluate_stacked`).
 
     Hyperparameters this version of the learner no longer has are ignored: only the network
-    settings matter here, and the caller's template check catches any that changed the actor. A
-    learner that needs host-side preparation for parts other than the actor (SMAC's score model)
-    gets an empty placeholder for them."""
+    settings matter here, and the caller's template check catches any that changed a group it
+    reads. A learner that needs host-side preparation (SMAC's score model) gets an empty
+    placeholder for it."""
     known = get_learner_class(name).default_config()
     learner = make_learner(name, obs_dim, act_dim, {k: v for k, v in json.loads(agent_json).items() if k in known})
     traced = learner
@@ -403,20 +407,20 @@ def _learner_and_template(name: str, obs_dim: int, act_dim: int, agent_json: str
         traced = copy.copy(learner)
         traced.score_params = {}
     keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
-    return learner, jax.eval_shape(jax.vmap(traced.init), keys).params["actor"]
+    return learner, jax.eval_shape(jax.vmap(traced.init), keys).params
 
 
-def _saved_actor_shapes(path: str, phase: str) -> Params:
+def _saved_actor_shapes(path: str, phase: str, group: str = "actor") -> Params:
     import orbax.checkpoint as ocp
 
     with ocp.PyTreeCheckpointer() as ck:
         meta = ck.metadata(path).item_metadata
     tree = getattr(meta, "tree", meta)
     try:
-        for k in _actor_path(phase):
+        for k in _group_path(phase, group):
             tree = tree[k]
     except (KeyError, TypeError):
-        raise LandscapeInputError(f"{path} holds no actor parameters") from None
+        raise LandscapeInputError(f"{path} holds no {group} parameters") from None
     return jax.tree.map(lambda m: tuple(m.shape), tree)
 
 
@@ -429,6 +433,15 @@ def load_actor(workdir: str, phase: str, step: int | None = None) -> ActorSnapsh
     checkpoint whose actor differs from it in structure or shapes is an error. Observation and
     action sizes are read from the saved actor (``trunk/dense_0`` and ``mean`` kernels).
     """
+    step, learner, params = load_params(workdir, phase, step, ("actor",))
+    return ActorSnapshot(workdir, phase, step, learner, params["actor"])
+
+
+def load_params(workdir: str, phase: str, step: int | None = None,
+                groups: Sequence[str] = ("actor",)) -> tuple[int, Learner, dict[str, Params]]:
+    """``(step, learner, {group: parameters})``: the parameter ``groups`` (e.g. ``("actor",
+    "critic")``) of every seed saved at ``checkpoints/<phase>/<step>`` (default: the last step),
+    numpy leaves with a leading seed axis; read and checked as :func:`load_actor` reads the actor."""
     import orbax.checkpoint as ocp
 
     config = read_run_config(workdir)
@@ -439,19 +452,28 @@ def load_actor(workdir: str, phase: str, step: int | None = None) -> ActorSnapsh
     if step not in steps:
         raise LandscapeInputError(f"{workdir} has no {phase} checkpoint at step {step} (saved: {steps})")
     path = os.path.join(os.path.abspath(workdir), "checkpoints", phase, str(step), "state")
-    saved = _saved_actor_shapes(path, phase)
+    saved_actor = _saved_actor_shapes(path, phase)
     try:
-        n_seeds, obs_dim, _ = saved["params"]["trunk"]["dense_0"]["kernel"]
-        act_dim = saved["params"]["mean"]["kernel"][-1]
+        n_seeds, obs_dim, _ = saved_actor["params"]["trunk"]["dense_0"]["kernel"]
+        act_dim = saved_actor["params"]["mean"]["kernel"][-1]
         learner, template = _learner_and_template(config[phase]["learner"], obs_dim, act_dim,
                                                   json.dumps(config[phase]["agent"], sort_keys=True), n_seeds)
     except (KeyError, TypeError, ValueError) as e:
         raise LandscapeInputError(f"{path}: cannot rebuild the {phase} learner ({e})") from None
-    want = jax.tree.map(lambda s: tuple(s.shape), template)
-    if jax.tree.structure(want) != jax.tree.structure(saved) or want != saved:
-        raise LandscapeInputError(f"{path}: the saved actor {saved} does not match the actor the run's config "
-                                  f"builds ({want})")
-    item = _nest(_actor_path(phase), template)
+    missing = [g for g in groups if g not in template]
+    if missing:
+        raise LandscapeInputError(f"{path}: the {config[phase]['learner']} learner has no {', '.join(missing)} "
+                                  f"parameters (it has {', '.join(sorted(template))})")
+    for g in groups:
+        saved = saved_actor if g == "actor" else _saved_actor_shapes(path, phase, g)
+        want = jax.tree.map(lambda s: tuple(s.shape), template[g])
+        if jax.tree.structure(want) != jax.tree.structure(saved) or want != saved:
+            raise LandscapeInputError(f"{path}: the saved {g} {saved} does not match the {g} the run's config "
+                                      f"builds ({want})")
+    item = {}
+    for g in groups:
+        node = _nest(_group_path(phase, g), template[g])
+        item = _merge(item, node)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
     try:
         with ocp.PyTreeCheckpointer() as ck:
@@ -459,9 +481,21 @@ def load_actor(workdir: str, phase: str, step: int | None = None) -> ActorSnapsh
                                                                partial_restore=True))
     except Exception as e:  # noqa: BLE001  (orbax / tensorstore errors of a damaged checkpoint)
         raise LandscapeInputError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
-    for k in _actor_path(phase):
-        out = out[k]
-    return ActorSnapshot(workdir, phase, step, learner, jax.tree.map(np.asarray, out))
+    params = {}
+    for g in groups:
+        node = out
+        for k in _group_path(phase, g):
+            node = node[k]
+        params[g] = jax.tree.map(np.asarray, node)
+    return step, learner, params
+
+
+def _merge(a: dict, b: dict) -> dict:
+    """Nested dicts merged (``b``'s leaves win)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def evaluation_environment(configs: dict) -> tuple[Callable[[], gym.Env], Callable[[Any], np.ndarray], str]:

@@ -94,11 +94,18 @@ class Evaluator:
             env.close()
 
 
+def in_critic_units(discounted: np.ndarray, lengths: np.ndarray, gamma: float, reward_scale: float = 1.0,
+                    reward_bias: float = 0.0) -> np.ndarray:
+    """Discounted environment returns in the units a critic trained on ``reward * reward_scale +
+    reward_bias`` estimates: the scale applied, and the bias summed over the steps taken."""
+    lengths = np.asarray(lengths)
+    steps = (1 - gamma**lengths) / (1 - gamma) if gamma < 1 else lengths.astype(np.float64)
+    return reward_scale * np.asarray(discounted) + reward_bias * steps
+
+
 def make_value_fn(learner):
-    """jit(vmap over seeds) of ``learner.value_estimate`` on a (S, n, obs_dim) block, or None for
-    a learner without a critic."""
-    if "critic" not in jax.eval_shape(learner.init, jax.random.PRNGKey(0)).params:
-        return None
+    """jit(vmap over seeds) of ``learner.value_estimate`` on a (S, n, obs_dim) block (for states
+    with a ``critic`` parameter group)."""
     key = jax.random.PRNGKey(0)  # unused: the deterministic action
     return jax.jit(seed_vmap(lambda st, o: learner.value_estimate(st, o, key), (0, 0)))
 

@@ -24,7 +24,7 @@ from smac_jax.data import replay
 from smac_jax.errors import DatasetError, DivergenceError, TransferError
 from smac_jax.learners import Learner, make_learner
 from smac_jax.training.checkpoint import Checkpointer
-from smac_jax.training.evaluation import Evaluator, make_act_fn, make_value_fn
+from smac_jax.training.evaluation import Evaluator, in_critic_units, make_act_fn, make_value_fn
 from smac_jax.training.logger import MetricsLog, make_sinks
 from smac_jax.training.online import OnlineCollector, make_act_step, make_online_loop
 from smac_jax.training.steps import make_offline_step, unalias
@@ -165,10 +165,8 @@ class RunContext:
         check_finite(metrics, phase, learner, step)
         mean = eps.returns.mean(1)
         value = self.value_estimates(learner, states, eps.first_obs)
-        # In the critic's units: the dataset's reward scale, and its bias over the steps taken.
         ds = self.config.dataset
-        steps_disc = (1 - gamma ** eps.lengths) / (1 - gamma) if gamma < 1 else eps.lengths
-        disc = ds.reward_scale * eps.discounted + ds.reward_bias * steps_disc
+        disc = in_critic_units(eps.discounted, eps.lengths, gamma, ds.reward_scale, ds.reward_bias)
         lo, hi = self.ref_scores
         rows = []
         for i, seed in enumerate(self.seeds):
@@ -188,10 +186,11 @@ class RunContext:
     def value_estimates(self, learner: Learner, states, obs: np.ndarray) -> np.ndarray | None:
         """``learner.value_estimate`` of every seed at ``obs`` (S, n, obs_dim): (S, n), or None
         for a learner without a critic."""
+        if "critic" not in states.params:
+            return None
         if id(learner) not in self.value_fns:
             self.value_fns[id(learner)] = make_value_fn(learner)
-        fn = self.value_fns[id(learner)]
-        return None if fn is None else np.asarray(fn(states, jnp.asarray(obs, jnp.float32)))
+        return np.asarray(self.value_fns[id(learner)](states, jnp.asarray(obs, jnp.float32)))
 
     def end_chunk(self, phase: str, step: int, act_fn, states, learner: Learner, metrics: dict,
                   checkpoint: Callable[[], tuple[Any, dict]], rate: str) -> None:
