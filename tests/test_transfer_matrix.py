@@ -463,13 +463,15 @@ def test_pipeline_pair(offline, online, pipeline_runs):
     assert steps == [("offline", 25), ("offline", 50), ("online", 0), ("online", 15), ("online", 30)]
     assert len(rows) == len(steps) * cfg.n_seeds
     base = {"phase", "step", "seed", "eval_return", "eval_score"}
+    value = {"q_start", "eval_discounted_return", "q_minus_return"}  # the evaluation's, for learners with a critic
     for r in rows:
         assert base <= set(r), r
+        assert value <= set(r), sorted(r)  # every learner of PIPELINE_PAIRS has a critic
         for k, v in r.items():
             if k != "phase":
                 assert isinstance(v, (int, float)) and math.isfinite(v), (r["phase"], r["step"], k, v)
         # Every evaluation but the one right after the hand-over logs the last training metrics.
-        has_losses = bool(set(r) - base)
+        has_losses = bool(set(r) - base - value)
         assert has_losses == ((r["phase"], r["step"]) != ("online", 0)), (r["phase"], r["step"], sorted(r))
     # The online phase is evaluated on other episode seeds than the offline one, so the step-0
     # evaluation is not compared with the last offline one; the summary's fields must be there and finite.
