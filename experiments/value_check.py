@@ -18,6 +18,7 @@ and Q against the return obtained, over the steps; mean over seeds). Bad input: 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -39,6 +40,13 @@ _EVAL_SEED = flags.DEFINE_integer("eval_seed", 1_000_000, "Episode e starts from
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: <workdir>/value_check).")
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled(learner):
+    """The learner's jitted policy and value function, built once per learner (``load_params``
+    returns the same learner object for every checkpoint of a run)."""
+    return make_act_fn(learner), make_value_fn(learner)
+
+
 def check_step(workdir: str, phase: str, step: int, env_fn, value, dataset_cfg: dict, episodes: int,
                eval_seed: int) -> dict:
     """Per seed at one checkpoint: mean score, q_start, discounted return and their difference."""
@@ -46,7 +54,7 @@ def check_step(workdir: str, phase: str, step: int, env_fn, value, dataset_cfg: 
     n_seeds = ls.stack_size(params["actor"])
     states = TrainState(params={k: jax.tree.map(jnp.asarray, v) for k, v in params.items()}, opt_state={},
                         step=jnp.zeros((n_seeds,), jnp.int32))
-    act, value_fn = make_act_fn(learner), make_value_fn(learner)
+    act, value_fn = _compiled(learner)
     gamma = float(learner.config.gamma)
     envs = [env_fn() for _ in range(n_seeds * episodes)]
     try:

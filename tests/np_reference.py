@@ -45,3 +45,15 @@ def np_det_actor(actor, obs):
     """tanh of the deterministic actor's mean head."""
     p = actor["params"]
     return np.tanh(np_mlp(p["trunk"], f64(obs)) @ f64(p["mean"]["kernel"]) + f64(p["mean"]["bias"]))
+
+
+def np_episode(env, policy, seed: int, gamma: float, reward_scale: float = 1.0, reward_bias: float = 0.0):
+    """One episode of ``policy`` (obs -> action) from ``env.reset(seed=seed)``: the start state and
+    sum_t gamma^t (reward_scale r_t + reward_bias), in float64."""
+    obs, _ = env.reset(seed=seed)
+    first, total, t, done = obs, 0.0, 0, False
+    while not done:
+        obs, r, term, trunc, _ = env.step(np.asarray(policy(obs), np.float32))
+        total += gamma**t * (reward_scale * float(r) + reward_bias)
+        t, done = t + 1, term or trunc
+    return first, total

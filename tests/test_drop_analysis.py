@@ -14,6 +14,13 @@ from smac_jax.training import pipeline
 from smac_jax.training.logger import MetricsLog
 
 
+def run_script(name: str, args: list[str], minari_store, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python experiments/<name> <args>`` on the test dataset store, CPU only."""
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "experiments", name), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
 def test_null_drop_of_a_constant_policy_is_zero():
     nd = null_drop(np.full(50, 42.0), n_episodes=5, n_online_evals=2)
     assert nd.rate == 0.0 and nd.mean == 0.0 and nd.p90 == 0.0
@@ -68,11 +75,9 @@ def test_transfer_check_command_line(tmp_path, make_tiny_config, minari_store):
     # 120 online steps: the protocol's window (12 steps) ends before learning starts (step 20)
     summary = json.load(open(os.path.join(wd, "summary.json")))
     assert summary["transfer_drop_warning"].startswith("no online evaluation after learning starts (step 20)")
-    script = os.path.join(REPO_ROOT, "experiments", "transfer_check.py")
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, script, f"--workdirs={wd}", f"--out={out}", "--episodes=3",
-                           "--window_steps=60"], capture_output=True, text=True, env=env, timeout=300)
+    proc = run_script("transfer_check.py", [f"--workdirs={wd}", f"--out={out}", "--episodes=3", "--window_steps=60"],
+                      minari_store)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(os.listdir(out)) == ["transfer_check.json", "transfer_check.png"]
     (r,) = json.load(open(out / "transfer_check.json"))
@@ -88,8 +93,8 @@ def test_transfer_check_command_line(tmp_path, make_tiny_config, minari_store):
     assert r["protocol_drop"] == pytest.approx(np.maximum(0, off[:, -1] - on[:, :2].min(1)))
     assert len(r["null_drop_rate"]) == 2 and all(0 <= p <= 1 for p in r["null_drop_rate"])
     # no online checkpoint inside the window: one line, exit status 2
-    proc = subprocess.run([sys.executable, script, f"--workdirs={wd}", f"--out={out}", "--window_steps=30"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = run_script("transfer_check.py", [f"--workdirs={wd}", f"--out={out}", "--window_steps=30"], minari_store,
+                      timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {wd}: no online checkpoint in the first 30 steps (saved: [60, 120]); run with a smaller "
@@ -102,24 +107,21 @@ def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_
     the window's updates (window 120 - learning_starts 20 = 100: steps 250 and 300, not 350)."""
     wd, cont = str(tmp_path / "run"), str(tmp_path / "cont")
     pipeline.run(make_tiny_config("sac", "sac"), wd, progress=False)
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
     # a run made before a config field existed: the continuation gives that field its default
     cfg_path = os.path.join(wd, "config.json")
     stored = json.load(open(cfg_path))
     del stored["online"]["critic_warmup"]
     json.dump(stored, open(cfg_path, "w"))
-    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "experiments", "continue_offline.py"),
-                           f"--run={wd}", "--updates=150", "--ckpt_every=50", f"--workdir={cont}", "--progress=false"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = run_script("continue_offline.py", [f"--run={wd}", "--updates=150", "--ckpt_every=50", f"--workdir={cont}",
+                                              "--progress=false"], minari_store)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "offline phase continued from update 200 to 350" in proc.stdout
     rows = [json.loads(line) for line in open(os.path.join(cont, "metrics.jsonl"))]
     assert sorted({r["step"] for r in rows if r["phase"] == "offline"}) == [50, 100, 150, 200, 250, 300, 350]
     assert not os.path.exists(os.path.join(wd, "checkpoints", "offline", "250"))  # the source is untouched
-    script = os.path.join(REPO_ROOT, "experiments", "transfer_check.py")
     out = tmp_path / "out"
-    args = [sys.executable, script, f"--workdirs={wd}", f"--out={out}", "--episodes=3", "--window_steps=120"]
-    proc = subprocess.run(args + [f"--continuation={cont}"], capture_output=True, text=True, env=env, timeout=300)
+    args = [f"--workdirs={wd}", f"--out={out}", "--episodes=3", "--window_steps=120"]
+    proc = run_script("transfer_check.py", args + [f"--continuation={cont}"], minari_store)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "control: the offline phase continued for 100 updates after the hand-over (step 200)" in proc.stdout
     (r,) = json.load(open(out / "transfer_check.json"))
@@ -130,7 +132,7 @@ def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_
     assert m[0] == pytest.approx(r["mean_scores"][0], rel=1e-5)
     assert c["paired_drop"] == pytest.approx(np.maximum(0, m[0] - m[1:].min(0)))
     # a continuation without offline checkpoints inside the window: one line, exit status 2
-    proc = subprocess.run(args + [f"--continuation={wd}"], capture_output=True, text=True, env=env, timeout=300)
+    proc = run_script("transfer_check.py", args + [f"--continuation={wd}"], minari_store)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: --continuation: {wd} needs offline checkpoints at the hand-over (200) and within 100 updates "
@@ -142,7 +144,7 @@ def test_value_check_against_a_rollout_and_numpy_critic(tmp_path, make_tiny_conf
     discounted return of the deterministic policy from the same start states, recomputed with
     gymnasium and a float64 NumPy forward pass of the checkpoint's actor and critic."""
     import jax
-    from np_reference import np_gaussian, np_q
+    from np_reference import np_episode, np_gaussian, np_q
 
     from smac_jax.analysis import landscape as ls
     from smac_jax.data.dataset import load_dataset_from_config
@@ -150,11 +152,9 @@ def test_value_check_against_a_rollout_and_numpy_critic(tmp_path, make_tiny_conf
     config = make_tiny_config("sac", "sac", **{"online.steps": 0})
     wd = str(tmp_path / "run")
     pipeline.run(config, wd, progress=False)  # offline checkpoints at 100 and 200
-    script = os.path.join(REPO_ROOT, "experiments", "value_check.py")
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, script, f"--workdir={wd}", f"--out={out}", "--episodes=2",
-                           "--eval_seed=7"], capture_output=True, text=True, env=env, timeout=300)
+    proc = run_script("value_check.py", [f"--workdir={wd}", f"--out={out}", "--episodes=2", "--eval_seed=7"],
+                      minari_store)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(os.listdir(out)) == ["value_check.json", "value_check.png"]
     res = json.load(open(out / "value_check.json"))
@@ -170,19 +170,14 @@ def test_value_check_against_a_rollout_and_numpy_critic(tmp_path, make_tiny_conf
         qs, disc = [], []
         for e in range(2):
             env_ = dataset.make_env()
-            obs, _ = env_.reset(seed=7 + e)
-            qs.append(np_q(critic, obs[None], policy(obs)[None]).min(0)[0])
-            total, t, done = 0.0, 0, False
-            while not done:
-                obs, r, term, trunc, _ = env_.step(policy(obs).astype(np.float32))
-                total, t, done = total + gamma**t * r, t + 1, term or trunc
-            disc.append(total)
+            obs, total = np_episode(env_, policy, 7 + e, gamma)
             env_.close()
+            qs.append(np_q(critic, obs[None], policy(obs)[None]).min(0)[0])
+            disc.append(total)
         assert last["q_start"][i] == pytest.approx(np.mean(qs), rel=1e-4, abs=1e-4)
         assert last["discounted_return"][i] == pytest.approx(np.mean(disc), rel=1e-4)
         assert last["q_minus_return"][i] == pytest.approx(np.mean(qs) - np.mean(disc), rel=1e-3, abs=1e-3)
-    proc = subprocess.run([sys.executable, script, f"--workdir={wd}", "--steps=150"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = run_script("value_check.py", [f"--workdir={wd}", "--steps=150"], minari_store, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {wd} has no offline checkpoint at step 150 (saved: [100, 200])"]

@@ -420,7 +420,7 @@ def test_evaluation_logs_the_critics_value_against_the_discounted_return(run_a):
     Q(s0, pi(s0)) at the evaluation's start states), eval_discounted_return (sum_t gamma^t r_t of
     those episodes) and their difference; recomputed here with gymnasium and a float64 NumPy
     forward pass from the final offline checkpoint."""
-    from np_reference import np_gaussian, np_q
+    from np_reference import np_episode, np_gaussian, np_q
 
     from smac_jax.data.dataset import load_dataset_from_config
 
@@ -437,18 +437,14 @@ def test_evaluation_logs_the_critics_value_against_the_discounted_return(run_a):
         actor = jax.tree.map(lambda x: x[i], states.params["actor"])
         critic = jax.tree.map(lambda x: x[i], states.params["critic"])
         qs, disc = [], []
+        policy = lambda o: np.tanh(np_gaussian(actor, o[None])[0])[0]  # noqa: E731
         for e in range(episodes):
             env = dataset.make_env()
-            obs, _ = env.reset(seed=config.seed + 10_000 * (round_index + 1) + i * episodes + e)
-            policy = lambda o: np.tanh(np_gaussian(actor, o[None])[0])[0]  # noqa: E731
-            qs.append(np_q(critic, obs[None], policy(obs)[None]).min(0)[0])
-            total, t, done = 0.0, 0, False
-            while not done:
-                obs, r, term, trunc, _ = env.step(policy(obs).astype(np.float32))
-                total += gamma**t * (config.dataset.reward_scale * r + config.dataset.reward_bias)
-                t, done = t + 1, term or trunc
-            disc.append(total)
+            obs, total = np_episode(env, policy, config.seed + 10_000 * (round_index + 1) + i * episodes + e, gamma,
+                                    config.dataset.reward_scale, config.dataset.reward_bias)
             env.close()
+            qs.append(np_q(critic, obs[None], policy(obs)[None]).min(0)[0])
+            disc.append(total)
         assert row["q_start"] == pytest.approx(np.mean(qs), rel=1e-4, abs=1e-4)
         assert row["eval_discounted_return"] == pytest.approx(np.mean(disc), rel=1e-4)
         assert row["q_minus_return"] == pytest.approx(row["q_start"] - row["eval_discounted_return"], abs=1e-9)

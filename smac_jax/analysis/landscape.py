@@ -375,13 +375,9 @@ def checkpoint_steps(workdir: str, phase: str) -> list[int]:
                   if d.isdigit() and os.path.isdir(os.path.join(root, d, "state")))
 
 
-def _group_path(phase: str, group: str) -> tuple[str, ...]:
+def _params_path(phase: str) -> tuple[str, ...]:
     # The offline checkpoint is the seed-stacked TrainState; the online one is {"states", "buffers"}.
-    return ("params", group) if phase == "offline" else ("states", "params", group)
-
-
-def _actor_path(phase: str) -> tuple[str, ...]:
-    return _group_path(phase, "actor")
+    return ("params",) if phase == "offline" else ("states", "params")
 
 
 def _nest(path: tuple[str, ...], leaf: Any) -> dict:
@@ -410,14 +406,14 @@ def _learner_and_template(name: str, obs_dim: int, act_dim: int, agent_json: str
     return learner, jax.eval_shape(jax.vmap(traced.init), keys).params
 
 
-def _saved_actor_shapes(path: str, phase: str, group: str = "actor") -> Params:
+def _saved_shapes(path: str, phase: str, group: str) -> Params:
     import orbax.checkpoint as ocp
 
     with ocp.PyTreeCheckpointer() as ck:
         meta = ck.metadata(path).item_metadata
     tree = getattr(meta, "tree", meta)
     try:
-        for k in _group_path(phase, group):
+        for k in (*_params_path(phase), group):
             tree = tree[k]
     except (KeyError, TypeError):
         raise LandscapeInputError(f"{path} holds no {group} parameters") from None
@@ -452,7 +448,7 @@ def load_params(workdir: str, phase: str, step: int | None = None,
     if step not in steps:
         raise LandscapeInputError(f"{workdir} has no {phase} checkpoint at step {step} (saved: {steps})")
     path = os.path.join(os.path.abspath(workdir), "checkpoints", phase, str(step), "state")
-    saved_actor = _saved_actor_shapes(path, phase)
+    saved_actor = _saved_shapes(path, phase, "actor")
     try:
         n_seeds, obs_dim, _ = saved_actor["params"]["trunk"]["dense_0"]["kernel"]
         act_dim = saved_actor["params"]["mean"]["kernel"][-1]
@@ -465,15 +461,12 @@ def load_params(workdir: str, phase: str, step: int | None = None,
         raise LandscapeInputError(f"{path}: the {config[phase]['learner']} learner has no {', '.join(missing)} "
                                   f"parameters (it has {', '.join(sorted(template))})")
     for g in groups:
-        saved = saved_actor if g == "actor" else _saved_actor_shapes(path, phase, g)
+        saved = saved_actor if g == "actor" else _saved_shapes(path, phase, g)
         want = jax.tree.map(lambda s: tuple(s.shape), template[g])
         if jax.tree.structure(want) != jax.tree.structure(saved) or want != saved:
             raise LandscapeInputError(f"{path}: the saved {g} {saved} does not match the {g} the run's config "
                                       f"builds ({want})")
-    item = {}
-    for g in groups:
-        node = _nest(_group_path(phase, g), template[g])
-        item = _merge(item, node)
+    item = _nest(_params_path(phase), {g: template[g] for g in groups})
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
     try:
         with ocp.PyTreeCheckpointer() as ck:
@@ -481,21 +474,9 @@ def load_params(workdir: str, phase: str, step: int | None = None,
                                                                partial_restore=True))
     except Exception as e:  # noqa: BLE001  (orbax / tensorstore errors of a damaged checkpoint)
         raise LandscapeInputError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
-    params = {}
-    for g in groups:
-        node = out
-        for k in _group_path(phase, g):
-            node = node[k]
-        params[g] = jax.tree.map(np.asarray, node)
-    return step, learner, params
-
-
-def _merge(a: dict, b: dict) -> dict:
-    """Nested dicts merged (``b``'s leaves win)."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    for k in _params_path(phase):
+        out = out[k]
+    return step, learner, {g: jax.tree.map(np.asarray, out[g]) for g in groups}
 
 
 def evaluation_environment(configs: dict) -> tuple[Callable[[], gym.Env], Callable[[Any], np.ndarray], str]:
