@@ -192,6 +192,18 @@ def test_report_bolds_the_lowest_regret_of_each_column(tmp_path):
     assert os.path.exists(os.path.join(root, "pages", "report_regret.csv"))
 
 
+def test_report_follows_links_to_runs_kept_elsewhere(tmp_path):
+    """A root of symbolic links to a subset of a sweep's runs reports exactly those runs."""
+    sweep_root, subset = str(tmp_path / "sweep"), tmp_path / "subset"
+    for off, v in (("cql", 80.0), ("smac", 20.0), ("iql", 50.0)):
+        fake_run(sweep_root, "t1", off, "sac", np.full((2, 3), v))
+    (subset / "t1").mkdir(parents=True)
+    for off in ("cql", "smac"):
+        os.symlink(os.path.join(sweep_root, "t1", f"{off}-sac"), subset / "t1" / f"{off}-sac")
+    text = open(write_report(str(subset), reps=50, date="2026-01-01")).read()
+    assert "t1: cql -> sac" in text and "t1: smac -> sac" in text and "iql" not in text
+
+
 def test_an_override_of_an_online_learners_own_field_reuses_a_pretrain_made_with_another(reference, config_fn,
                                                                                             tmp_path):
     """The pretrain was made by a sweep whose first online learner was SAC; a later sweep over

@@ -16,9 +16,11 @@ from smac_jax.training.sweep import PRETRAIN
 
 def load_sweep(root: str) -> list[dict]:
     """The finished fine-tunes under ``root`` (pretrains left out), each a :func:`load_run` dict
-    with ``workdir``, ``task`` (its directory under ``root``), ``offline`` and ``online``; sorted."""
+    with ``workdir``, ``task`` (its directory under ``root``), ``offline`` and ``online``; sorted.
+    Symbolic links are followed, so a report can be made of a chosen subset of runs kept
+    elsewhere (``<root>/<task>/<name>`` linking to each run's workdir)."""
     runs = []
-    for dirpath, dirnames, files in os.walk(root):
+    for dirpath, dirnames, files in os.walk(root, followlinks=True):
         dirnames.sort()
         if os.path.basename(dirpath) == PRETRAIN or not {"summary.json", "config.json"} <= set(files):
             continue
