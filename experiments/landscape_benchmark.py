@@ -6,7 +6,9 @@ Every path calls ``smac_jax.analysis.landscape.evaluate_stacked`` on a plane thr
 initialised actors, with the same episode seeds:
 
 * ``batched``: all points in one call, environments stepped by ``smac_jax.vector_mujoco`` where
-  the task supports it (the default);
+  the task supports it, its physics in ``--threads`` threads (the default: one per 16
+  environments up to the CPU count);
+* ``batched_1thread``: the same with the physics in the calling thread only;
 * ``batched_gym``: all points in one call, every environment stepped by ``env.step``;
 * ``sequential``: one point per call (its episodes still in lockstep), ``env.step``: evaluating
   the points one after another without this library's batching.
@@ -19,6 +21,7 @@ to be identical. Prints and optionally appends a JSON line.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import jax
@@ -38,6 +41,8 @@ _HIDDEN = flags.DEFINE_list("hidden", ["128", "128"], "Actor hidden sizes.")
 _LEARNER = flags.DEFINE_string("learner", "sac", "Learner whose actor and act() are evaluated.")
 _NO_TERMINATION = flags.DEFINE_bool("no_termination", False, "MuJoCo locomotion: terminate_when_unhealthy=False, "
                                      "so every episode runs to the time limit (as a trained policy's would).")
+_THREADS = flags.DEFINE_integer("threads", None, "Physics threads of the batched path (default: one per 16 "
+                                "environments up to the CPU count).")
 _OUT = flags.DEFINE_string("out", None, "Append the result as a JSON line to this file.")
 
 
@@ -62,13 +67,20 @@ def main(argv):
     t0 = time.perf_counter()
     envs = [env_fn() for _ in range(n * e)]
     t_build = time.perf_counter() - t0
-    vectorizable = locomotion_batch(envs) is not None
+    probe_batch = locomotion_batch(envs, _THREADS.value)
+    vectorizable = probe_batch is not None
+    threads = probe_batch.threads if vectorizable else 1
+    if vectorizable:
+        probe_batch.close()
     for env in envs:
         env.close()
 
     t0 = time.perf_counter()
-    batched, lengths = ls.evaluate_stacked(learner, grid, env_fn, e, 0, return_lengths=True)
+    batched, lengths = ls.evaluate_stacked(learner, grid, env_fn, e, 0, return_lengths=True, threads=threads)
     t_batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    batched_1 = ls.evaluate_stacked(learner, grid, env_fn, e, 0, threads=1)
+    t_batched_1 = time.perf_counter() - t0
     t0 = time.perf_counter()
     batched_gym = ls.evaluate_stacked(learner, grid, env_fn, e, 0, vectorized=False)
     t_batched_gym = time.perf_counter() - t0
@@ -78,12 +90,15 @@ def main(argv):
 
     result = {
         "env": _ENV.value, "no_termination": _NO_TERMINATION.value, "points": n, "episodes": e, "hidden": [int(h) for h in _HIDDEN.value],
-        "vectorized_env": vectorizable,
-        "batched_s": round(t_batched, 2), "batched_gym_s": round(t_batched_gym, 2),
+        "vectorized_env": vectorizable, "threads": threads, "cpu_count": os.cpu_count(),
+        "batched_s": round(t_batched, 2), "batched_1thread_s": round(t_batched_1, 2),
+        "batched_gym_s": round(t_batched_gym, 2),
         "sequential_s": round(t_sequential, 2), "ratio": round(t_sequential / t_batched, 2),
+        "ratio_1thread": round(t_sequential / t_batched_1, 2),
         "ratio_batched_gym": round(t_sequential / t_batched_gym, 2), "env_construction_s": round(t_build, 2),
         "mean_episode_steps": float(lengths.mean()), "max_episode_steps": int(lengths.max()),
-        "identical_returns": bool(np.array_equal(batched, sequential) and np.array_equal(batched, batched_gym)), "mean_return": float(batched.mean()),
+        "identical_returns": bool(np.array_equal(batched, sequential) and np.array_equal(batched, batched_gym)
+                                  and np.array_equal(batched, batched_1)), "mean_return": float(batched.mean()),
     }
     print(json.dumps(result))
     if _OUT.value:

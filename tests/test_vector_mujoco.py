@@ -84,3 +84,28 @@ def test_training_evaluator_uses_it_with_identical_returns():
         np.testing.assert_array_equal(got, want)
         assert got.shape == (2, 3) and np.unique(want).size == 6
     fast.close(), ref.close()
+
+
+def test_threaded_physics_gives_identical_episodes():
+    """The physics split over threads (uneven shares; environments finishing at different steps)
+    gives the same returns and lengths as one thread and as env.step."""
+    import threading
+
+    env_fn = lambda: make_env("Hopper-v5")  # noqa: E731  random actors fall at different steps
+    learner, grid = _grid(env_fn, points=4)
+    ref, ref_len = ls.evaluate_stacked(learner, grid, env_fn, 5, 3, return_lengths=True, vectorized=False)
+    before = threading.active_count()
+    for threads in (1, 3):
+        got, got_len = ls.evaluate_stacked(learner, grid, env_fn, 5, 3, return_lengths=True, vectorized=True,
+                                           threads=threads)
+        np.testing.assert_array_equal(got_len, ref_len)
+        np.testing.assert_array_equal(got, ref)
+    assert np.unique(ref_len).size > 1  # episodes end at different steps: the shares change size
+    assert threading.active_count() == before  # the physics threads were stopped
+    envs = [make_env("Hopper-v5") for _ in range(40)]
+    batch = locomotion_batch(envs)
+    four = locomotion_batch(envs, threads=4)
+    assert batch.threads >= 1 and four.threads == 4
+    batch.close(), four.close()
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        locomotion_batch(envs, threads=0)

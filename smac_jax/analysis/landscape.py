@@ -254,7 +254,7 @@ def _stacked_policy(learner: Learner):
 
 def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState, env_fn: Callable[[], gym.Env],
                      episodes: int, seed: int, max_steps: int | None = None, return_lengths: bool = False,
-                     vectorized: bool | None = None):
+                     vectorized: bool | None = None, threads: int | None = None):
     """Undiscounted returns of the deterministic policy at every stacked point: (points, episodes).
 
     ``actor_states_stacked``: stacked actor parameters (leading axis = points) or a stacked
@@ -266,8 +266,9 @@ def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState
     the environments' own time limits). With ``return_lengths``, also the number of steps of every
     episode, (points, episodes).
 
-    ``vectorized``: as in :func:`smac_jax.training.evaluation.run_episodes` (default: vectorised
-    MuJoCo stepping where the task supports it, results identical to ``env.step``'s).
+    ``vectorized``, ``threads``: as in :func:`smac_jax.training.evaluation.run_episodes` (default:
+    vectorised MuJoCo stepping where the task supports it, its physics in one thread per 16
+    environments up to the CPU count; results identical to ``env.step``'s).
     """
     states = actor_states_stacked if isinstance(actor_states_stacked, TrainState) else actor_state(actor_states_stacked)
     n_points = stack_size(states.params["actor"])
@@ -278,7 +279,7 @@ def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState
     try:
         act = lambda obs: policy(states, obs.reshape(n_points, episodes, -1))  # noqa: E731
         returns, lengths, *_ = run_episodes(envs, act, [int(seed) + i % episodes for i in range(len(envs))],
-                                            max_steps, vectorized)
+                                            max_steps, vectorized, threads=threads)
     finally:
         for env in envs:
             env.close()

@@ -23,7 +23,8 @@ class Episodes(NamedTuple):
 
 
 def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray], seeds: Sequence[int],
-                 max_steps: int | None = None, vectorized: bool | None = None, discount: float = 1.0) -> Episodes:
+                 max_steps: int | None = None, vectorized: bool | None = None, discount: float = 1.0,
+                 threads: int | None = None) -> Episodes:
     """One episode per environment, all stepped in lockstep: env ``i`` is reset with ``seeds[i]``,
     then per time step ONE call ``act(obs[N, obs_dim]) -> actions[N, act_dim]`` and every
     unfinished environment is stepped (finished ones are not; their rows of ``act`` are ignored).
@@ -33,14 +34,15 @@ def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray
     Hopper, Walker2d and HalfCheetah v5: the same physics calls, observations, rewards and time
     limits computed for the whole batch, results identical to ``env.step``'s at less than half the
     cost per step). ``None``: when the environments support it; ``False``: always ``env.step``;
-    ``True``: required (an error otherwise).
+    ``True``: required (an error otherwise). ``threads``: the lockstep stepper's physics threads
+    (``None``: one per 16 environments up to the CPU count; results identical for any value).
 
     Returns :class:`Episodes`: the undiscounted returns, the episode lengths, the returns
     discounted with ``discount`` (each shape (N,)) and the start states.
     """
     obs = np.stack([env.reset(seed=int(sd))[0] for env, sd in zip(envs, seeds)])
     first_obs = obs.copy()
-    batch = None if vectorized is False else locomotion_batch(envs)
+    batch = None if vectorized is False else locomotion_batch(envs, threads)
     if vectorized and batch is None:
         raise ValueError(f"vectorized=True: {envs[0].spec.id if envs[0].spec else type(envs[0].unwrapped).__name__} "
                          "is not a task smac_jax.vector_mujoco steps (Hopper, Walker2d, HalfCheetah v5)")
@@ -48,19 +50,23 @@ def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray
     returns, discounted = np.zeros(n), np.zeros(n)
     lengths, active = np.zeros(n, np.int64), np.ones(n, bool)
     steps = 0
-    while active.any() and (max_steps is None or steps < max_steps):
-        actions = np.asarray(act(obs)).reshape(n, -1)
-        idx = np.flatnonzero(active)
+    try:
+        while active.any() and (max_steps is None or steps < max_steps):
+            actions = np.asarray(act(obs)).reshape(n, -1)
+            idx = np.flatnonzero(active)
+            if batch is not None:
+                o, r, terminated, truncated = batch.step(actions, active)
+            else:
+                o, r, terminated, truncated = zip(*(envs[i].step(actions[i])[:4] for i in idx))
+            obs[idx] = np.stack(o)
+            returns[idx] += np.asarray(r, np.float64)
+            discounted[idx] += float(discount) ** steps * np.asarray(r, np.float64)
+            lengths[idx] += 1
+            active[idx] = ~(np.asarray(terminated, bool) | np.asarray(truncated, bool))
+            steps += 1
+    finally:
         if batch is not None:
-            o, r, terminated, truncated = batch.step(actions, active)
-        else:
-            o, r, terminated, truncated = zip(*(envs[i].step(actions[i])[:4] for i in idx))
-        obs[idx] = np.stack(o)
-        returns[idx] += np.asarray(r, np.float64)
-        discounted[idx] += float(discount) ** steps * np.asarray(r, np.float64)
-        lengths[idx] += 1
-        active[idx] = ~(np.asarray(terminated, bool) | np.asarray(truncated, bool))
-        steps += 1
+            batch.close()
     return Episodes(returns, lengths, discounted, first_obs)
 
 
