@@ -28,15 +28,20 @@ from smac_jax.learners import resolve_config
 #   per Muon step on a 2-core CPU (docs/README.md, benchmarks) and would not fit three methods x
 #   three seeds into a few hours. Use --config.offline.agent.hidden_dims=256,256 on an accelerator.
 #
-# Per task: the dataset and the budgets (the same for every task: 20k offline updates, 20k online
-# environment steps, 3 seeds, 128x128 networks, a 128-wide score model fit for 10k steps; raise
+# Per task: the dataset and the budgets (the same for every task but quickstart: 20k offline updates,
+# 20k online environment steps, 3 seeds, 128x128 networks, a 128-wide score model fit for 10k steps; raise
 # them on an accelerator, e.g. --config.offline.steps=1000000 as in the papers). pendulum-medium is
-# the default task (the README's first command runs it with SMAC and TD3+BC offline).
-def _task(dataset_id: str, env: str, kind: str, capacity: int, **generate_kwargs) -> dict:
+# the default task of experiments/o2o.py; "quickstart" (the README's first command, SMAC and TD3+BC
+# offline) is the same dataset at half the budget, evaluated every 1k steps, so that it runs in about
+# a quarter of an hour on 2 CPU cores.
+def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_000, eval_interval: int = 2_000,
+          **generate_kwargs) -> dict:
+    """A task: the dataset (``generate_kwargs`` go to the dataset factory), ``budget`` offline updates
+    and as many online steps, evaluated every ``eval_interval`` of each."""
     return dict(
         dataset=dict(id=dataset_id, generate_env=env, generate_kind=kind, generate_kwargs=generate_kwargs),
-        offline=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, scan_steps=1_000),
-        online=dict(steps=20_000, eval_every=2_000, ckpt_every=10_000, learning_starts=1_000,
+        offline=dict(steps=budget, eval_every=eval_interval, ckpt_every=10_000, scan_steps=1_000),
+        online=dict(steps=budget, eval_every=eval_interval, ckpt_every=10_000, learning_starts=1_000,
                     replay=dict(init="empty", capacity=capacity)),
         eval=dict(episodes=5),
         offline_learner="smac",
@@ -53,6 +58,9 @@ TASKS = {
     # A single medium policy (a third of the way from random to the SAC expert), 100k transitions.
     "pendulum-medium": _task("smac_jax/pendulum/medium-v0", "Pendulum-v1", "medium", 100_000,
                              train_steps=20_000, eval_every=1_000, n_transitions=100_000),
+    # The same dataset, 10k offline updates + 10k online steps, evaluated every 1k: the default job.
+    "quickstart": _task("smac_jax/pendulum/medium-v0", "Pendulum-v1", "medium", 100_000, budget=10_000,
+                        eval_interval=1_000, train_steps=20_000, eval_every=1_000, n_transitions=100_000),
     # Every transition of a SAC run on Hopper-v5 / Walker2d-v5 up to its medium snapshot.
     "hopper": _task("smac_jax/hopper/medium-replay-v0", "Hopper-v5", "medium-replay", 1_000_000,
                     train_steps=150_000, eval_every=10_000),
