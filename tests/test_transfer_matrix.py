@@ -48,6 +48,7 @@ from smac_jax.score import model as sm
 from smac_jax.training import pipeline
 from smac_jax.training.online import make_online_step
 from smac_jax.training.steps import make_offline_step, unalias
+from smac_jax.training.summary import drop_window_warning
 
 # Every registered learner except the online-only methods (ACA's aligned critic and the SAMG
 # wrappers need a hand-over; tests/test_aca.py and tests/test_samg.py cover their hand-overs).
@@ -111,6 +112,21 @@ def test_online_learner_defaults_in_config():
     assert mod.get_config("pendulum,smac,sac").online.replay.init == "empty"
     assert mod.get_config("pendulum,calql,sac").online.replay.init == "empty"
     assert mod.get_config("pendulum,iql,td3").online.replay.init == "empty"
+
+
+def test_every_task_evaluates_an_updated_policy_inside_the_drop_window():
+    """The transfer drop's window (first 10% of the online phase) must hold an evaluation made
+    after the first online update, or the drop compares the handed-over policy with itself."""
+    mod = load_o2o_config_module()
+    for task in mod.TASKS:
+        on = mod.get_config(task).online
+        steps = list(range(0, on.steps + 1, on.eval_every))
+        assert drop_window_warning(steps, on.steps, on.learning_starts) is None, task
+    # The default job is the pendulum-medium dataset at a smaller budget.
+    quick, full = mod.get_config("quickstart"), mod.get_config("pendulum-medium")
+    assert quick.dataset == full.dataset and quick.offline.steps < full.offline.steps
+    # The check bites: with pendulum-medium's schedule on the quickstart budget it warns.
+    assert drop_window_warning(list(range(0, 10_001, 1_000)), 10_000, 1_000) is not None
 
 
 # ---------------------------------------------------------------------------------------------
