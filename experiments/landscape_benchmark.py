@@ -16,7 +16,12 @@ initialised actors, with the same episode seeds:
 Compilation is done before timing (one warm-up call of each batch shape, one step long). Every
 timing includes building the environments (one per point and episode, inside evaluate_stacked);
 ``env_construction_s`` is that share, measured on its own. The returns of the paths are checked
-to be identical. Prints and optionally appends a JSON line.
+to be identical. Where the task is vectorised, the one-thread batched run also sums the time spent
+in the physics (``physics_1thread_s``: ``mj_step`` over the frame skip and ``mj_rnePostConstraint``,
+every environment, every step); ``physics_bound_ratio`` is the point-by-point time over that
+physics divided by the threads: the ratio the batched path would reach if nothing but the
+physics cost time and it divided perfectly over the threads. Prints and optionally appends a JSON
+line.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from smac_jax.cli import run_cli
 from smac_jax.analysis import landscape as ls
 from smac_jax.envs import make_env
 from smac_jax.learners import make_learner
-from smac_jax.vector_mujoco import locomotion_batch
+from smac_jax.vector_mujoco import LocomotionBatch, locomotion_batch
 
 _ENV = flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.")
 _GRID = flags.DEFINE_integer("grid", 11, "Points per plane axis (grid x grid points).")
@@ -44,6 +49,26 @@ _NO_TERMINATION = flags.DEFINE_bool("no_termination", False, "MuJoCo locomotion:
 _THREADS = flags.DEFINE_integer("threads", None, "Physics threads of the batched path (default: one per 16 "
                                 "environments up to the CPU count).")
 _OUT = flags.DEFINE_string("out", None, "Append the result as a JSON line to this file.")
+
+
+class physics_timer:
+    """Within the ``with`` block, sums the wall time of every ``LocomotionBatch._physics`` call
+    (meaningful with one physics thread: the calls then run one after another)."""
+
+    def __enter__(self):
+        self.seconds, self._orig = 0.0, LocomotionBatch._physics
+        orig, timer = self._orig, self
+
+        def timed_physics(batch, idx):
+            t0 = time.perf_counter()
+            orig(batch, idx)
+            timer.seconds += time.perf_counter() - t0
+
+        LocomotionBatch._physics = timed_physics
+        return self
+
+    def __exit__(self, *exc):
+        LocomotionBatch._physics = self._orig
 
 
 def main(argv):
@@ -78,9 +103,10 @@ def main(argv):
     t0 = time.perf_counter()
     batched, lengths = ls.evaluate_stacked(learner, grid, env_fn, e, 0, return_lengths=True, threads=threads)
     t_batched = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    batched_1 = ls.evaluate_stacked(learner, grid, env_fn, e, 0, threads=1)
-    t_batched_1 = time.perf_counter() - t0
+    with physics_timer() as physics:
+        t0 = time.perf_counter()
+        batched_1 = ls.evaluate_stacked(learner, grid, env_fn, e, 0, threads=1)
+        t_batched_1 = time.perf_counter() - t0
     t0 = time.perf_counter()
     batched_gym = ls.evaluate_stacked(learner, grid, env_fn, e, 0, vectorized=False)
     t_batched_gym = time.perf_counter() - t0
@@ -100,6 +126,9 @@ def main(argv):
         "identical_returns": bool(np.array_equal(batched, sequential) and np.array_equal(batched, batched_gym)
                                   and np.array_equal(batched, batched_1)), "mean_return": float(batched.mean()),
     }
+    if vectorizable:
+        result["physics_1thread_s"] = round(physics.seconds, 2)
+        result["physics_bound_ratio"] = round(t_sequential / (physics.seconds / threads), 2)
     print(json.dumps(result))
     if _OUT.value:
         with open(_OUT.value, "a") as f:
