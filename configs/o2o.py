@@ -32,8 +32,8 @@ from smac_jax.learners import resolve_config
 # 20k online environment steps, 3 seeds, 128x128 networks, a 128-wide score model fit for 10k steps; raise
 # them on an accelerator, e.g. --config.offline.steps=1000000 as in the papers). pendulum-medium is
 # the default task of experiments/o2o.py; "quickstart" (the README's first command, SMAC and TD3+BC
-# offline) is the same dataset at half the budget, evaluated every 1k steps, so that it runs in about
-# a quarter of an hour on 2 CPU cores.
+# offline) is the same dataset at half the budget (online updates from step 500, evaluations every
+# 1k offline / 500 online steps), so that it runs in about a quarter of an hour on 2 CPU cores.
 def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_000, eval_interval: int = 2_000,
           online_eval_interval: int | None = None, learning_starts: int = 1_000, **generate_kwargs) -> dict:
     """A task: the dataset (``generate_kwargs`` go to the dataset factory), ``budget`` offline updates

@@ -51,7 +51,7 @@ _THREADS = flags.DEFINE_integer("threads", None, "Physics threads of the batched
 _OUT = flags.DEFINE_string("out", None, "Append the result as a JSON line to this file.")
 
 
-class physics_timer:
+class PhysicsTimer:
     """Within the ``with`` block, sums the wall time of every ``LocomotionBatch._physics`` call
     (meaningful with one physics thread: the calls then run one after another)."""
 
@@ -103,7 +103,7 @@ def main(argv):
     t0 = time.perf_counter()
     batched, lengths = ls.evaluate_stacked(learner, grid, env_fn, e, 0, return_lengths=True, threads=threads)
     t_batched = time.perf_counter() - t0
-    with physics_timer() as physics:
+    with PhysicsTimer() as physics:
         t0 = time.perf_counter()
         batched_1 = ls.evaluate_stacked(learner, grid, env_fn, e, 0, threads=1)
         t_batched_1 = time.perf_counter() - t0
