@@ -111,3 +111,5 @@ def test_threaded_physics_gives_identical_episodes():
         locomotion_batch(envs, threads=0)
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         locomotion_batch([make_env("Pendulum-v1")], threads=0)  # checked before the task is
+    for env in envs:
+        env.close()
