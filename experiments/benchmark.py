@@ -47,7 +47,9 @@ from smac_jax.runtime import tune_host_allocator
 from smac_jax.score import model as sm
 from smac_jax.training.online import OnlineCollector, make_act_step, make_online_loop, make_online_step
 from smac_jax.training.steps import make_offline_step, unalias
-from smac_jax.types import Transitions
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_data import ACT, BATCH, OBS, PEER_MATCHED, build, fake_data, peer_transitions  # noqa: E402
 
 _LEARNERS = flags.DEFINE_list("learners", None, "Offline learners to time (default: all registered).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "4", "8"], "Numbers of vmapped seeds.")
@@ -71,30 +73,6 @@ _PEER = flags.DEFINE_string("peer_harness", None, "Directory of a JAX-CORL timin
 _PEER_ALGOS = flags.DEFINE_list("peer_algos", ["td3bc", "cql", "iql", "awac"], "Algorithms of the peer comparison.")
 _PEER_ROUNDS = flags.DEFINE_integer("peer_rounds", 4, "Alternating rounds of the peer comparison.")
 _PEER_UPDATES = flags.DEFINE_integer("peer_updates", 800, "Updates timed per variant per round.")
-
-#: This library's settings that match JAX-CORL's default networks per algorithm (both use
-#: 256x256 MLPs, batch 256, two critics). Not matched, because this library has one width list for
-#: every network: JAX-CORL's AWAC actor is 4x256 (ours 2x256: less work here), its IQL value
-#: network has LayerNorm and its IQL critics do not (ours: neither).
-PEER_MATCHED = {
-    "td3bc": {"hidden_dims": (256, 256), "critic_layer_norm": True},
-    "cql": {"hidden_dims": (256, 256), "cql_n_actions": 10},
-    "iql": {"hidden_dims": (256, 256)},
-    "awac": {"hidden_dims": (256, 256), "critic_layer_norm": True},
-}
-
-OBS, ACT, BATCH = 11, 3, 256
-
-
-def fake_data(n: int = 100_000) -> Transitions:
-    k = jax.random.split(jax.random.PRNGKey(0), 4)
-    z = jnp.zeros(n)
-    return Transitions(
-        obs=jax.random.normal(k[0], (n, OBS)), action=jax.random.uniform(k[1], (n, ACT), minval=-1, maxval=1),
-        reward=jax.random.normal(k[2], (n,)), next_obs=jax.random.normal(k[3], (n, OBS)), terminated=z,
-        truncated=z, episode=jnp.zeros(n, jnp.int32), rtg=z, mc_return=z - 10.0, traj_return=z,
-    )
-
 
 def timed(fn, seconds: float, warmup: bool = True) -> float:
     """Calls/s of ``fn`` (blocking), after one warm-up call unless ``warmup`` is False, over at
@@ -127,13 +105,6 @@ def matmul_peak(seconds: float, n: int = 2048) -> float:
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
     f = jax.jit(lambda x, y: x @ y)
     return timed(lambda: f(a, b), seconds) * 2 * n**3
-
-
-def build(name: str, overrides=None):
-    learner = make_learner(name, OBS, ACT, overrides)
-    if name == "smac":
-        learner.set_score_params(sm.init_score_model(jax.random.PRNGKey(0), OBS, ACT, learner.config.score_config).ema_params)
-    return learner
 
 
 def update_flops(learner, data) -> float:
@@ -345,12 +316,7 @@ def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int, p
     except ImportError as e:
         fail(f"--peer_harness={harness}: cannot import the harness ({e})")
     d = synthetic.make_dataset()
-    n = d["observations"].shape[0]
-    z = jnp.zeros(n)
-    data = Transitions(obs=jnp.asarray(d["observations"]), action=jnp.asarray(d["actions"]),
-                       reward=jnp.asarray(d["rewards"]), next_obs=jnp.asarray(d["next_observations"]),
-                       terminated=jnp.asarray(d["terminals"]), truncated=z, episode=jnp.zeros(n, jnp.int32),
-                       rtg=z, mc_return=z - 10.0, traj_return=z)
+    data = peer_transitions(d)
     obs_dim, act_dim = d["observations"].shape[1], d["actions"].shape[1]
     results = {}
     for algo in algos:

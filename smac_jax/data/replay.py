@@ -124,9 +124,10 @@ def insert_many(buffer: ReplayBuffer, t) -> ReplayBuffer:
 
 def sample_transitions(data: Transitions, key, batch_size: int, size=None) -> Transitions:
     """Uniform minibatch from the first ``size`` rows of ``data`` (all rows if None)."""
-    n = data.reward.shape[0] if size is None else size
-    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(n, 1))
-    return jax.tree.map(lambda x: x[idx], data)
+    with jax.named_scope("minibatch"):  # names the ops in profiles (experiments/profile_update.py)
+        n = data.reward.shape[0] if size is None else size
+        idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(n, 1))
+        return jax.tree.map(lambda x: x[idx], data)
 
 
 def sample(buffer: ReplayBuffer, key, batch_size: int) -> Transitions:

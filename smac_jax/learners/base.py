@@ -251,14 +251,16 @@ class Learner:
 
 # -- small shared helpers -----------------------------------------------------------------------
 def polyak(target: Any, online: Any, tau: float) -> Any:
-    return optax.incremental_update(online, target, tau)
+    with jax.named_scope("target_update"):  # names the ops in profiles (experiments/profile_update.py)
+        return optax.incremental_update(online, target, tau)
 
 
 def apply_grad(
     opt: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any
 ) -> tuple[Any, Any]:
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    with jax.named_scope("optimizer"):  # names the ops in profiles (experiments/profile_update.py)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
 
 
 def sg(x: Any) -> Any:

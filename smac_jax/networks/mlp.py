@@ -56,16 +56,28 @@ class ValueNetwork(nn.Module):
 def ensemble(module_cls: type[nn.Module], num: int) -> type[nn.Module]:
     """An ensemble of ``num`` independent copies of ``module_cls`` (``nn.vmap`` over parameters).
 
-    Outputs carry a leading ensemble axis; kernels are 3-D ``(E, in, out)``, biases ``(E, out)``.
+    Inputs carry a leading ensemble axis (:func:`per_member`), outputs too; kernels are 3-D
+    ``(E, in, out)``, biases ``(E, out)``.
     """
     return nn.vmap(
         module_cls,
         variable_axes={"params": 0},
         split_rngs={"params": True},
-        in_axes=None,
+        in_axes=0,
         out_axes=0,
         axis_size=num,
     )
+
+
+def per_member(x: jax.Array, num: int) -> jax.Array:
+    """``x`` with a leading ensemble axis of size ``num`` (a broadcast: every member sees the same input).
+
+    Giving each member its own (broadcast) copy instead of sharing one unbatched input keeps every
+    layer's activations in the ensemble-major layout of the batched matrix products: with a shared
+    input XLA CPU merges the members' first layers into one product and then transposes its
+    ``(rows, E x width)`` output and gradient, full-size copies that cost CQL's update 10%
+    (docs/README.md, "Where an update's time goes"). The values are the same."""
+    return jnp.broadcast_to(x, (num, *x.shape))
 
 
 class QEnsemble(nn.Module):
@@ -77,7 +89,8 @@ class QEnsemble(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        return ensemble(QNetwork, self.num)(self.hidden_dims, self.layer_norm, name="q")(obs, action)
+        net = ensemble(QNetwork, self.num)(self.hidden_dims, self.layer_norm, name="q")
+        return net(per_member(obs, self.num), per_member(action, self.num))
 
 
 class ValueEnsemble(nn.Module):
@@ -89,4 +102,4 @@ class ValueEnsemble(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        return ensemble(ValueNetwork, self.num)(self.hidden_dims, self.layer_norm, name="v")(obs)
+        return ensemble(ValueNetwork, self.num)(self.hidden_dims, self.layer_norm, name="v")(per_member(obs, self.num))
