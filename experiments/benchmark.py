@@ -107,13 +107,6 @@ def matmul_peak(seconds: float, n: int = 2048) -> float:
     return timed(lambda: f(a, b), seconds) * 2 * n**3
 
 
-def update_flops(learner, data) -> float:
-    """FLOPs of one update (XLA cost analysis of the unrolled update, minibatch sampling included)."""
-    state = learner.init(jax.random.PRNGKey(0))
-    batch = jax.tree.map(lambda x: x[:BATCH], data)
-    return _flops(jax.jit(learner.update).lower(state, batch, jax.random.PRNGKey(1)).compile())
-
-
 def offline_call(learner, data, scan: int, n_seeds: int = 1, state=None):
     """A no-argument function that runs one scan-fused dispatch of ``scan`` offline updates and
     returns the states: from fresh states of ``n_seeds`` seeds, or from the one-seed ``state``."""
@@ -453,7 +446,7 @@ def main(argv):
             variants.append((name, None))
     for name, ov in variants:
         learner = build(name, ov)
-        flops = update_flops(learner, data)
+        flops = offline_update_flops(learner, data)  # as the offline step runs it (TD3's delayed actor)
         windows = {s: offline_rate(learner, data, s, _SCAN.value, seconds, _WINDOWS.value) for s in seeds}
         rates = {s: float(np.median(w)) for s, w in windows.items()}
         best = max(rates[s] * s * flops for s in seeds)
