@@ -94,7 +94,7 @@ def hlo_ops(hlo_text: str) -> tuple[str, dict[str, dict]]:
                     if depth == 0:
                         break
                 rest = rest[i + 1:]
-            op = re.match(r"\s*\S*\s+([\w-]+)\((.*)", rest) if not rest.startswith(" ") else re.match(r"\s+([\w-]+)\((.*)", rest)
+            op = re.match(r"\S*\s+([\w-]+)\((.*)", rest)  # "[shape] opcode(operands...": the shape, if left
             if not op:
                 continue
             opcode, rest = op.groups()

@@ -75,7 +75,7 @@ def per_member(x: jax.Array, num: int) -> jax.Array:
     Giving each member its own (broadcast) copy instead of sharing one unbatched input keeps every
     layer's activations in the ensemble-major layout of the batched matrix products: with a shared
     input XLA CPU merges the members' first layers into one product and then transposes its
-    ``(rows, E x width)`` output and gradient, full-size copies that cost CQL's update 10%
+    ``(rows, E x width)`` output and gradient, full-size copies that slowed CQL's update by about a tenth
     (docs/README.md, "Where an update's time goes"). The values are the same."""
     return jnp.broadcast_to(x, (num, *x.shape))
 
