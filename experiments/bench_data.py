@@ -1,12 +1,19 @@
-"""What the benchmark scripts share: synthetic hopper-sized offline data and the settings that
-match JAX-CORL's networks (``benchmark.py``'s peer comparison, ``profile_update.py``)."""
+"""What the benchmark scripts share: synthetic hopper-sized offline data, the settings that
+match JAX-CORL's networks (``benchmark.py``'s peer comparison, ``profile_update.py``,
+``ensemble_layout.py``) and one offline dispatch as a no-argument call."""
 from __future__ import annotations
+
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 
+from smac_jax.cli import fail
+
 from smac_jax.learners import make_learner
 from smac_jax.score import model as sm
+from smac_jax.training.steps import make_offline_step, unalias
 from smac_jax.types import Transitions
 
 #: This library's settings that match JAX-CORL's default networks per algorithm (both use
@@ -42,6 +49,19 @@ def build(name: str, overrides=None):
     return learner
 
 
+def offline_data(harness: str | None) -> Transitions:
+    """The peer harness's synthetic dataset (``harness``: its directory) or, without one,
+    :func:`fake_data` of the same size."""
+    if not harness:
+        return fake_data(200_000)
+    sys.path.insert(0, os.path.abspath(harness))
+    try:
+        import synthetic
+    except ImportError as e:
+        fail(f"--peer_harness={harness}: cannot import the harness ({e})")
+    return peer_transitions(synthetic.make_dataset())
+
+
 def peer_transitions(d: dict) -> Transitions:
     """The peer harness's synthetic D4RL-style arrays as this library's offline ``Transitions``."""
     n = d["observations"].shape[0]
@@ -50,3 +70,19 @@ def peer_transitions(d: dict) -> Transitions:
                        reward=jnp.asarray(d["rewards"]), next_obs=jnp.asarray(d["next_observations"]),
                        terminated=jnp.asarray(d["terminals"]), truncated=z, episode=jnp.zeros(n, jnp.int32),
                        rtg=z, mc_return=z - 10.0, traj_return=z)
+
+
+def offline_call(learner, data, scan: int, n_seeds: int = 1, state=None):
+    """A no-argument function that runs one scan-fused dispatch of ``scan`` offline updates and
+    returns the states: from fresh states of ``n_seeds`` seeds, or from the one-seed ``state``."""
+    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    states = jax.vmap(learner.init)(keys) if state is None else jax.tree.map(lambda x: x[None], state)
+    step = make_offline_step(learner, scan)
+    box = {"s": unalias(states), "i": 0}
+
+    def call():
+        box["s"], _ = step(box["s"], data, keys, box["i"])
+        box["i"] += scan
+        return box["s"]
+
+    return call

@@ -49,7 +49,7 @@ from smac_jax.training.online import OnlineCollector, make_act_step, make_online
 from smac_jax.training.steps import make_offline_step, unalias
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_data import ACT, BATCH, OBS, PEER_MATCHED, build, fake_data, peer_transitions  # noqa: E402
+from bench_data import ACT, BATCH, OBS, PEER_MATCHED, build, fake_data, offline_call, peer_transitions  # noqa: E402
 
 _LEARNERS = flags.DEFINE_list("learners", None, "Offline learners to time (default: all registered).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "4", "8"], "Numbers of vmapped seeds.")
@@ -105,22 +105,6 @@ def matmul_peak(seconds: float, n: int = 2048) -> float:
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
     f = jax.jit(lambda x, y: x @ y)
     return timed(lambda: f(a, b), seconds) * 2 * n**3
-
-
-def offline_call(learner, data, scan: int, n_seeds: int = 1, state=None):
-    """A no-argument function that runs one scan-fused dispatch of ``scan`` offline updates and
-    returns the states: from fresh states of ``n_seeds`` seeds, or from the one-seed ``state``."""
-    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
-    states = jax.vmap(learner.init)(keys) if state is None else jax.tree.map(lambda x: x[None], state)
-    step = make_offline_step(learner, scan)
-    box = {"s": unalias(states), "i": 0}
-
-    def call():
-        box["s"], _ = step(box["s"], data, keys, box["i"])
-        box["i"] += scan
-        return box["s"]
-
-    return call
 
 
 def offline_rate(learner, data, n_seeds: int, scan: int, seconds: float, windows: int) -> list[float]:

@@ -49,7 +49,7 @@ from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.steps import make_offline_step, unalias
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_data import PEER_MATCHED, build, fake_data, peer_transitions  # noqa: E402
+from bench_data import PEER_MATCHED, build, fake_data, offline_data  # noqa: E402
 
 _ALGOS = flags.DEFINE_list("algos", ["td3bc", "cql"], "Offline learners to profile.")
 _SCAN = flags.DEFINE_integer("scan", 8, "Updates fused per dispatch (8 = JAX-CORL's default).")
@@ -283,14 +283,7 @@ def main(argv):
         missing = [a for a in _ALGOS.value if a not in PEER_MATCHED]
         if missing:
             fail(f"--peer_harness: the peer has no program for {missing}; choose from {list(PEER_MATCHED)}")
-        sys.path.insert(0, os.path.abspath(_PEER.value))
-        try:
-            import synthetic
-        except ImportError as e:
-            fail(f"--peer_harness={_PEER.value}: cannot import the harness ({e})")
-        data = peer_transitions(synthetic.make_dataset())
-    else:
-        data = fake_data(200_000)
+    data = offline_data(_PEER.value)
     results = {"device": str(jax.devices()[0]), "jax": jax.__version__, "scan": _SCAN.value,
                "rounds": _ROUNDS.value, "algos": {}}
     print(f"device {results['device']}; 1 seed, {_SCAN.value} updates per dispatch; times per update, "

@@ -318,6 +318,7 @@ def test_non_finite_optimizer_state_is_caught_before_saving():
     (["experiments/o2o.py", "--config=configs/o2o.py:pendulum"], r"^error: .*--workdir"),
     (["experiments/make_dataset.py", "--kinds=medium,bogus"], r"^error: --kinds: unknown dataset kind\(s\) \['bogus'\]"),
     (["experiments/benchmark.py", "--seeds=0"], r"^error: --seeds / --online_seeds must be integers >= 1"),
+    (["experiments/ensemble_layout.py", "--runs=td3bc:1:0:8"], r"^error: --runs: 'td3bc:1:0:8' is not learner:seeds:rounds:updates"),
     (["experiments/train_score_model.py", "--out=X", "--steps=0"], r"^error: --steps must be >= 1"),
     (["experiments/score_policy.py", "--out=W", "--ws=0,2"], r"^error: --steps and --widths must be >= 1 and every --ws"),
     (["experiments/score_policy.py", "--out=W", "--task=nope"], r"^error: --task: unknown task 'nope'"),

@@ -81,6 +81,9 @@ def resolve_config(name: str, overrides: Any = None) -> ml_collections.ConfigDic
     return cfg
 
 
+ENSEMBLE_LAYOUTS = ("auto", "batched", "separate")
+
+
 def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
     """Range checks shared by every learner; the message names the field."""
     from smac_jax.optim import MUON_SCOPES, OPTIMIZERS
@@ -102,6 +105,8 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
     if "hidden_dims" in cfg:
         dims = cfg.hidden_dims
         need(len(dims) >= 1 and all(int(d) >= 1 for d in dims), "hidden_dims", "must be one or more layer widths >= 1")
+    if "ensemble_layout" in cfg:
+        need(cfg.ensemble_layout in ENSEMBLE_LAYOUTS, "ensemble_layout", f"must be one of {ENSEMBLE_LAYOUTS}")
     if "optimizer" in cfg:
         need(cfg.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
     if "muon_scope" in cfg:
@@ -125,6 +130,7 @@ def base_config() -> ml_collections.ConfigDict:
             actor_layer_norm=False,
             critic_layer_norm=False,
             num_critics=2,
+            ensemble_layout="auto",  # "auto" | "batched" | "separate" (docs/algorithms.md, "Conventions")
             actor_lr=3e-4,
             critic_lr=3e-4,
             optimizer="adam",  # "adam" | "muon" (docs/algorithms.md, "Optimiser")

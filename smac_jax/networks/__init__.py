@@ -14,8 +14,23 @@ __all__ = [
 ]
 
 
+#: ``ensemble_layout="auto"`` applies the members one by one on a CPU up to this many members.
+SEPARATE_MAX_MEMBERS = 2
+
+
+def separate_members(config: Any, num: int) -> bool:
+    """Whether an ensemble of ``num`` members is applied member by member (``config.ensemble_layout``:
+    "separate", "batched", or "auto" = separate on a CPU backend for at most
+    :data:`SEPARATE_MAX_MEMBERS` members, batched otherwise; docs/algorithms.md)."""
+    layout = config.ensemble_layout
+    if layout == "auto":
+        return num <= SEPARATE_MAX_MEMBERS and jax.default_backend() == "cpu"
+    return layout == "separate"
+
+
 def critic_net(config: Any) -> QEnsemble:
-    return QEnsemble(config.num_critics, tuple(config.hidden_dims), config.critic_layer_norm)
+    return QEnsemble(config.num_critics, tuple(config.hidden_dims), config.critic_layer_norm,
+                     separate_members(config, config.num_critics))
 
 
 def critic_member(config: Any, critic_params: Any, obs, action, i: int = 0):
@@ -27,7 +42,7 @@ def critic_member(config: Any, critic_params: Any, obs, action, i: int = 0):
 
 
 def value_net(config: Any, num: int = 1) -> ValueEnsemble:
-    return ValueEnsemble(num, tuple(config.hidden_dims), config.critic_layer_norm)
+    return ValueEnsemble(num, tuple(config.hidden_dims), config.critic_layer_norm, separate_members(config, num))
 
 
 def gaussian_actor(config: Any, act_dim: int) -> GaussianActor:

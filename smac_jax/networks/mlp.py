@@ -80,26 +80,46 @@ def per_member(x: jax.Array, num: int) -> jax.Array:
     return jnp.broadcast_to(x, (num, *x.shape))
 
 
+def members_one_by_one(module: nn.Module, member: nn.Module, name: str, *inputs: jax.Array) -> jax.Array:
+    """Apply each member of the ensemble submodule ``name`` of ``module`` on its own (its slice of
+    the stacked parameters through the unbatched ``member``), stacked: the same parameters and
+    outputs as the batched ensemble, as ``num`` independent chains of matrix products instead of one
+    batched product per layer. XLA CPU runs independent products side by side on its threads,
+    which made 2-member critic updates faster on a 2-core CPU (docs/README.md, "Ensemble layout");
+    a 10-member ensemble was slower, and on accelerators one batched product is the better layout."""
+    params = module.variables["params"][name]
+    num = jax.tree.leaves(params)[0].shape[0]
+    return jnp.stack([member.apply({"params": jax.tree.map(lambda p, i=i: p[i], params)}, *inputs) for i in range(num)])
+
+
 class QEnsemble(nn.Module):
-    """``num`` critics Q_i(s, a); returns shape (num, *batch)."""
+    """``num`` critics Q_i(s, a); returns shape (num, *batch). ``separate``: apply the members one
+    by one (:func:`members_one_by_one`; same parameters, same outputs)."""
 
     num: int = 2
     hidden_dims: Sequence[int] = (256, 256)
     layer_norm: bool = False
+    separate: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         net = ensemble(QNetwork, self.num)(self.hidden_dims, self.layer_norm, name="q")
+        if self.separate and not self.is_initializing():
+            return members_one_by_one(self, QNetwork(self.hidden_dims, self.layer_norm, parent=None), "q", obs, action)
         return net(per_member(obs, self.num), per_member(action, self.num))
 
 
 class ValueEnsemble(nn.Module):
-    """``num`` state values V_i(s); returns shape (num, *batch)."""
+    """``num`` state values V_i(s); returns shape (num, *batch). ``separate``: as for :class:`QEnsemble`."""
 
     num: int = 1
     hidden_dims: Sequence[int] = (256, 256)
     layer_norm: bool = False
+    separate: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        return ensemble(ValueNetwork, self.num)(self.hidden_dims, self.layer_norm, name="v")(per_member(obs, self.num))
+        net = ensemble(ValueNetwork, self.num)(self.hidden_dims, self.layer_norm, name="v")
+        if self.separate and not self.is_initializing():
+            return members_one_by_one(self, ValueNetwork(self.hidden_dims, self.layer_norm, parent=None), "v", obs)
+        return net(per_member(obs, self.num))
