@@ -86,7 +86,7 @@ def members_one_by_one(module: nn.Module, member: nn.Module, name: str, *inputs:
     outputs as the batched ensemble, as ``num`` independent chains of matrix products instead of one
     batched product per layer. XLA CPU runs independent products side by side on its threads,
     which made 2-member critic updates faster on a 2-core CPU (docs/README.md, "Ensemble layout");
-    a 10-member ensemble was slower, and on accelerators one batched product is the better layout."""
+    3-, 4- and 10-member ensembles were not, and on accelerators one batched product is the better layout."""
     params = module.variables["params"][name]
     num = jax.tree.leaves(params)[0].shape[0]
     return jnp.stack([member.apply({"params": jax.tree.map(lambda p, i=i: p[i], params)}, *inputs) for i in range(num)])
