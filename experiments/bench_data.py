@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 
 from smac_jax.cli import fail
-
 from smac_jax.learners import make_learner
 from smac_jax.score import model as sm
 from smac_jax.training.steps import make_offline_step, unalias

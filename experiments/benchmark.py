@@ -49,7 +49,7 @@ from smac_jax.training.online import OnlineCollector, make_act_step, make_online
 from smac_jax.training.steps import make_offline_step, unalias
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_data import ACT, BATCH, OBS, PEER_MATCHED, build, fake_data, offline_call, peer_transitions  # noqa: E402
+from bench_data import ACT, BATCH, OBS, PEER_MATCHED, build, fake_data, offline_call, offline_data  # noqa: E402
 
 _LEARNERS = flags.DEFINE_list("learners", None, "Offline learners to time (default: all registered).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "4", "8"], "Numbers of vmapped seeds.")
@@ -286,15 +286,12 @@ def _peer_arm(jaxcorl_bench, algo: str, without_layer_norm: bool = False):
 def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int, peak_gflops: float) -> dict:
     """Updates/s (median over alternating rounds) of JAX-CORL and of this library, per algorithm,
     with each program's FLOPs per update and FLOP rate as a share of the matmul peak."""
-    sys.path.insert(0, os.path.abspath(harness))
+    data = offline_data(harness)  # the harness's synthetic dataset; puts the harness on sys.path
     try:
         import jaxcorl_bench
-        import synthetic
     except ImportError as e:
         fail(f"--peer_harness={harness}: cannot import the harness ({e})")
-    d = synthetic.make_dataset()
-    data = peer_transitions(d)
-    obs_dim, act_dim = d["observations"].shape[1], d["actions"].shape[1]
+    obs_dim, act_dim = data.obs.shape[1], data.action.shape[1]
     results = {}
     for algo in algos:
         variants, flops = {}, {}

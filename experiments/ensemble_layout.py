@@ -89,8 +89,9 @@ def main(argv):
         row = compare(algo, seeds, rounds, updates, extra, data)
         out["runs"][spec] = row
         med = row["updates_per_s_per_seed"]
-        print(f"{algo:<7}{seeds} seed(s){''.join(f', {k}={v}' for k, v in extra.items())}: batched {med['batched']:.2f}, separate {med['separate']:.2f}; "
-              f"separate / batched {row['ratio']:.3f}, faster in {row['separate_faster_rounds']}/{rounds} rounds", flush=True)
+        label = f"{algo:<7}{seeds} seed(s)" + "".join(f", {k}={v}" for k, v in extra.items())
+        print(f"{label}: batched {med['batched']:.2f}, separate {med['separate']:.2f}; separate / batched "
+              f"{row['ratio']:.3f}, faster in {row['separate_faster_rounds']}/{rounds} rounds", flush=True)
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump(out, f, indent=2)

@@ -49,7 +49,7 @@ from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.steps import make_offline_step, unalias
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_data import PEER_MATCHED, build, fake_data, offline_data  # noqa: E402
+from bench_data import PEER_MATCHED, build, offline_data  # noqa: E402
 
 _ALGOS = flags.DEFINE_list("algos", ["td3bc", "cql"], "Offline learners to profile.")
 _SCAN = flags.DEFINE_integer("scan", 8, "Updates fused per dispatch (8 = JAX-CORL's default).")

@@ -38,7 +38,9 @@ def test_hlo_ops_finds_fused_matmuls_and_scope_names(prof):
 
 @pytest.mark.parametrize("layer_norm", [True, False])
 def test_profile_attributes_a_learners_update(prof, layer_norm):
-    data = prof.fake_data(2_000)
+    from bench_data import fake_data  # on sys.path through the prof fixture
+
+    data = fake_data(2_000)
     call, hlo = prof.ours("td3bc", {"hidden_dims": (16, 16), "batch_size": 32, "critic_layer_norm": layer_norm}, data, 2)
     r = prof.profile_program(call, 2, 8, hlo)
     ops = r["op_ms"]
