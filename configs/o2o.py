@@ -35,12 +35,16 @@ from smac_jax.learners import resolve_config
 # offline) is the same dataset at half the budget (online updates from step 500, evaluations every
 # 1k offline / 500 online steps), so that it runs in about a quarter of an hour on 2 CPU cores.
 def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_000, eval_interval: int = 2_000,
-          online_eval_interval: int | None = None, learning_starts: int = 1_000, **generate_kwargs) -> dict:
-    """A task: the dataset (``generate_kwargs`` go to the dataset factory), ``budget`` offline updates
-    and as many online steps, evaluated every ``eval_interval`` of each (``online_eval_interval``, if
-    given, in the online phase), the online updates starting after ``learning_starts`` steps."""
+          online_eval_interval: int | None = None, learning_starts: int = 1_000, generate: bool = True,
+          reward: str = "env", reward_scale: float = 1.0, reward_bias: float = 0.0, **generate_kwargs) -> dict:
+    """A task: the dataset (``generate_kwargs`` go to the dataset factory; ``generate=False``: a
+    dataset to download, never generated), ``budget`` offline updates and as many online steps,
+    evaluated every ``eval_interval`` of each (``online_eval_interval``, if given, in the online
+    phase), the online updates starting after ``learning_starts`` steps; ``reward``,
+    ``reward_scale``, ``reward_bias`` as in the ``dataset`` section of :func:`get_config`."""
     return dict(
-        dataset=dict(id=dataset_id, generate_env=env, generate_kind=kind, generate_kwargs=generate_kwargs),
+        dataset=dict(id=dataset_id, generate_env=env, generate_kind=kind, generate_kwargs=generate_kwargs,
+                     generate=generate, reward=reward, reward_scale=reward_scale, reward_bias=reward_bias),
         offline=dict(steps=budget, eval_every=eval_interval, ckpt_every=10_000, scan_steps=1_000),
         online=dict(steps=budget, eval_every=online_eval_interval or eval_interval, ckpt_every=10_000,
                     learning_starts=learning_starts,
@@ -71,7 +75,28 @@ TASKS = {
                     train_steps=150_000, eval_every=10_000),
     "walker": _task("smac_jax/walker2d/medium-replay-v0", "Walker2d-v5", "medium-replay", 1_000_000,
                     train_steps=150_000, eval_every=10_000),
+    # The SMAC paper's six D4RL tasks, as Minari hosts them (download first, e.g.
+    # `minari download mujoco/hopper/medium-replay-v0`; nothing is generated). Kitchen needs the
+    # "kitchen" extra (Gymnasium-Robotics, MuJoCo < 3.12), the Adroit tasks the "adroit" extra.
+    # The binary Adroit tasks (Cal-QL's door-, pen-, relocate-binary): reward 1 on a step where the
+    # task reports success, else 0, scaled by 10 and shifted by -5 as Cal-QL does; the score is the
+    # success rate. Their data here: Minari's "cloned" datasets (human demonstrations and rollouts
+    # of a behaviour-cloned policy, the closest to Cal-QL's 25 demonstrations + 500 BC rollouts).
+    "d4rl-hopper-medium-replay": _task("mujoco/hopper/medium-replay-v0", "Hopper-v5", "medium-replay",
+                                       1_000_000, generate=False),
+    "d4rl-walker2d-medium-replay": _task("mujoco/walker2d/medium-replay-v0", "Walker2d-v5", "medium-replay",
+                                         1_000_000, generate=False),
+    "d4rl-kitchen-partial": _task("D4RL/kitchen/partial-v2", "FrankaKitchen-v1", "partial", 1_000_000,
+                                  generate=False),
+    **{f"d4rl-{name}-binary": _task(f"D4RL/{name}/cloned-v2", env, "cloned", 1_000_000, generate=False,
+                                    reward="success", reward_scale=10.0, reward_bias=-5.0)
+       for name, env in (("door", "AdroitHandDoor-v1"), ("pen", "AdroitHandPen-v1"),
+                         ("relocate", "AdroitHandRelocate-v1"))},
 }
+
+#: The six D4RL tasks of the SMAC paper (configs above; their datasets are downloaded with Minari).
+PAPER_TASKS = ("d4rl-hopper-medium-replay", "d4rl-walker2d-medium-replay", "d4rl-kitchen-partial",
+               "d4rl-door-binary", "d4rl-pen-binary", "d4rl-relocate-binary")
 
 
 # Per online learner: the online-phase settings its paper fine-tunes with, applied by get_config
@@ -123,10 +148,15 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     c.ref_min_score = ml_collections.config_dict.placeholder(float)  # override the dataset's metadata
     c.ref_max_score = ml_collections.config_dict.placeholder(float)
 
+    d = t["dataset"]
+    # reward: "env" (the stored / environment reward) or "success" (1 on a step whose info["success"]
+    # is true, else 0, in the data and online; the score is then the success rate in percent).
+    # reward_scale / reward_bias: reward * scale + bias, in the data and online.
     c.dataset = ml_collections.ConfigDict(dict(
-        id=t["dataset"]["id"], normalize_obs=False, reward_scale=1.0, reward_bias=0.0, gamma=0.99,
-        generate=True, generate_env=t["dataset"]["generate_env"], generate_kind=t["dataset"]["generate_kind"],
-        generate_seed=0, generate_kwargs=t["dataset"]["generate_kwargs"],
+        id=d["id"], normalize_obs=False, reward=d["reward"], reward_scale=d["reward_scale"],
+        reward_bias=d["reward_bias"], gamma=0.99,
+        generate=d["generate"], generate_env=d["generate_env"], generate_kind=d["generate_kind"],
+        generate_seed=0, generate_kwargs=d["generate_kwargs"],
     ))
 
     c.offline = ml_collections.ConfigDict(dict(learner=off_name, **t["offline"]))

@@ -11,7 +11,10 @@ Every environment the library steps is built by :func:`make_env`, which applies,
    :func:`gymnasium.spaces.flatten` and :class:`gymnasium.wrappers.FlattenObservation` use);
 4. float32 observations;
 5. optional standardisation ``(obs - obs_mean) / obs_std`` with fixed statistics (normally a
-   dataset's, see :class:`smac_jax.data.dataset.OfflineDataset`).
+   dataset's, see :class:`smac_jax.data.dataset.OfflineDataset`);
+6. optional binary reward (``reward="success"``, :class:`SuccessReward`): the reward of a step
+   is 1 where the environment's ``info["success"]`` is true, else 0 (the "binary" Adroit tasks of
+   offline-to-online papers).
 
 The offline loader (:mod:`smac_jax.data.dataset`) flattens dataset observations with the same
 layout, so a policy trained offline sees identical inputs online.
@@ -28,7 +31,13 @@ from gymnasium.envs.registration import EnvSpec
 
 KeyPath = tuple[Any, ...]
 
+#: Reward kinds of :func:`make_env` (and of a run config's ``dataset.reward``): "env", the
+#: environment's own reward; "success", 1 on a step whose ``info["success"]`` is true, else 0.
+REWARDS = ("env", "success")
+
 __all__ = [
+    "REWARDS",
+    "SuccessReward",
     "flatten_obs_keys",
     "flat_obs_dim",
     "make_env",
@@ -98,6 +107,7 @@ def make_env(
     obs_std: np.ndarray | None = None,
     seed: int | None = None,
     layout_space: spaces.Space | None = None,
+    reward: str = "env",
     **kwargs: Any,
 ) -> gym.Env:
     """Build an environment following the library's conventions.
@@ -114,6 +124,8 @@ def make_env(
         the environment's own observation space. Pass a dataset's stored observation space to
         make online observations match the dataset's layout when the two list the same keys in
         a different order (Minari re-sorts Dict keys when it stores a space).
+      reward: one of :data:`REWARDS`: ``"env"`` keeps the environment's reward, ``"success"``
+        replaces it by :class:`SuccessReward`'s binary one.
       **kwargs: forwarded to ``gym.make`` (e.g. ``max_episode_steps``, ``render_mode``).
 
     Returns:
@@ -121,12 +133,17 @@ def make_env(
 
     Raises:
       ValueError: the action space is not a bounded Box, the layout space does not describe the
-        environment's observations, or the normalisation statistics have the wrong shape.
+        environment's observations, the normalisation statistics have the wrong shape, or
+        ``reward`` is not one of :data:`REWARDS`.
     """
+    if reward not in REWARDS:
+        raise ValueError(f"make_env: reward must be one of {REWARDS}, got {reward!r}")
     env = gym.make(env_id_or_spec, **kwargs)
     try:
         env = _wrap_actions(env)
         env = _wrap_observations(env, layout_space, obs_mean, obs_std)
+        if reward == "success":
+            env = SuccessReward(env)
     except Exception:
         env.close()
         raise
@@ -135,6 +152,22 @@ def make_env(
         env.action_space.seed(int(seed))
         env.observation_space.seed(int(seed))
     return env
+
+
+class SuccessReward(gym.Wrapper):
+    """Binary reward: 1.0 on a step whose ``info["success"]`` is true, else 0.0.
+
+    The sparse-reward ("binary") variant of tasks that report success, such as Gymnasium-Robotics'
+    Adroit hand tasks (the door-, pen- and relocate-binary tasks of Cal-QL and SMAC). An
+    environment whose step info has no ``"success"`` entry is an error, raised at the first step.
+    """
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        if "success" not in info:
+            raise ValueError(f"Environment {_env_name(self.env)!r} reports no info['success'], so its reward "
+                             "cannot be made binary (reward='success'); use reward='env'")
+        return obs, float(bool(info["success"])), terminated, truncated, info
 
 
 def _wrap_actions(env: gym.Env) -> gym.Env:

@@ -41,12 +41,13 @@ def load_o2o_config_module():
     return mod
 
 
-def random_minari_dataset(env: gym.Env, dataset_id: str, episodes: int, **create_kwargs):
+def random_minari_dataset(env: gym.Env, dataset_id: str, episodes: int, collector_kwargs=None, **create_kwargs):
     """A Minari dataset of ``episodes`` uniform-random episodes of ``env`` (episode ``i`` reset
-    with seed ``i``, actions from the action space seeded 0), written in the real HDF5 format."""
+    with seed ``i``, actions from the action space seeded 0), written in the real HDF5 format
+    (``collector_kwargs``: more arguments of ``minari.DataCollector``, e.g. ``record_infos``)."""
     import minari
 
-    collector = minari.DataCollector(env, data_format="hdf5")
+    collector = minari.DataCollector(env, data_format="hdf5", **(collector_kwargs or {}))
     collector.action_space.seed(0)
     for ep in range(episodes):
         collector.reset(seed=ep)

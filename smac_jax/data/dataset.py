@@ -9,7 +9,9 @@ need (return-to-go, Monte-Carlo return, episode return). Conventions (docs/algor
   dataset's stored observation space), optionally standardised with the dataset's mean and
   ``std + 1e-3``;
 * actions are mapped linearly from the dataset's Box action space to ``[-1, 1]``;
-* rewards become ``reward * reward_scale + reward_bias``.
+* rewards become ``reward * reward_scale + reward_bias``; with ``reward="success"`` the raw
+  reward of a step is first replaced by the step's stored ``infos["success"]`` (1 or 0), the
+  binary reward of the sparse Adroit tasks (:func:`success_rewards`).
 
 Bad data fails early with a :class:`DatasetError` that says what is wrong and where
 (:func:`validate_transitions`).
@@ -40,6 +42,7 @@ __all__ = [
     "load_dataset",
     "rescale_actions",
     "returns_to_go",
+    "success_rewards",
     "validate_transitions",
 ]
 
@@ -74,7 +77,7 @@ class OfflineDataset:
       action_low, action_high: bounds of the dataset's (original) Box action space.
       observation_space, action_space: the dataset's stored (original) spaces.
       eval_env_spec: Minari's evaluation ``EnvSpec`` if the dataset has one, else None.
-      normalize_obs, reward_scale, reward_bias, gamma: the loading options used.
+      normalize_obs, reward_scale, reward_bias, gamma, reward: the loading options used.
     """
 
     transitions: Transitions
@@ -95,6 +98,7 @@ class OfflineDataset:
     reward_scale: float = 1.0
     reward_bias: float = 0.0
     gamma: float = 0.99
+    reward: str = "env"
 
     @property
     def obs_dim(self) -> int:
@@ -139,6 +143,7 @@ class OfflineDataset:
                 "cannot be recreated; build it with smac_jax.envs.make_env(env_id, ...) instead."
             )
         kwargs.setdefault("layout_space", self.observation_space)
+        kwargs.setdefault("reward", self.reward)
         if self.normalize_obs:
             kwargs.setdefault("obs_mean", self.obs_mean)
             kwargs.setdefault("obs_std", self.obs_std)
@@ -150,6 +155,7 @@ class OfflineDataset:
         if spec is None:
             raise DatasetError(f"Dataset {self.dataset_id!r} stores no environment spec.")
         kwargs.setdefault("layout_space", self.observation_space)
+        kwargs.setdefault("reward", self.reward)
         if self.normalize_obs:
             kwargs.setdefault("obs_mean", self.obs_mean)
             kwargs.setdefault("obs_std", self.obs_std)
@@ -486,6 +492,7 @@ def load_dataset(
     reward_bias: float = 0.0,
     gamma: float = 0.99,
     action_tolerance: float = 1e-3,
+    reward: str = "env",
 ) -> OfflineDataset:
     """Load a local Minari dataset as flat transitions.
 
@@ -502,13 +509,18 @@ def load_dataset(
       gamma: discount of ``mc_return``.
       action_tolerance: actions may exceed the dataset's action bounds by this much (they are
         clipped); beyond it loading fails.
+      reward: ``"env"`` (the stored rewards) or ``"success"`` (each step's stored
+        ``infos["success"]`` as a 0 / 1 reward, :func:`success_rewards`; the environments the
+        dataset builds then give the same binary reward, :class:`smac_jax.envs.SuccessReward`).
 
     Raises:
       DatasetError: the id is not local, or the data is malformed (wrong shapes, NaN / inf,
         actions outside the action space).
     """
+    if reward not in envs_lib.REWARDS:
+        raise DatasetError(f"{dataset_id}: reward must be one of {envs_lib.REWARDS}, got {reward!r}")
     try:
-        return _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance)
+        return _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance, reward)
     except DatasetError:
         raise
     except (OSError, KeyError, RuntimeError, ValueError, EOFError) as e:  # h5py / minari on damaged files
@@ -520,13 +532,33 @@ def load_dataset(
 
 def load_dataset_from_config(dataset_config: Any) -> OfflineDataset:
     """:func:`load_dataset` with the loading options of a run config's ``dataset`` section
-    (``id``, ``normalize_obs``, ``reward_scale``, ``reward_bias``, ``gamma``)."""
+    (``id``, ``normalize_obs``, ``reward_scale``, ``reward_bias``, ``gamma``, ``reward``)."""
     dc = dataset_config
     return load_dataset(dc.id, normalize_obs=dc.normalize_obs, reward_scale=dc.reward_scale,
-                        reward_bias=dc.reward_bias, gamma=dc.gamma)
+                        reward_bias=dc.reward_bias, gamma=dc.gamma, reward=dc.get("reward", "env"))
 
 
-def _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance) -> OfflineDataset:
+def success_rewards(infos: Any, steps: int, where: str) -> np.ndarray:
+    """The binary reward of each of an episode's ``steps`` steps: 1.0 where the step's
+    ``infos["success"]`` is true, else 0.0.
+
+    ``infos`` is the episode's stored info dict (Minari's ``EpisodeData.infos``), whose entries
+    hold either one value per step or, as Minari records them, one more (the reset's info first).
+    """
+    if not isinstance(infos, dict) or "success" not in infos:
+        keys = sorted(infos) if isinstance(infos, dict) else []
+        raise DatasetError(f"{where}: no per-step infos['success'] stored (info keys: {keys}), so "
+                           "dataset.reward='success' cannot be used; use dataset.reward='env'")
+    success = np.asarray(infos["success"]).reshape(-1)
+    if success.shape[0] == steps + 1:
+        success = success[1:]  # Minari stores the reset's info first
+    if success.shape[0] != steps:
+        raise DatasetError(f"{where}: infos['success'] has {success.shape[0]} entries for {steps} steps")
+    return success.astype(bool).astype(np.float64)
+
+
+def _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance,
+                  reward="env") -> OfflineDataset:
     ds = _open_minari(dataset_id)
     obs_space = ds.observation_space
     act_space = ds.action_space
@@ -542,6 +574,8 @@ def _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, a
         steps = rewards.shape[0]
         if steps == 0:
             continue  # an episode without steps has no transitions (and gets no index)
+        if reward == "success":
+            rewards = success_rewards(ep.infos, steps, where)
         flat = flatten_observations(obs_space, ep.observations, where=f"{where}: observations")
         if flat.shape[0] != steps + 1:
             raise DatasetError(
@@ -638,4 +672,5 @@ def _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, a
         reward_scale=float(reward_scale),
         reward_bias=float(reward_bias),
         gamma=float(gamma),
+        reward=reward,
     )

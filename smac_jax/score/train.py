@@ -71,11 +71,12 @@ def fit_or_load_score_model(path: str, dataset, config: ml_collections.ConfigDic
         "normalize_obs": bool(dataset.normalize_obs),
         "obs_dim": int(dataset.transitions.obs.shape[-1]),
         "act_dim": int(dataset.transitions.action.shape[-1]),
+        "reward": dataset.reward,  # the returns the model is conditioned on depend on it
     }
     if os.path.exists(os.path.join(path, "score_model.json")):
         state, cfg, meta = sm.load_score_model(path)
         for k, v in meta_expected.items():
-            if meta.get(k) != v:
+            if meta.get(k, "env" if k == "reward" else None) != v:  # models saved before "reward": "env"
                 raise ScoreModelMismatch(
                     f"score model at {path} was fitted with {k}={meta.get(k)!r}, but this run has {k}={v!r}; "
                     "point score_model_path elsewhere or delete it to refit")

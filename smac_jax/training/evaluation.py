@@ -20,6 +20,9 @@ class Episodes(NamedTuple):
     lengths: np.ndarray  # steps taken
     discounted: np.ndarray  # sum_t discount^t r_t (the return a critic estimates at the start state)
     first_obs: np.ndarray  # the start states, (N, obs_dim)
+    # 1.0 if some step of the episode reported info["success"], else 0.0; NaN where the
+    # environment reports no success (or was stepped by the vectorised locomotion stepper)
+    success: np.ndarray | None = None
 
 
 def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray], seeds: Sequence[int],
@@ -38,7 +41,8 @@ def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray
     (``None``: one per 16 environments up to the CPU count; results identical for any value).
 
     Returns :class:`Episodes`: the undiscounted returns, the episode lengths, the returns
-    discounted with ``discount`` (each shape (N,)) and the start states.
+    discounted with ``discount`` (each shape (N,)), the start states, and whether each episode
+    succeeded (some step's ``info["success"]`` true; NaN for environments that report none).
     """
     obs = np.stack([env.reset(seed=int(sd))[0] for env, sd in zip(envs, seeds)])
     first_obs = obs.copy()
@@ -49,6 +53,7 @@ def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray
     n = len(envs)
     returns, discounted = np.zeros(n), np.zeros(n)
     lengths, active = np.zeros(n, np.int64), np.ones(n, bool)
+    success, reports = np.zeros(n, bool), np.zeros(n, bool)
     steps = 0
     try:
         while active.any() and (max_steps is None or steps < max_steps):
@@ -57,7 +62,11 @@ def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray
             if batch is not None:
                 o, r, terminated, truncated = batch.step(actions, active)
             else:
-                o, r, terminated, truncated = zip(*(envs[i].step(actions[i])[:4] for i in idx))
+                o, r, terminated, truncated, infos = zip(*(envs[i].step(actions[i]) for i in idx))
+                for i, info in zip(idx, infos):
+                    if "success" in info:
+                        reports[i] = True
+                        success[i] |= bool(info["success"])
             obs[idx] = np.stack(o)
             returns[idx] += np.asarray(r, np.float64)
             discounted[idx] += float(discount) ** steps * np.asarray(r, np.float64)
@@ -67,7 +76,7 @@ def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray
     finally:
         if batch is not None:
             batch.close()
-    return Episodes(returns, lengths, discounted, first_obs)
+    return Episodes(returns, lengths, discounted, first_obs, np.where(reports, success.astype(np.float64), np.nan))
 
 
 class Evaluator:

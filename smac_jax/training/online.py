@@ -79,6 +79,12 @@ class OnlineCollector:
         self._episode = np.full(self.n, -1, np.int32)
         self.episode_returns = np.zeros(self.n)
         self.finished_returns: list[list[float]] = [[] for _ in seeds]
+        # Tasks that report info["success"]: whether the current episode has succeeded, and per
+        # environment the training episodes finished and how many of them succeeded (CORL's regret).
+        self.reports_success = False
+        self.episode_success = np.zeros(self.n, bool)
+        self.train_episodes = np.zeros(self.n, np.int64)
+        self.train_successes = np.zeros(self.n, np.int64)
 
     def step(self, actions: np.ndarray) -> tuple[Transitions, np.ndarray]:
         """Apply ``actions`` (n, act_dim); returns (transitions to insert, observations to act on)."""
@@ -87,14 +93,20 @@ class OnlineCollector:
         rew = np.empty(n)
         term, trunc = np.zeros(n, np.float32), np.zeros(n, np.float32)
         for i, env in enumerate(self.envs):
-            obs, rew[i], terminated, truncated, _ = env.step(actions[i])
+            obs, rew[i], terminated, truncated, info = env.step(actions[i])
             self._actions[i].append(np.asarray(actions[i], np.float32).tolist())
             final_obs[i] = obs
             self.episode_returns[i] += rew[i]
+            if "success" in info:
+                self.reports_success = True
+                self.episode_success[i] |= bool(info["success"])
             if terminated or truncated:
                 term[i], trunc[i] = float(terminated), float(truncated)
                 self.finished_returns[i].append(float(self.episode_returns[i]))
                 self.episode_returns[i] = 0.0
+                self.train_episodes[i] += 1
+                self.train_successes[i] += int(self.episode_success[i])
+                self.episode_success[i] = False
                 self._starts[i] = {"rng": _rng_state(env)}
                 self._actions[i] = []
                 obs, _ = env.reset()
@@ -116,7 +128,16 @@ class OnlineCollector:
     def state_dict(self) -> dict:
         """JSON-serialisable state from which :meth:`load_state_dict` rebuilds the environments."""
         return {"starts": self._starts, "actions": self._actions,
-                "episode_returns": self.episode_returns.tolist()}
+                "episode_returns": self.episode_returns.tolist(), "reports_success": self.reports_success,
+                "episode_success": self.episode_success.tolist(), "train_episodes": self.train_episodes.tolist(),
+                "train_successes": self.train_successes.tolist()}
+
+    def success_counts(self) -> dict[str, np.ndarray]:
+        """Per environment, the training episodes finished so far and how many succeeded, for
+        tasks that report ``info["success"]`` (else empty)."""
+        if not self.reports_success:
+            return {}
+        return {"train_episodes": self.train_episodes.copy(), "train_successes": self.train_successes.copy()}
 
     def load_state_dict(self, state: dict) -> None:
         """Put every environment back where :meth:`state_dict` was taken, by replaying its episode."""
@@ -139,6 +160,10 @@ class OnlineCollector:
         self._starts = [dict(s) for s in state["starts"]]
         self._actions = [list(a) for a in state["actions"]]
         self.episode_returns = np.asarray(state["episode_returns"], np.float64)
+        self.reports_success = bool(state.get("reports_success", False))  # absent in older checkpoints
+        self.episode_success = np.asarray(state.get("episode_success", [False] * self.n), bool)
+        self.train_episodes = np.asarray(state.get("train_episodes", [0] * self.n), np.int64)
+        self.train_successes = np.asarray(state.get("train_successes", [0] * self.n), np.int64)
         self.obs = obs
 
     def close(self) -> None:

@@ -140,6 +140,8 @@ class RunContext:
         ref = (dataset.ref_min_score, dataset.ref_max_score)
         if config.ref_min_score is not None:
             ref = (config.ref_min_score, config.ref_max_score)
+        if config.dataset.get("reward", "env") == "success":
+            ref = (0.0, 1.0)  # binary tasks: the score is the success rate in percent (see evaluate)
         return cls(
             config=config, workdir=workdir, resume=resume, dataset=dataset,
             data=jax.device_put(jax.tree.map(jnp.asarray, t)), seeds=seeds, keys=keys, off_learner=off,
@@ -168,10 +170,16 @@ class RunContext:
         ds = self.config.dataset
         disc = in_critic_units(eps.discounted, eps.lengths, gamma, ds.reward_scale, ds.reward_bias)
         lo, hi = self.ref_scores
+        success = eps.success.mean(1)  # per seed: the fraction of episodes that succeeded; NaN if not reported
+        binary = self.config.dataset.get("reward", "env") == "success"
         rows = []
         for i, seed in enumerate(self.seeds):
             row = {"phase": phase, "step": int(step), "seed": seed, "eval_return": float(mean[i])}
-            if self.has_scores:
+            if not np.isnan(success[i]):
+                row["eval_success"] = float(success[i])
+            if binary:  # the binary tasks' normalised score: 100 x the success rate
+                row["eval_score"] = 100.0 * float(np.nan_to_num(success[i]))
+            elif self.has_scores:
                 row["eval_score"] = float(100.0 * (mean[i] - lo) / (hi - lo))
             if value is not None:
                 # Q at the evaluation's start states against the discounted return obtained from them.
@@ -311,8 +319,9 @@ def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCo
         metrics = m or metrics
         if learner.host_update_every and step % learner.host_update_every == 0:
             states = learner.periodic_host_update(states, buffers, step)
-        # Evaluations log the last chunk's training metrics (none before learning starts).
-        ctx.end_chunk("online", step, act, states, learner, metrics,
+        # Evaluations log the last chunk's training metrics (none before learning starts), and for
+        # tasks that report success the training episodes finished and succeeded so far.
+        ctx.end_chunk("online", step, act, states, learner, {**metrics, **collector.success_counts()},
                       lambda: ({"states": states, "buffers": buffers}, {"collector": collector.state_dict()}),
                       _rate(step - start, t0))
     collector.close()

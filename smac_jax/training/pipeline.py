@@ -16,6 +16,7 @@ import ml_collections
 
 from smac_jax.data import replay
 from smac_jax.data.dataset import load_dataset_from_config
+from smac_jax.envs import REWARDS
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, WorkdirError  # noqa: F401  (re-exported)
 from smac_jax.learners import resolve_config
 from smac_jax.training.logger import check_sinks, plot_evaluations
@@ -71,6 +72,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.eval.episodes >= 1, f"eval.episodes must be >= 1, got {config.eval.episodes}")
     need(config.ckpt_keep >= 1, f"ckpt_keep must be >= 1, got {config.ckpt_keep}")
     check_sinks(config)  # a missing optional package fails here, before any data is loaded
+    need(config.dataset.get("reward", "env") in REWARDS,
+         f"dataset.reward must be one of {REWARDS}, got {config.dataset.get('reward')!r}")
     off, on = config.offline, config.online
     for name, ph in (("offline", off), ("online", on)):
         need(ph.steps >= 0, f"{name}.steps must be >= 0, got {ph.steps}")

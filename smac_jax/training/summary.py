@@ -55,6 +55,12 @@ def summarize(log: MetricsLog, config, score_available: bool) -> dict:
         out["online_final_mean"] = float(np.mean(on[:, -1]))
         _, on_ret = log.evaluations("online", "eval_return")
         out["online_final_return_mean"] = float(np.mean(on_ret[:, -1]))
+    _, episodes = log.evaluations("online", "train_episodes")
+    if episodes.size and np.all(episodes[:, -1] > 0):  # a task that reports success (CORL's regret)
+        _, successes = log.evaluations("online", "train_successes")
+        # mean(1 - success) over every training episode (smac_jax.analysis.metrics.corl_regret)
+        out["corl_regret"] = [float(1.0 - s / e) for s, e in zip(successes[:, -1], episodes[:, -1])]
+        out["corl_regret_mean"] = float(np.mean(out["corl_regret"]))
     if off.size and on.size and score_available:
         drops = [transfer_drop(off[i, -1], on_steps, on[i], config.online.steps) for i in range(on.shape[0])]
         out["transfer_drop"] = drops
