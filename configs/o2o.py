@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from smac_jax.data.d4rl import D4RL_REFERENCE_SCORES
 from smac_jax.learners import resolve_config
 
 # SMAC settings per task (docs/algorithms.md, SMAC; evidence in docs/results_smac_offline.md):
@@ -36,12 +37,14 @@ from smac_jax.learners import resolve_config
 # 1k offline / 500 online steps), so that it runs in about a quarter of an hour on 2 CPU cores.
 def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_000, eval_interval: int = 2_000,
           online_eval_interval: int | None = None, learning_starts: int = 1_000, generate: bool = True,
-          reward: str = "env", reward_scale: float = 1.0, reward_bias: float = 0.0, **generate_kwargs) -> dict:
+          reward: str = "env", reward_scale: float = 1.0, reward_bias: float = 0.0,
+          ref_scores: tuple[float, float] | None = None, **generate_kwargs) -> dict:
     """A task: the dataset (``generate_kwargs`` go to the dataset factory; ``generate=False``: a
     dataset to download, never generated), ``budget`` offline updates and as many online steps,
     evaluated every ``eval_interval`` of each (``online_eval_interval``, if given, in the online
     phase), the online updates starting after ``learning_starts`` steps; ``reward``,
-    ``reward_scale``, ``reward_bias`` as in the ``dataset`` section of :func:`get_config`."""
+    ``reward_scale``, ``reward_bias`` as in the ``dataset`` section of :func:`get_config`;
+    ``ref_scores``: the (min, max) reference returns of normalised scores (default: the dataset's)."""
     return dict(
         dataset=dict(id=dataset_id, generate_env=env, generate_kind=kind, generate_kwargs=generate_kwargs,
                      generate=generate, reward=reward, reward_scale=reward_scale, reward_bias=reward_bias),
@@ -54,6 +57,7 @@ def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_
         online_learner="sac",
         agent=dict(hidden_dims=(128, 128)),
         score=dict(hidden_dim=128, steps=10_000),
+        ref_scores=ref_scores,
     )
 
 
@@ -82,10 +86,11 @@ TASKS = {
     # task reports success, else 0, scaled by 10 and shifted by -5 as Cal-QL does; the score is the
     # success rate. Their data here: Minari's "cloned" datasets (human demonstrations and rollouts
     # of a behaviour-cloned policy, the closest to Cal-QL's 25 demonstrations + 500 BC rollouts).
+    # Scores with D4RL's reference returns (the normalisation the paper reports).
     "d4rl-hopper-medium-replay": _task("mujoco/hopper/medium-replay-v0", "Hopper-v5", "medium-replay",
-                                       1_000_000, generate=False),
+                                       1_000_000, generate=False, ref_scores=D4RL_REFERENCE_SCORES["hopper"]),
     "d4rl-walker2d-medium-replay": _task("mujoco/walker2d/medium-replay-v0", "Walker2d-v5", "medium-replay",
-                                         1_000_000, generate=False),
+                                         1_000_000, generate=False, ref_scores=D4RL_REFERENCE_SCORES["walker2d"]),
     "d4rl-kitchen-partial": _task("D4RL/kitchen/partial-v2", "FrankaKitchen-v1", "partial", 1_000_000,
                                   generate=False),
     **{f"d4rl-{name}-binary": _task(f"D4RL/{name}/cloned-v2", env, "cloned", 1_000_000, generate=False,
@@ -147,6 +152,8 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     c.transfer_reset_optimizer = True  # optimiser states re-initialised at hand-over (docs/algorithms.md)
     c.ref_min_score = ml_collections.config_dict.placeholder(float)  # override the dataset's metadata
     c.ref_max_score = ml_collections.config_dict.placeholder(float)
+    if t["ref_scores"] is not None:
+        c.ref_min_score, c.ref_max_score = (float(v) for v in t["ref_scores"])
 
     d = t["dataset"]
     # reward: "env" (the stored / environment reward) or "success" (1 on a step whose info["success"]

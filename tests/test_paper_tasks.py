@@ -86,7 +86,7 @@ def test_episodes_report_success_where_the_environment_does():
 def test_the_papers_six_tasks_are_configs():
     mod = load_o2o_config_module()
     assert len(mod.PAPER_TASKS) == 6
-    ids = {}
+    ids, refs = {}, {}
     for task in mod.PAPER_TASKS:
         c = mod.get_config(task)
         validate_config(c)
@@ -95,6 +95,7 @@ def test_the_papers_six_tasks_are_configs():
         binary = task.endswith("-binary")
         assert c.dataset.reward == ("success" if binary else "env")
         assert (c.dataset.reward_scale, c.dataset.reward_bias) == ((10.0, -5.0) if binary else (1.0, 0.0))
+        refs[task] = (c.ref_min_score, c.ref_max_score)
     assert ids == {
         "d4rl-hopper-medium-replay": "mujoco/hopper/medium-replay-v0",
         "d4rl-walker2d-medium-replay": "mujoco/walker2d/medium-replay-v0",
@@ -103,8 +104,13 @@ def test_the_papers_six_tasks_are_configs():
         "d4rl-pen-binary": "D4RL/pen/cloned-v2",
         "d4rl-relocate-binary": "D4RL/relocate/cloned-v2",
     }
+    # D4RL's reference returns for the locomotion tasks; the others' come with their datasets
+    assert refs["d4rl-hopper-medium-replay"] == (-20.272305, 3234.3)
+    assert refs["d4rl-walker2d-medium-replay"] == (1.629008, 4592.3)
+    assert refs["d4rl-kitchen-partial"] == (None, None)
     for task in ("pendulum", "hopper", "quickstart"):  # the other tasks keep the environment's reward
         assert mod.get_config(task).dataset.reward == "env"
+        assert mod.get_config(task).ref_min_score is None
 
 
 def test_a_paper_task_without_its_dataset_says_how_to_download_it(minari_store):

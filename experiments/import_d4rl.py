@@ -1,0 +1,45 @@
+"""Import D4RL's own HDF5 dataset files as local Minari datasets (smac_jax.data.d4rl).
+
+    python experiments/import_d4rl.py --file=~/.d4rl/datasets/hopper_medium_replay-v2.hdf5
+    python experiments/o2o.py --config=configs/o2o.py:hopper --config.dataset.id=d4rl/hopper/medium-replay-v2 \\
+        --config.dataset.generate=False --workdir=runs/hopper-mr-d4rl
+
+The environment (the maintained Gymnasium equivalent of D4RL's) and D4RL's reference scores come
+from the file name (``<env>_<dataset>-v<N>.hdf5``); ``--env`` and ``--dataset_id`` set them for
+other names.
+"""
+import os
+
+from absl import flags, logging
+
+from smac_jax.cli import fail, run_cli
+from smac_jax.data.d4rl import D4RL_ENVS, import_d4rl_file
+
+_FILE = flags.DEFINE_string("file", None, "A D4RL HDF5 file (observations, actions, rewards, terminals, timeouts).",
+                            required=True)
+_ID = flags.DEFINE_string("dataset_id", None, "Minari id to write (default d4rl/<env>/<dataset>-v<N> from the "
+                          "file name).")
+_ENV = flags.DEFINE_string("env", None, "Gymnasium environment id (default from the file name: "
+                           + ", ".join(f"{k} -> {v[0]}" for k, v in D4RL_ENVS.items()) + ").")
+_REF = flags.DEFINE_list("ref_scores", None, "MIN,MAX reference returns for normalised scores (default: D4RL's "
+                         "for the environment).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a local dataset of the same id.")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    ref = None
+    if _REF.value is not None:
+        try:
+            ref = tuple(float(v) for v in _REF.value)
+        except ValueError:
+            ref = ()
+        if len(ref) != 2 or not ref[0] < ref[1]:
+            fail(f"--ref_scores must be MIN,MAX with MIN < MAX, got {','.join(_REF.value)}")
+    dataset_id = import_d4rl_file(os.path.expanduser(_FILE.value), _ID.value, _ENV.value, ref, _OVERWRITE.value)
+    print(f"wrote {dataset_id}; use it with --config.dataset.id={dataset_id} --config.dataset.generate=False")
+
+
+if __name__ == "__main__":
+    run_cli(main)

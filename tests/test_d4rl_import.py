@@ -1,0 +1,149 @@
+"""D4RL's own HDF5 files imported as Minari datasets (smac_jax.data.d4rl, experiments/import_d4rl.py).
+
+The files are written here in D4RL's layout (flat per-transition arrays, ``terminals``,
+``timeouts``, optional ``next_observations`` and ``infos/goal_achieved``) from Hopper-v5 rollouts.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from smac_jax.data.d4rl import D4RL_REFERENCE_SCORES, d4rl_dataset_name, import_d4rl_file
+from smac_jax.data.dataset import DatasetError, load_dataset
+from smac_jax.training.phases import check_env_fits
+
+CAP = 8  # steps after which a rollout is cut by a time limit
+
+
+def hopper_rows(seed: int = 0):
+    """D4RL-layout rows of Hopper-v5 under random actions: whole episodes of at most ``CAP`` steps
+    (cut ones flagged in ``timeouts``, ended ones in ``terminals``) until at least one of each
+    kind, then 3 rows of an unfinished episode."""
+    env = gym.make("Hopper-v5")
+    env.action_space.seed(seed)
+    rows = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    kinds, ep = set(), 0
+    while kinds != {"terminal", "timeout"} or ep < 3:
+        obs, _ = env.reset(seed=seed + ep)
+        ep += 1
+        for t in range(CAP):
+            a = env.action_space.sample() * (3.0 if ep % 2 else 0.2)  # some episodes fall, others time out
+            a = np.clip(a, -1, 1)
+            nxt, r, term, _, _ = env.step(a)
+            last = term or t == CAP - 1
+            for k, v in zip(rows, (obs, a, r, nxt, term, last and not term)):
+                rows[k].append(v)
+            obs = nxt
+            if last:
+                kinds.add("terminal" if term else "timeout")
+                break
+    obs, _ = env.reset(seed=999)
+    for _ in range(3):  # the unfinished tail
+        a = env.action_space.sample() * 0.1
+        nxt, r, term, _, _ = env.step(a)
+        for k, v in zip(rows, (obs, a, r, nxt, False, False)):
+            rows[k].append(v)
+        obs = nxt
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def write_d4rl(path, rows, next_obs=True, goal=None, drop=()):
+    with h5py.File(path, "w") as f:
+        for k, v in rows.items():
+            if k in drop or (k == "next_observations" and not next_obs):
+                continue
+            f.create_dataset(k, data=v.astype(np.float32) if v.dtype.kind == "f" else v)
+        if goal is not None:
+            f.create_group("infos").create_dataset("goal_achieved", data=goal)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return hopper_rows()
+
+
+def test_file_names_give_environment_dataset_and_version():
+    assert d4rl_dataset_name("/x/hopper_medium_replay-v2.hdf5") == ("hopper", "medium-replay", "v2")
+    assert d4rl_dataset_name("door-cloned-v1.hdf5") == ("door", "cloned", "v1")
+    assert d4rl_dataset_name("walker2d_medium_expert-v2.hdf5") == ("walker2d", "medium-expert", "v2")
+    with pytest.raises(DatasetError, match="not a D4RL file name"):
+        d4rl_dataset_name("my_data.hdf5")
+
+
+def test_import_with_next_observations_keeps_every_row(rows, tmp_path, minari_store):
+    path = write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5", rows)
+    assert import_d4rl_file(path, dataset_id="test-d4rl/hopper/full-v2") == "test-d4rl/hopper/full-v2"
+    d = load_dataset("test-d4rl/hopper/full-v2")
+    t = d.transitions
+    np.testing.assert_allclose(t.obs, rows["observations"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(t.next_obs, rows["next_observations"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(t.action, rows["actions"], rtol=0, atol=1e-6)  # Hopper's actions are in [-1, 1]
+    np.testing.assert_allclose(t.reward, rows["rewards"], rtol=1e-6)
+    np.testing.assert_array_equal(t.terminated, rows["terminals"].astype(np.float32))
+    ends = rows["terminals"] | rows["timeouts"]
+    assert d.n_episodes == int(ends.sum()) + 1  # and the unfinished tail
+    assert t.truncated[-1] == 1.0 and t.truncated[np.flatnonzero(rows["timeouts"])].all()
+    assert (d.ref_min_score, d.ref_max_score) == D4RL_REFERENCE_SCORES["hopper"]
+    assert d.env_spec.id == "Hopper-v5" and d.env_spec.max_episode_steps == 1000
+    check_env_fits(d)
+
+
+def test_import_without_next_observations_drops_only_time_limited_last_rows(rows, tmp_path, minari_store):
+    path = write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5", rows, next_obs=False)
+    import_d4rl_file(path, dataset_id="test-d4rl/hopper/nonext-v2")
+    t = load_dataset("test-d4rl/hopper/nonext-v2").transitions
+    dropped = np.flatnonzero(rows["timeouts"]).tolist() + [len(rows["rewards"]) - 1]  # and the tail's last row
+    keep = np.setdiff1d(np.arange(len(rows["rewards"])), dropped)
+    np.testing.assert_allclose(t.obs, rows["observations"][keep], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(t.terminated, rows["terminals"][keep].astype(np.float32))
+    inner = ~(rows["terminals"][keep].astype(bool))  # a kept non-terminal row's next obs is the next row's obs
+    np.testing.assert_allclose(t.next_obs[inner], rows["observations"][keep[inner] + 1], rtol=0, atol=1e-6)
+
+
+def test_goal_achieved_becomes_the_success_reward(rows, tmp_path, minari_store):
+    goal = np.zeros(len(rows["rewards"]), bool)
+    goal[1::4] = True
+    path = write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5", rows, goal=goal)
+    import_d4rl_file(path, dataset_id="test-d4rl/hopper/goal-v2")
+    t = load_dataset("test-d4rl/hopper/goal-v2", reward="success").transitions
+    np.testing.assert_array_equal(t.reward, goal.astype(np.float32))
+
+
+def test_bad_files_and_existing_ids_are_one_line_errors_and_lose_nothing(rows, tmp_path, minari_store):
+    good = write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5", rows)
+    import_d4rl_file(good, dataset_id="test-d4rl/hopper/kept-v2")
+    with pytest.raises(DatasetError, match="already a local dataset; pass --overwrite"):
+        import_d4rl_file(good, dataset_id="test-d4rl/hopper/kept-v2")
+    no_timeouts = write_d4rl(tmp_path / "hopper_broken-v2.hdf5", rows, drop=("timeouts",))
+    with pytest.raises(DatasetError, match=r"not a D4RL dataset file: no timeouts"):
+        import_d4rl_file(no_timeouts, dataset_id="test-d4rl/hopper/kept-v2", overwrite=True)
+    assert load_dataset("test-d4rl/hopper/kept-v2").transitions.obs.shape[0] == len(rows["rewards"])  # not lost
+    wide = dict(rows, observations=np.pad(rows["observations"], ((0, 0), (0, 1))))
+    with pytest.raises(DatasetError, match=r"observations \(12,\) / actions \(3,\) do not fit Hopper-v5 \(11 / 3\)"):
+        import_d4rl_file(write_d4rl(tmp_path / "hopper_wide-v2.hdf5", wide), dataset_id="test-d4rl/hopper/wide-v2")
+    nan = dict(rows, rewards=np.where(np.arange(len(rows["rewards"])) == 5, np.nan, rows["rewards"]))
+    with pytest.raises(DatasetError, match="rewards is not finite at row 5"):
+        import_d4rl_file(write_d4rl(tmp_path / "hopper_nan-v2.hdf5", nan), dataset_id="test-d4rl/hopper/nan-v2")
+    with pytest.raises(DatasetError, match="no Gymnasium environment known for D4RL's 'antmaze'"):
+        import_d4rl_file(write_d4rl(tmp_path / "antmaze_umaze-v2.hdf5", rows))
+
+
+def test_cli_imports_and_fails_in_one_line(rows, tmp_path, minari_store):
+    path = write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5", rows)
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "experiments/import_d4rl.py", f"--file={path}", "--dataset_id=test-d4rl/hopper/cli-v2"]
+    ok = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "--config.dataset.id=test-d4rl/hopper/cli-v2" in ok.stdout
+    again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and "already a local dataset" in errors[0] and "Traceback" not in again.stderr
