@@ -10,6 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from smac_jax.data.d4rl import D4RL_REFERENCE_SCORES
+from smac_jax.errors import ConfigError
 from smac_jax.learners import resolve_config
 
 # SMAC settings per task (docs/algorithms.md, SMAC; evidence in docs/results_smac_offline.md):
@@ -139,7 +140,7 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     parts = [p.strip() for p in arg.split(",")] if arg else ["pendulum-medium"]
     task = parts[0]
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     t = TASKS[task]
     off_name = parts[1] if len(parts) > 1 else t["offline_learner"]
     on_name = parts[2] if len(parts) > 2 else t["online_learner"]

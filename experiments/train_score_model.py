@@ -27,6 +27,8 @@ _DATASET = flags.DEFINE_string("dataset", "smac_jax/pendulum/medium-replay-v0", 
 _OUT = flags.DEFINE_string("out", None, "Directory to save the model in.", required=True)
 _STEPS = flags.DEFINE_integer("steps", 50_000, "Gradient steps.")
 _NORM = flags.DEFINE_bool("normalize_obs", False, "Standardise observations (must match the SMAC runs).")
+_REWARD = flags.DEFINE_enum("reward", "env", ["env", "success"], "The dataset's reward (dataset.reward of the SMAC "
+                            "runs; 'success': binary, from the stored success infos).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 5, "Episodes of the sampled policy (0: skip).")
 _EVAL_W = flags.DEFINE_float("eval_w", 1.0, "Return conditioning of the sampled policy.")
@@ -40,7 +42,7 @@ def main(argv):
         fail(f"--steps must be >= 1, got {_STEPS.value}")
     if _EVAL_EPISODES.value < 0:
         fail(f"--eval_episodes must be >= 0, got {_EVAL_EPISODES.value}")
-    ds = load_dataset(_DATASET.value, normalize_obs=_NORM.value)
+    ds = load_dataset(_DATASET.value, normalize_obs=_NORM.value, reward=_REWARD.value)
     cfg = sm.default_score_config()
     cfg.steps = _STEPS.value
     params, cfg = fit_or_load_score_model(_OUT.value, ds, cfg, seed=_SEED.value)

@@ -68,12 +68,23 @@ def _config_key_message(err: Exception, argv: list[str]) -> str:
     return f"bad --config override: {detail}{hint}"
 
 
+def _flag_message(message: str) -> str:
+    """A flag error's message; for a config file that failed to load (absl puts the traceback in
+    the message), the flag and the exception's own line only."""
+    head, sep, tb = message.partition("Traceback (most recent call last):")
+    if not sep or not tb.strip():
+        return message
+    last = tb.strip().splitlines()[-1].strip()  # "package.module.SomeError: what went wrong"
+    m = re.match(r"[\w.]*(Error|Exception): (.*)", last)
+    return f"{head.split(': Error whilst', 1)[0].rstrip(': ')}: {m.group(2) if m else last}"
+
+
 def run_cli(main: Callable[[list[str]], None]) -> None:
     def parse(argv: list[str]) -> list[str]:
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:
-            fail(str(e))
+            fail(_flag_message(str(e)))
         except (AttributeError, KeyError) as e:  # ml_collections: an override names no config field
             fail(_config_key_message(e, argv))
         except (TypeError, ValueError) as e:  # ml_collections: an override of the wrong type

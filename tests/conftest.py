@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-import warnings
 
 import gymnasium as gym
 import jax
@@ -42,24 +41,11 @@ def load_o2o_config_module():
 
 
 def random_minari_dataset(env: gym.Env, dataset_id: str, episodes: int, collector_kwargs=None, **create_kwargs):
-    """A Minari dataset of ``episodes`` uniform-random episodes of ``env`` (episode ``i`` reset
-    with seed ``i``, actions from the action space seeded 0), written in the real HDF5 format
-    (``collector_kwargs``: more arguments of ``minari.DataCollector``, e.g. ``record_infos``)."""
-    import minari
+    """A Minari dataset of ``episodes`` uniform-random episodes of ``env`` in the real HDF5 format
+    (``smac_jax.training.dataset_factory.random_episodes_dataset``)."""
+    from smac_jax.training.dataset_factory import random_episodes_dataset
 
-    collector = minari.DataCollector(env, data_format="hdf5", **(collector_kwargs or {}))
-    collector.action_space.seed(0)
-    for ep in range(episodes):
-        collector.reset(seed=ep)
-        done = False
-        while not done:
-            _, _, term, trunc, _ = collector.step(collector.action_space.sample())
-            done = term or trunc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # minari's "author / description is None" advice
-        dataset = collector.create_dataset(dataset_id=dataset_id, **create_kwargs)
-    collector.close()
-    return dataset
+    return random_episodes_dataset(env, dataset_id, episodes, collector_kwargs=collector_kwargs, **create_kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -209,3 +209,23 @@ def test_online_collector_counts_training_episodes_that_succeed():
     quiet = OnlineCollector(lambda: _Reaches(reports=False), [0])
     quiet.step(np.zeros((1, 1), np.float32))
     assert quiet.success_counts() == {}
+
+
+def test_a_score_model_fitted_on_other_rewards_is_refused(door_dataset_id, tmp_path):
+    from smac_jax.score import model as sm
+    from smac_jax.score.train import ScoreModelMismatch, fit_or_load_score_model
+
+    cfg = sm.default_score_config()
+    cfg.update(steps=2, hidden_dim=16, n_blocks=1, time_dim=8, time_mlp_dim=16, batch_size=8)
+    path = str(tmp_path / "score")
+    with contextlib.redirect_stdout(io.StringIO()):
+        fit_or_load_score_model(path, load_dataset(door_dataset_id), cfg, progress=False)
+    # SMAC conditions on returns, which a binary reward changes
+    with pytest.raises(ScoreModelMismatch, match="fitted with reward='env', but this run has reward='success'"):
+        fit_or_load_score_model(path, load_dataset(door_dataset_id, reward="success"), cfg, progress=False)
+    with open(os.path.join(path, "score_model.json")) as f:  # a model saved before the reward was recorded
+        saved = json.load(f)
+    del saved["meta"]["reward"]
+    with open(os.path.join(path, "score_model.json"), "w") as f:
+        json.dump(saved, f)
+    fit_or_load_score_model(path, load_dataset(door_dataset_id), cfg, progress=False)  # still loads

@@ -21,6 +21,7 @@ rescales them).
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -104,6 +105,39 @@ def _collect(env_id: str, policy_fn, n_steps: int, seed: int, ds_id: str, meta: 
     ds = env.create_dataset(dataset_id=ds_id, eval_env=env_id, **meta)
     env.close()
     return ds
+
+
+class SuccessInfo(minari.StepDataCallback):
+    """A ``minari.DataCollector`` step callback that records, of each step's info, only
+    ``success`` (False at a reset, whose info has none): what a binary-reward task
+    (``dataset.reward = "success"``) reads from a dataset."""
+
+    def __call__(self, env, **kwargs):
+        data = super().__call__(env, **kwargs)
+        data["info"] = {"success": bool(data["info"].get("success", False))}
+        return data
+
+
+def random_episodes_dataset(env: gym.Env, dataset_id: str, episodes: int, record_success: bool = False,
+                            collector_kwargs: dict | None = None, **create_kwargs):
+    """A Minari dataset (real HDF5 format) of ``episodes`` uniform-random episodes of ``env``:
+    episode ``i`` reset with seed ``i``, actions from the action space seeded 0. ``record_success``
+    stores each step's ``success`` info (:class:`SuccessInfo`); ``collector_kwargs`` go to
+    ``minari.DataCollector``, ``create_kwargs`` to its ``create_dataset``."""
+    kwargs = dict(step_data_callback=SuccessInfo, record_infos=True) if record_success else {}
+    collector = minari.DataCollector(env, data_format="hdf5", **{**kwargs, **(collector_kwargs or {})})
+    collector.action_space.seed(0)
+    for ep in range(episodes):
+        collector.reset(seed=ep)
+        done = False
+        while not done:
+            _, _, term, trunc, _ = collector.step(collector.action_space.sample())
+            done = term or trunc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # minari's advice on a missing author / description
+        dataset = collector.create_dataset(dataset_id=dataset_id, **create_kwargs)
+    collector.close()
+    return dataset
 
 
 class _TrainingEnv:
