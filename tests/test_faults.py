@@ -318,7 +318,6 @@ def test_non_finite_optimizer_state_is_caught_before_saving():
     (["experiments/o2o.py", "--config=configs/o2o.py:pendulum"], r"^error: .*--workdir"),
     (["experiments/o2o.py", "--config=configs/o2o.py:nope", "--workdir=W"],
      r"^error: flag --config=configs/o2o.py:nope: unknown task 'nope'; known: pendulum, .*d4rl-door-binary"),
-    (["experiments/compare.py", "--task=nope", "--root=W"], r"^error: unknown task 'nope'; known: pendulum"),
     (["experiments/smoke_task.py", "--task=nope"], r"^error: --task: unknown task 'nope'; known: pendulum"),
     (["experiments/make_dataset.py", "--kinds=medium,bogus"], r"^error: --kinds: unknown dataset kind\(s\) \['bogus'\]"),
     (["experiments/benchmark.py", "--seeds=0"], r"^error: --seeds / --online_seeds must be integers >= 1"),

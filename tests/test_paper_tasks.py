@@ -172,7 +172,7 @@ def test_binary_door_data_and_environment(door_dataset_id):
 
 def test_binary_door_task_through_the_pipeline(door_dataset_id, tmp_path):
     c = tiny_config(door_dataset_id, **{"dataset.reward": "success", "dataset.reward_scale": 10.0,
-                                        "dataset.reward_bias": -5.0, "offline.steps": 100,
+                                        "dataset.reward_bias": -5.0, "offline.steps": 50, "offline.ckpt_every": 50,
                                         "online.steps": 60, "online.eval_every": 30, "online.ckpt_every": 30})
     with contextlib.redirect_stdout(io.StringIO()):
         summary = run(c, str(tmp_path), progress=False)
