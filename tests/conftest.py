@@ -23,6 +23,10 @@ if _CACHE != "0":
     jax.config.update("jax_compilation_cache_dir", _CACHE)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # the launch scripts the tests run as subprocesses read the same cache (JAX's environment variables)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 PENDULUM_ID = "test/pendulum/random-v0"
 #: Episode length of the test dataset; it is stored in the dataset's env spec, so the

@@ -25,7 +25,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from scipy.signal import lfilter
 
 from smac_jax import envs as envs_lib
 from smac_jax.data.replay import top_n_transitions
@@ -317,6 +316,8 @@ def discounted_returns(rewards: np.ndarray, episode: np.ndarray, gamma: float) -
 
     One ``scipy.signal.lfilter`` call per episode on the reversed rewards (exact, float64).
     """
+    from scipy.signal import lfilter  # imported here: it costs a launch script most of a second
+
     rewards = np.asarray(rewards, dtype=np.float64)
     out = np.empty_like(rewards)
     starts, ends = _episode_bounds(np.asarray(episode))
