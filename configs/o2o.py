@@ -100,6 +100,17 @@ TASKS = {
                          ("relocate", "AdroitHandRelocate-v1"))},
 }
 
+# AntMaze (the ACA and SAMG papers' sparse-reward benchmark), as Minari hosts D4RL's six datasets
+# (`minari download D4RL/antmaze/umaze-v1`, ...; the "antmaze" extra provides the environments): the
+# stored sparse reward (1 at the goal) scaled by 10 and shifted by -5 as Cal-QL does; evaluations
+# also log the success rate (`eval_success`).
+_ANTMAZES = {"umaze": "AntMaze_UMaze-v4", "umaze-diverse": "AntMaze_UMaze-v4",
+             "medium-play": "AntMaze_Medium-v4", "medium-diverse": "AntMaze_Medium_Diverse_GR-v4",
+             "large-play": "AntMaze_Large-v4", "large-diverse": "AntMaze_Large_Diverse_GR-v4"}
+TASKS.update({f"d4rl-antmaze-{name}": _task(f"D4RL/antmaze/{name}-v1", env, name, 1_000_000, generate=False,
+                                            reward_scale=10.0, reward_bias=-5.0)
+              for name, env in _ANTMAZES.items()})
+
 #: The six D4RL tasks of the SMAC paper (configs above; their datasets are downloaded with Minari).
 PAPER_TASKS = ("d4rl-hopper-medium-replay", "d4rl-walker2d-medium-replay", "d4rl-kitchen-partial",
                "d4rl-door-binary", "d4rl-pen-binary", "d4rl-relocate-binary")

@@ -36,11 +36,11 @@ _KEEP = flags.DEFINE_string("keep", None, "Directory to keep the dataset store a
 
 
 def _environment(env_id: str) -> gym.Env:
-    if env_id.startswith(("AdroitHand", "FrankaKitchen")):
+    if env_id not in gym.registry:  # Adroit, Kitchen, AntMaze: Gymnasium-Robotics registers them
         try:
             import gymnasium_robotics
         except ImportError:
-            extra = "kitchen" if env_id.startswith("Franka") else "adroit"
+            extra = "kitchen" if env_id.startswith("Franka") else "antmaze" if env_id.startswith("AntMaze") else "adroit"
             raise DatasetError(f"{env_id} needs Gymnasium-Robotics: pip install 'smac_jax[{extra}]'") from None
         gym.register_envs(gymnasium_robotics)
     try:

@@ -104,6 +104,13 @@ def test_the_papers_six_tasks_are_configs():
         "d4rl-pen-binary": "D4RL/pen/cloned-v2",
         "d4rl-relocate-binary": "D4RL/relocate/cloned-v2",
     }
+    antmazes = {t: mod.get_config(t) for t in mod.TASKS if t.startswith("d4rl-antmaze-")}
+    assert sorted(c.dataset.id for c in antmazes.values()) == sorted(
+        f"D4RL/antmaze/{m}-v1" for m in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play",
+                                         "large-diverse"))
+    for c in antmazes.values():  # the stored sparse reward, Cal-QL's transform
+        validate_config(c)
+        assert (c.dataset.reward, c.dataset.reward_scale, c.dataset.reward_bias) == ("env", 10.0, -5.0)
     # D4RL's reference returns for the locomotion tasks; the others' come with their datasets
     assert refs["d4rl-hopper-medium-replay"] == (-20.272305, 3234.3)
     assert refs["d4rl-walker2d-medium-replay"] == (1.629008, 4592.3)
