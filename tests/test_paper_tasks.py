@@ -189,7 +189,7 @@ def test_binary_door_task_through_the_pipeline(door_dataset_id, tmp_path):
     for r in evals:  # the score of a binary task is its success rate in percent
         assert r["eval_success"] in (0.0, 1.0) and r["eval_score"] == 100.0 * r["eval_success"]
         assert r["eval_return"] == pytest.approx(DOOR_STEPS * r["eval_success"], abs=DOOR_STEPS)
-    assert summary["metric"] == "eval_score"
+    assert summary["metric"] == "eval_score" and summary["metric_label"] == "success rate (%)"
     # CORL's regret from the training episodes: 60 steps of 12-step episodes, the door never opened
     online = [r for r in evals if r["phase"] == "online" and r["step"] > 0]
     assert [r["train_episodes"] for r in online if r["step"] == 60] == [5, 5]

@@ -51,7 +51,9 @@ def plot_runs(runs: dict[str, dict], path: str, title: str) -> None:
         ax.axvline(boundary, color="k", ls="--", lw=1)
         ax.text(boundary, ax.get_ylim()[0], " offline -> online", va="bottom", fontsize=8)
     ax.set_xlabel("offline update steps, then online environment steps")
-    ax.set_ylabel("normalised score" if c["metric"] == "eval_score" else "evaluation return")
+    labels = {run["summary"].get("metric_label") for run in runs.values()} - {None}  # older runs have none
+    ax.set_ylabel(labels.pop() if len(labels) == 1 else
+                  "normalised score" if c["metric"] == "eval_score" else "evaluation return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -287,7 +287,8 @@ def _boundary(log: MetricsLog) -> int:
     return int(max(steps)) if steps else 0
 
 
-def plot_evaluations(log: MetricsLog, path: str, title: str = "", key: str = "eval_return") -> None:
+def plot_evaluations(log: MetricsLog, path: str, title: str = "", key: str = "eval_return",
+                     ylabel: str | None = None) -> None:
     """Evaluation score over steps: mean and standard error over seeds, offline/online boundary
     marked; below it, the run's :func:`diagnostic_panels` (mean over seeds), if it logs any."""
     import matplotlib
@@ -316,7 +317,7 @@ def plot_evaluations(log: MetricsLog, path: str, title: str = "", key: str = "ev
     if both:
         ax.axvline(boundary, color="k", ls="--", lw=1, label="offline -> online")
     ax.set_xlabel("update step (offline) / environment step (online), concatenated")
-    ax.set_ylabel("normalised score" if key == "eval_score" else "evaluation return")
+    ax.set_ylabel(ylabel or ("normalised score" if key == "eval_score" else "evaluation return"))
     ax.set_title(title)
     ax.legend(loc="best")
     ax.grid(alpha=0.3)

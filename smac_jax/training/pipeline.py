@@ -59,7 +59,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     plot_evaluations(ctx.log, os.path.join(workdir, "eval.png"),
-                     f"{config.offline.learner} -> {config.online.learner} on {dc.id}", summary["metric"])
+                     f"{config.offline.learner} -> {config.online.learner} on {dc.id}", summary["metric"],
+                     summary["metric_label"])
     return summary
 
 

@@ -45,7 +45,9 @@ def summarize(log: MetricsLog, config, score_available: bool) -> dict:
     key = "eval_score" if score_available else "eval_return"
     off_steps, off = log.evaluations("offline", key)
     on_steps, on = log.evaluations("online", key)
-    out: dict[str, Any] = {"metric": key, "offline_learner": config.offline.learner,
+    label = ("success rate (%)" if config.dataset.get("reward", "env") == "success" else
+             "normalised score" if score_available else "evaluation return")
+    out: dict[str, Any] = {"metric": key, "metric_label": label, "offline_learner": config.offline.learner,
                            "online_learner": config.online.learner, "dataset": config.dataset.id}
     if off.size:
         out["offline_final"] = off[:, -1].tolist()
