@@ -236,3 +236,16 @@ def test_a_score_model_fitted_on_other_rewards_is_refused(door_dataset_id, tmp_p
     with open(os.path.join(path, "score_model.json"), "w") as f:
         json.dump(saved, f)
     fit_or_load_score_model(path, load_dataset(door_dataset_id), cfg, progress=False)  # still loads
+
+
+def test_binary_reward_on_an_environment_without_success_stops_before_training(minari_store, tmp_path):
+    from smac_jax.training.dataset_factory import random_episodes_dataset
+
+    # success infos in the data (all False), but Pendulum reports no success online
+    random_episodes_dataset(gym.make("Pendulum-v1", max_episode_steps=10), "test/pendulum/success-v0", 2,
+                            record_success=True)
+    d = load_dataset("test/pendulum/success-v0", reward="success")
+    assert d.transitions.reward.tolist() == [0.0] * 20
+    with pytest.raises(DatasetError, match=r"^test/pendulum/success-v0: its environment cannot be built to match "
+                                           r"the data \(ValueError: Environment 'Pendulum-v1' reports no info"):
+        check_env_fits(d)

@@ -89,6 +89,8 @@ def check_env_fits(dataset) -> None:
         env = dataset.make_env()
         obs, _ = env.reset(seed=0)
         env_act = env.action_space.shape
+        if getattr(dataset, "reward", "env") == "success":  # the binary reward needs info["success"] online
+            env.step(np.zeros(env_act, np.float32))
         env.close()
     except DatasetError:
         raise
