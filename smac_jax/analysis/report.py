@@ -133,6 +133,8 @@ def write_report(root: str, out: str | None = None, reps: int = 50_000, seed: in
     tasks = _ordered(r["task"] for r in runs)
     metric = "normalised score" if all(r["summary"]["metric"] == "eval_score" for r in runs) else \
         "evaluation return (some datasets have no reference scores)"
+    if metric == "normalised score" and any(r["summary"].get("metric_label") == "success rate (%)" for r in runs):
+        metric = "normalised score (the success rate in percent on binary-reward tasks)"
     regret_md, regret_rows = regret_table(runs, reps=reps, seed=seed)
     _write_csv(stem + "_regret.csv", regret_rows)
     page = [
