@@ -101,7 +101,7 @@ TASKS = {
 }
 
 # AntMaze (the ACA and SAMG papers' sparse-reward benchmark), as Minari hosts D4RL's six datasets
-# (`minari download D4RL/antmaze/umaze-v1`, ...; the "antmaze" extra provides the environments): the
+# (`minari download D4RL/antmaze/umaze-v1`, one id per call; the "antmaze" extra provides the environments): the
 # stored sparse reward (1 at the goal) scaled by 10 and shifted by -5 as Cal-QL does; evaluations
 # also log the success rate (`eval_success`).
 _ANTMAZES = {"umaze": "AntMaze_UMaze-v4", "umaze-diverse": "AntMaze_UMaze-v4",
