@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from smac_jax.data.d4rl import D4RL_REFERENCE_SCORES, d4rl_dataset_name, import_d4rl_file
+from smac_jax.data.d4rl import D4RL_REFERENCE_SCORES, d4rl_dataset_name, d4rl_files, import_d4rl_file
 from smac_jax.data.dataset import DatasetError, load_dataset
 from smac_jax.training.phases import check_env_fits
 
@@ -136,14 +136,29 @@ def test_bad_files_and_existing_ids_are_one_line_errors_and_lose_nothing(rows, t
         import_d4rl_file(write_d4rl(tmp_path / "antmaze_umaze-v2.hdf5", rows))
 
 
-def test_cli_imports_and_fails_in_one_line(rows, tmp_path, minari_store):
-    path = write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5", rows)
+def test_file_patterns_name_every_matching_file_once(tmp_path):
+    for name in ("hopper_medium-v2.hdf5", "walker2d_medium-v2.hdf5", "notes.txt"):
+        (tmp_path / name).write_text("")
+    both = d4rl_files([str(tmp_path / "*.hdf5"), str(tmp_path / "hopper_medium-v2.hdf5")])
+    assert both == [str(tmp_path / "hopper_medium-v2.hdf5"), str(tmp_path / "walker2d_medium-v2.hdf5")]
+    with pytest.raises(DatasetError, match=r"\*.h5: no such file"):
+        d4rl_files([str(tmp_path / "*.h5")])
+
+
+def test_cli_imports_every_file_of_a_pattern_and_fails_in_one_line(rows, tmp_path, minari_store):
+    files = tmp_path / "d4rl"
+    files.mkdir()
+    write_d4rl(files / "hopper_clione-v2.hdf5", rows)
+    write_d4rl(files / "hopper_clitwo-v2.hdf5", rows, next_obs=False)
     env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "experiments/import_d4rl.py", f"--file={path}", "--dataset_id=test-d4rl/hopper/cli-v2"]
+    cmd = [sys.executable, "experiments/import_d4rl.py", f"--file={files}/*.hdf5"]
     ok = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "--config.dataset.id=test-d4rl/hopper/cli-v2" in ok.stdout
+    assert [line.split()[1].rstrip(";") for line in ok.stdout.splitlines()] == ["d4rl/hopper/clione-v2",
+                                                                                "d4rl/hopper/clitwo-v2"]
+    assert "--config.dataset.id=d4rl/hopper/clione-v2 --config.dataset.generate=False" in ok.stdout
     again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2
     errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
-    assert errors and "already a local dataset" in errors[0] and "Traceback" not in again.stderr
+    assert errors == ["error: d4rl/hopper/clione-v2 is already a local dataset; pass --overwrite to replace it"]
+    assert "Traceback" not in again.stderr

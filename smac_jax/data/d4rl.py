@@ -28,6 +28,7 @@ terms, but not the same simulator build.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import re
 from typing import Any
@@ -37,7 +38,8 @@ import numpy as np
 
 from smac_jax.errors import DatasetError
 
-__all__ = ["D4RL_ENVS", "D4RL_REFERENCE_SCORES", "d4rl_dataset_name", "import_d4rl_file", "read_d4rl_file"]
+__all__ = ["D4RL_ENVS", "D4RL_REFERENCE_SCORES", "d4rl_dataset_name", "d4rl_files", "import_d4rl_file",
+           "read_d4rl_file"]
 
 #: D4RL environment name -> (Gymnasium id, ``gym.make`` keyword arguments, episode time limit).
 D4RL_ENVS: dict[str, tuple[str, dict, int]] = {
@@ -77,6 +79,18 @@ def d4rl_dataset_name(path: str) -> tuple[str, str, str]:
         raise DatasetError(f"{path}: not a D4RL file name (<env>_<dataset>-v<N>.hdf5, e.g. hopper_medium_replay-v2.hdf5); "
                            "pass the environment with --env and the Minari id with --dataset_id")
     return m.group(1), m.group(2).replace("_", "-"), m.group(3)
+
+
+def d4rl_files(patterns: list[str]) -> list[str]:
+    """The files that ``patterns`` name: paths or glob patterns (``~`` expanded), e.g.
+    ``~/.d4rl/datasets/*.hdf5``; each pattern must match at least one file."""
+    files: list[str] = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matched:
+            raise DatasetError(f"{pattern}: no such file")
+        files += [f for f in matched if f not in files]
+    return files
 
 
 def read_d4rl_file(path: str) -> dict[str, np.ndarray]:
