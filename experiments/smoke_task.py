@@ -25,6 +25,7 @@ from absl import flags, logging
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 from smac_jax.cli import fail, run_cli  # noqa: E402
+from smac_jax.envs import ensure_registered  # noqa: E402
 from smac_jax.errors import DatasetError  # noqa: E402
 
 _TASK = flags.DEFINE_string("task", None, "Task in configs/o2o.py.", required=True)
@@ -36,13 +37,10 @@ _KEEP = flags.DEFINE_string("keep", None, "Directory to keep the dataset store a
 
 
 def _environment(env_id: str) -> gym.Env:
-    if env_id not in gym.registry:  # Adroit, Kitchen, AntMaze: Gymnasium-Robotics registers them
-        try:
-            import gymnasium_robotics
-        except ImportError:
-            extra = "kitchen" if env_id.startswith("Franka") else "antmaze" if env_id.startswith("AntMaze") else "adroit"
-            raise DatasetError(f"{env_id} needs Gymnasium-Robotics: pip install 'smac_jax[{extra}]'") from None
-        gym.register_envs(gymnasium_robotics)
+    try:
+        ensure_registered(env_id)
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
     try:
         return gym.make(env_id, max_episode_steps=_STEPS.value)
     except Exception as e:  # noqa: BLE001  (the environment's own failure, e.g. an incompatible MuJoCo)

@@ -38,6 +38,7 @@ REWARDS = ("env", "success")
 __all__ = [
     "REWARDS",
     "SuccessReward",
+    "ensure_registered",
     "flatten_obs_keys",
     "flat_obs_dim",
     "make_env",
@@ -152,6 +153,21 @@ def make_env(
         env.action_space.seed(int(seed))
         env.observation_space.seed(int(seed))
     return env
+
+
+def ensure_registered(env_id: str) -> None:
+    """Make ``env_id`` known to ``gym.make``: ids Gymnasium lacks (Adroit, FrankaKitchen, AntMaze)
+    are registered by Gymnasium-Robotics, imported here when installed. Raises ``ValueError``
+    naming the install extra when it is not."""
+    if env_id in gym.registry:
+        return
+    try:
+        import gymnasium_robotics
+    except ImportError:
+        extra = "kitchen" if env_id.startswith("Franka") else "antmaze" if env_id.startswith("AntMaze") else "adroit"
+        raise ValueError(f"{env_id} is not a Gymnasium environment; if it is one of Gymnasium-Robotics', "
+                         f"pip install 'smac_jax[{extra}]'") from None
+    gym.register_envs(gymnasium_robotics)
 
 
 class SuccessReward(gym.Wrapper):

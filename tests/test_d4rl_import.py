@@ -134,6 +134,8 @@ def test_bad_files_and_existing_ids_are_one_line_errors_and_lose_nothing(rows, t
         import_d4rl_file(write_d4rl(tmp_path / "hopper_nan-v2.hdf5", nan), dataset_id="test-d4rl/hopper/nan-v2")
     with pytest.raises(DatasetError, match="no Gymnasium environment known for D4RL's 'antmaze'"):
         import_d4rl_file(write_d4rl(tmp_path / "antmaze_umaze-v2.hdf5", rows))
+    with pytest.raises(DatasetError, match=r"^environment 'Nope-v0': .*Nope"):
+        import_d4rl_file(good, dataset_id="test-d4rl/hopper/nope-v2", env_id="Nope-v0")
 
 
 def test_file_patterns_name_every_matching_file_once(tmp_path):

@@ -36,6 +36,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from smac_jax.envs import ensure_registered
 from smac_jax.errors import DatasetError
 
 __all__ = ["D4RL_ENVS", "D4RL_REFERENCE_SCORES", "d4rl_dataset_name", "d4rl_files", "import_d4rl_file",
@@ -166,15 +167,10 @@ def _episodes(data: dict[str, np.ndarray]) -> list[Any]:
 
 
 def _env_spec(env_id: str, kwargs: dict, max_steps: int | None):
-    if env_id.startswith("AdroitHand"):
-        try:
-            import gymnasium_robotics
-        except ImportError:
-            raise DatasetError(f"{env_id} needs Gymnasium-Robotics: pip install 'smac_jax[adroit]'") from None
-        gym.register_envs(gymnasium_robotics)
     try:
+        ensure_registered(env_id)
         spec = gym.spec(env_id)
-    except gym.error.Error as e:
+    except (ValueError, gym.error.Error) as e:
         raise DatasetError(f"environment {env_id!r}: {e}") from None
     return dataclasses.replace(spec, kwargs={**spec.kwargs, **kwargs},
                                max_episode_steps=max_steps or spec.max_episode_steps)

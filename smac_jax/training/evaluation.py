@@ -22,7 +22,7 @@ class Episodes(NamedTuple):
     first_obs: np.ndarray  # the start states, (N, obs_dim)
     # 1.0 if some step of the episode reported info["success"], else 0.0; NaN where the
     # environment reports no success (or was stepped by the vectorised locomotion stepper)
-    success: np.ndarray | None = None
+    success: np.ndarray
 
 
 def run_episodes(envs: Sequence[gym.Env], act: Callable[[np.ndarray], np.ndarray], seeds: Sequence[int],

@@ -142,8 +142,6 @@ class RunContext:
         ref = (dataset.ref_min_score, dataset.ref_max_score)
         if config.ref_min_score is not None:
             ref = (config.ref_min_score, config.ref_max_score)
-        if config.dataset.get("reward", "env") == "success":
-            ref = (0.0, 1.0)  # binary tasks: the score is the success rate in percent (see evaluate)
         return cls(
             config=config, workdir=workdir, resume=resume, dataset=dataset,
             data=jax.device_put(jax.tree.map(jnp.asarray, t)), seeds=seeds, keys=keys, off_learner=off,
@@ -156,7 +154,9 @@ class RunContext:
 
     @property
     def has_scores(self) -> bool:
-        return None not in self.ref_scores
+        """Whether evaluations log a normalised score: a binary-reward task's success rate, or a
+        return normalised by reference returns."""
+        return self.dataset.reward == "success" or None not in self.ref_scores
 
     def evaluate(self, phase: str, step: int, act_fn, states, learner: Learner, metrics: dict) -> None:
         """Evaluate every seed's deterministic policy and log one row per seed."""
@@ -173,14 +173,13 @@ class RunContext:
         disc = in_critic_units(eps.discounted, eps.lengths, gamma, ds.reward_scale, ds.reward_bias)
         lo, hi = self.ref_scores
         success = eps.success.mean(1)  # per seed: the fraction of episodes that succeeded; NaN if not reported
-        binary = self.config.dataset.get("reward", "env") == "success"
         rows = []
         for i, seed in enumerate(self.seeds):
             row = {"phase": phase, "step": int(step), "seed": seed, "eval_return": float(mean[i])}
             if not np.isnan(success[i]):
                 row["eval_success"] = float(success[i])
-            if binary:  # the binary tasks' normalised score: 100 x the success rate
-                row["eval_score"] = 100.0 * float(np.nan_to_num(success[i]))
+            if self.dataset.reward == "success":  # the binary tasks' normalised score: 100 x the success rate
+                row["eval_score"] = 100.0 * float(success[i])
             elif self.has_scores:
                 row["eval_score"] = float(100.0 * (mean[i] - lo) / (hi - lo))
             if value is not None:
