@@ -27,6 +27,11 @@ swapped for one without LayerNorm to time the peer's own LayerNorm cost) and ``s
 JAX-CORL checkout (plus ``pip install pydantic omegaconf``):
 
     JAXCORL_DIR=path/to/JAX-CORL python experiments/benchmark.py --peer_harness=path/to/harness
+
+Online loop compile time (``--loop_compile_rounds``): the online loop built and called once,
+compiled afresh against reusing an identical loop's executable (``make_online_loop``).
+
+    python experiments/benchmark.py --loop_compile_rounds=3
 """
 from __future__ import annotations
 
@@ -73,6 +78,9 @@ _PEER = flags.DEFINE_string("peer_harness", None, "Directory of a JAX-CORL timin
 _PEER_ALGOS = flags.DEFINE_list("peer_algos", ["td3bc", "cql", "iql", "awac"], "Algorithms of the peer comparison.")
 _PEER_ROUNDS = flags.DEFINE_integer("peer_rounds", 4, "Alternating rounds of the peer comparison.")
 _PEER_UPDATES = flags.DEFINE_integer("peer_updates", 800, "Updates timed per variant per round.")
+_LOOP_COMPILE = flags.DEFINE_integer("loop_compile_rounds", 0, "Only time, over this many rounds, how long the "
+                                     "online loop takes from being built to the end of its first call: compiled "
+                                     "afresh, and reusing the executable of an identical earlier loop.")
 
 def timed(fn, seconds: float, warmup: bool = True) -> float:
     """Calls/s of ``fn`` (blocking), after one warm-up call unless ``warmup`` is False, over at
@@ -204,6 +212,38 @@ def online_rate(n_seeds: int, window: int, rounds: int) -> dict:
            "levels": _by_level(r),
            "rounds": [{k: float(v[i]) for k, v in r.items()} for i in range(rounds)]}
     return out
+
+
+def loop_compile_time(rounds: int, n_seeds: int = 1) -> dict:
+    """Seconds from building the pipeline's online loop (SAC at its default sizes on Hopper-v5,
+    ``n_seeds`` environments) to the end of its first call of one environment step, in
+    alternating rounds: ``compiled`` with no compiled loop in the process (lowering, compiling,
+    one step), ``reused`` right after (lowering, finding the identical program, one step)."""
+    from smac_jax.envs import make_env
+    from smac_jax.training.online import clear_compiled_loops
+
+    learner = make_learner("sac", OBS, ACT)
+    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    buffer = replay.insert_many(replay.empty_buffer(OBS, ACT, 10_000), fake_data(1_000))
+    times: dict[str, list[float]] = {"compiled": [], "reused": []}
+    for _ in range(rounds):
+        for kind in times:
+            if kind == "compiled":
+                clear_compiled_loops()
+            collector = OnlineCollector(lambda: make_env("Hopper-v5"), list(range(n_seeds)))
+            states = unalias(jax.vmap(learner.init)(keys))
+            buffers = unalias(jax.tree.map(lambda x: jnp.stack([x] * n_seeds), buffer))
+            actions = make_act_step(learner)(states, collector.obs, keys, 0)
+            t0 = time.perf_counter()
+            loop = make_online_loop(learner, collector.step_packed, n_seeds, 1, None, train=True)
+            loop(states, buffers, actions, None, keys, 0, 1)
+            times[kind].append(time.perf_counter() - t0)
+            collector.close()
+            if loop.reused != (kind == "reused"):
+                raise RuntimeError(f"loop_compile_time: the {kind} loop has reused={loop.reused}")
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"seeds": n_seeds, "median_s": med, "ratio": med["compiled"] / med["reused"],
+            "rounds": [{k: v[i] for k, v in times.items()} for i in range(rounds)]}
 
 
 def _by_level(r: dict) -> dict:
@@ -392,6 +432,17 @@ def main(argv):
             fail(f"--{name} must be > 0, got {v}")
     if _ONLINE_STEPS.value < 0:
         fail(f"--online_steps must be >= 0, got {_ONLINE_STEPS.value}")
+    if _LOOP_COMPILE.value:
+        out = {"device": str(jax.devices()[0]), "jax": jax.__version__,
+               "loop_compile": loop_compile_time(_LOOP_COMPILE.value)}
+        r = out["loop_compile"]
+        print(f"device {out['device']}; online loop (SAC 256x256, Hopper-v5, 1 seed), built to first step done, "
+              f"median of {_LOOP_COMPILE.value} rounds: compiled {r['median_s']['compiled']:.2f} s, "
+              f"reused {r['median_s']['reused']:.2f} s ({r['ratio']:.1f}x)")
+        if _JSON.value:
+            with open(_JSON.value, "w") as f:
+                json.dump(out, f, indent=2)
+        return
     if _PEER.value:
         bad = [a for a in _PEER_ALGOS.value if a not in PEER_MATCHED]
         if bad:

@@ -134,3 +134,33 @@ def tree_allclose(a, b, rtol=0.0, atol=0.0) -> bool:
         np.shape(x) == np.shape(y) and np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
         for x, y in zip(la, lb)
     )
+
+
+# SMAC_JAX_TEST_COMPILE_REPORT=DIR: every XLA compilation in the test processes (not in the launch
+# scripts they run as subprocesses) is appended to DIR/compiles-<worker>.jsonl as
+# {"test", "function", "seconds"}: where a cold run's time goes (a warm compilation cache skips
+# compilations, so run with SMAC_JAX_TEST_XLA_CACHE=0 or a fresh cache directory to see them all).
+_COMPILE_REPORT = os.environ.get("SMAC_JAX_TEST_COMPILE_REPORT")
+_CURRENT_TEST = ["(collection)"]
+
+if _COMPILE_REPORT:
+    import json
+
+    from jax import monitoring
+
+    def _record_compile(event: str, duration: float, **kwargs) -> None:
+        if event != "/jax/core/compile/backend_compile_duration":
+            return
+        os.makedirs(_COMPILE_REPORT, exist_ok=True)
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(os.path.join(_COMPILE_REPORT, f"compiles-{worker}.jsonl"), "a") as f:
+            f.write(json.dumps({"test": _CURRENT_TEST[0], "function": str(kwargs.get("fun_name", "?")),
+                                "seconds": round(duration, 3)}) + "\n")
+
+    monitoring.register_event_duration_secs_listener(_record_compile)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _CURRENT_TEST[0] = item.nodeid
+    yield

@@ -150,6 +150,45 @@ def test_fused_loop_reraises_environment_errors():
     assert len(calls) == 3  # the environment is not stepped again once it failed
 
 
+def test_loops_with_the_same_program_share_it_and_step_their_own_environments():
+    """A loop that lowers to the same program as an earlier one reuses its executable; two such
+    loops called in turn step each its own environments and end exactly where each ends alone.
+    Another program (another learner config) is compiled anew."""
+
+    def build(seed_offset):
+        learner, keys, states, buffers, _, _ = setup()
+        collector = OnlineCollector(lambda: gym.make("Pendulum-v1"), [s + seed_offset for s in SEEDS], reward_scale=0.1)
+        actions = make_act_step(learner)(states, collector.obs, keys, 0)
+        loop = make_online_loop(learner, collector.step_packed, len(SEEDS), 1, None, True)
+        return dict(loop=loop, carry=[states, buffers, actions], keys=keys, collector=collector)
+
+    def advance(run, chunk):
+        out = run["loop"](*run["carry"], None, run["keys"], 3 * chunk, 3)
+        run["carry"] = list(out[:3])
+
+    alone = [build(0), build(10)]
+    for run in alone:
+        for chunk in range(2):
+            advance(run, chunk)
+    turns = [build(0), build(10)]
+    for chunk in range(2):
+        for run in turns:
+            advance(run, chunk)
+    assert alone[1]["loop"].reused and all(run["loop"].reused for run in turns)
+    for a, b in zip(alone, turns):
+        assert tree_allclose(a["carry"], b["carry"])  # exactly equal
+        np.testing.assert_array_equal(a["collector"].obs, b["collector"].obs)
+        assert int(b["carry"][1].size[0]) == 6
+    assert not np.allclose(turns[0]["collector"].obs, turns[1]["collector"].obs)  # their own environments
+
+    other = make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8), "batch_size": 8})  # no other test's
+    _, keys, _, buffers, collector, _ = setup()
+    states = unalias(jax.vmap(other.init)(keys))
+    loop = make_online_loop(other, collector.step_packed, len(SEEDS), 1, None, False)  # no updates: compiles fast
+    loop(states, buffers, make_act_step(other)(states, collector.obs, keys, 0), None, keys, 0, 1)
+    assert not loop.reused
+
+
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])  # time-limit ends; terminations
 def test_collector_matches_gymnasium_sync_vector_env(env_id):
     """The collector steps like ``SyncVectorEnv`` with SAME_STEP autoreset: same observations, rewards,

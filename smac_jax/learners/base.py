@@ -45,11 +45,17 @@ class TrainState:
 
 
 def register(name: str) -> Callable[[type["Learner"]], type["Learner"]]:
-    """Class decorator: make a learner available by ``name`` (``make_learner(name, ...)``)."""
+    """Class decorator: make a learner available by ``name`` (``make_learner(name, ...)``).
+
+    The same class defined again (same module and qualified name: a notebook cell run twice, a
+    reloaded module) replaces the earlier definition; a different class under a taken name is an
+    error."""
 
     def deco(cls: type["Learner"]) -> type["Learner"]:
-        if name in REGISTRY and REGISTRY[name] is not cls:
-            raise ValueError(f"learner name {name!r} registered twice")
+        old = REGISTRY.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"learner name {name!r} is taken by {old.__module__}.{old.__qualname__}; "
+                             f"{cls.__module__}.{cls.__qualname__} needs another name")
         cls.name = name
         REGISTRY[name] = cls
         return cls

@@ -24,7 +24,11 @@ draws exactly what an uninterrupted one would have.
 """
 from __future__ import annotations
 
+import collections
+import hashlib
+import itertools
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 
 import gymnasium as gym
@@ -36,7 +40,7 @@ from smac_jax.data import replay
 from smac_jax.training.steps import _mean_metrics, seed_vmap
 from smac_jax.types import Transitions
 
-__all__ = ["LEAN", "OnlineCollector", "host_call", "lean_path_works", "make_act_step", "make_online_loop",
+__all__ = ["LEAN", "OnlineCollector", "clear_compiled_loops", "host_call", "lean_path_works", "make_act_step", "make_online_loop",
            "make_online_step"]
 
 
@@ -266,6 +270,51 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool,
     return step
 
 
+# A program with a host call cannot enter JAX's persistent compilation cache, so every online loop
+# used to be compiled afresh, in every run of a process (a sweep's fine-tunes, a notebook's runs).
+# The loop's host call goes through one module-level function that finds the calling loop's
+# environments by a slot number passed as an operand; two loops whose lowered programs are the
+# same text (the same computation: learner, config, shapes, constants) then share one compiled
+# executable, each stepping its own environments.
+_LOOP_SLOTS: dict[int, tuple] = {}  # slot -> (env_step, failures, placeholder results)
+_NEXT_SLOT = itertools.count()
+_COMPILED_LOOPS: collections.OrderedDict = collections.OrderedDict()  # (lean, text digest) -> Compiled
+_MAX_COMPILED_LOOPS = 16  # least recently used executables beyond this are dropped
+
+
+def clear_compiled_loops() -> None:
+    """Forget the online loops' compiled executables (the next loop built compiles its program;
+    loops already built keep theirs)."""
+    _COMPILED_LOOPS.clear()
+
+
+def _loop_host_step(slot, actions):
+    """The host side of every online loop: step the environments of loop ``slot``."""
+    env_step, failure, placeholder = _LOOP_SLOTS[int(slot)]
+    if not failure:  # once the environment failed in a chunk, the rest of it is skipped
+        try:
+            rows, obs = env_step(np.array(actions))  # a copy: the operand may view a program buffer
+            return np.asarray(rows, np.float32), np.asarray(obs, np.float32)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the host after the dispatch
+            failure.append(e)
+    return placeholder
+
+
+def _compiled_loop(program, args, lean: bool):
+    """``(executable, reused)``: ``program`` compiled for ``args``, or the executable compiled
+    earlier in this process for the same lowered program text (``reused`` True)."""
+    lowered = program.lower(*args)
+    key = (lean, hashlib.sha256(lowered.as_text().encode()).hexdigest())
+    compiled = _COMPILED_LOOPS.pop(key, None)
+    reused = compiled is not None
+    if not reused:
+        compiled = lowered.compile()
+    _COMPILED_LOOPS[key] = compiled
+    while len(_COMPILED_LOOPS) > _MAX_COMPILED_LOOPS:
+        _COMPILED_LOOPS.popitem(last=False)
+    return compiled, reused
+
+
 def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: float | None, train: bool,
                      lean_callback: bool = False, hold_policy_until: int = 0):
     """Many environment steps in one dispatch: the environments are stepped from inside the
@@ -282,6 +331,11 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     without recompiling): for each, step the environments with ``actions``, then insert, update
     and act as :func:`make_online_step` does with step index ``s``. ``metrics`` are the last step's.
     An exception raised by ``env_step`` is re-raised by the returned function after the dispatch.
+    States and buffers are donated.
+
+    The program is compiled at the first call, unless a loop built earlier in this process lowered
+    to the same program (same learner and config, shapes and flags): the two then share one
+    compiled executable, each stepping its own environments (``loop.reused`` tells which).
 
     ``lean_callback``: step the environments through :func:`host_call`
     (default), or through ``jax.experimental.io_callback`` (slower on CPU: it builds JAX arrays
@@ -294,21 +348,13 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     shapes = (jax.ShapeDtypeStruct((n_seeds, replay.row_width(obs_dim, act_dim)), jnp.float32),
               jax.ShapeDtypeStruct((n_seeds, obs_dim), jnp.float32))
     failure: list[BaseException] = []
-    placeholder = tuple(np.zeros(s.shape, np.float32) for s in shapes)
+    slot = next(_NEXT_SLOT)
+    _LOOP_SLOTS[slot] = (env_step, failure, tuple(np.zeros(s.shape, np.float32) for s in shapes))
 
-    def host_step(actions):
-        if not failure:  # once the environment failed in a chunk, the rest of it is skipped
-            try:
-                rows, obs = env_step(np.array(actions))  # a copy: the operand may view a program buffer
-                return np.asarray(rows, np.float32), np.asarray(obs, np.float32)
-            except BaseException as e:  # noqa: BLE001 - re-raised on the host after the dispatch
-                failure.append(e)
-        return placeholder
-
-    def run(states, buffers, actions, offline, seed_keys, start, n):
+    def run(states, buffers, actions, offline, seed_keys, start, n, slot):
         def one_step(i, carry):
             states, buffers, actions, _ = carry
-            rows, obs = host_call(host_step, shapes, actions, lean=lean_callback)
+            rows, obs = host_call(_loop_host_step, shapes, slot, actions, lean=lean_callback)
             return per_seed(states, buffers, rows, obs, offline, seed_keys, start + i + 1)
 
         metrics0 = jax.eval_shape(lambda: per_seed(states, buffers, jnp.zeros(shapes[0].shape), jnp.zeros(
@@ -317,11 +363,17 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
         return jax.lax.fori_loop(0, n, one_step, (states, buffers, actions, metrics0))
 
     program = jax.jit(run, donate_argnums=(0, 1))
+    executables: dict = {}  # argument structure and types -> compiled program
 
     def loop(states, buffers, actions, offline, seed_keys, start, n):
         if mixing_ratio is None:
             offline = None
-        out = program(states, buffers, actions, offline, seed_keys, start, n)
+        args = (states, buffers, actions, offline, seed_keys, np.int32(start), np.int32(n), np.int32(slot))
+        leaves, tree = jax.tree.flatten(args)
+        sig = (tree, tuple((np.shape(x), x.dtype) for x in leaves))
+        if sig not in executables:
+            executables[sig], loop.reused = _compiled_loop(program, args, lean_callback)
+        out = executables[sig](*args)
         jax.block_until_ready(out[2])
         if failure:
             err = failure.pop()
@@ -330,6 +382,8 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
         return out
 
     loop.program = program
+    loop.reused = False
+    weakref.finalize(loop, _LOOP_SLOTS.pop, slot, None)  # the environments are released with the loop
     return loop
 
 
