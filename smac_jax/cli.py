@@ -3,7 +3,8 @@
 ``run_cli(main)`` is ``absl.app.run(main)`` where a bad flag (unknown flag, missing required flag,
 unknown or mistyped ``--config.*`` key) and any of the library's own errors
 (:class:`smac_jax.errors.SmacJaxError`) print one line, ``error: ...``, on stderr and exit with
-status 2. Anything else is a bug and keeps its traceback.
+status 2. Anything else is a bug and keeps its traceback. It also turns on the on-disk cache of
+compiled programs (:func:`smac_jax.runtime.enable_compilation_cache`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from absl import app, flags
 
 from smac_jax.errors import ConfigError, SmacJaxError
+from smac_jax.runtime import enable_compilation_cache
 
 
 def fail(message: str) -> None:
@@ -96,4 +98,5 @@ def run_cli(main: Callable[[list[str]], None]) -> None:
         except SmacJaxError as e:
             fail(str(e))
 
+    enable_compilation_cache()  # compiled programs kept on disk across launches (SMAC_JAX_XLA_CACHE=0: off)
     app.run(guarded, flags_parser=parse)

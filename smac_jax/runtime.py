@@ -1,4 +1,11 @@
-"""Process-level settings for fast CPU execution of XLA programs.
+"""Process-level settings: fast CPU execution of XLA programs, and compiled programs kept on disk.
+
+:func:`enable_compilation_cache` points JAX's persistent compilation cache at a directory, so a
+program compiled by one launch (a run, its resume after a kill, the next seed or task with the same
+shapes) is read back by the next instead of compiled again. The launch scripts turn it on (through
+:func:`smac_jax.cli.run_cli`); ``SMAC_JAX_XLA_CACHE=0`` turns it off, ``SMAC_JAX_XLA_CACHE=DIR``
+moves it, and a cache directory configured for JAX itself (``JAX_COMPILATION_CACHE_DIR``) is left
+as it is.
 
 :func:`tune_host_allocator` keeps XLA's large temporary buffers in the malloc heap. By default
 glibc serves every allocation above a (dynamic, at most 32 MiB) threshold with a fresh ``mmap``
@@ -17,7 +24,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
+
+#: Where compiled programs are kept unless ``SMAC_JAX_XLA_CACHE`` says otherwise.
+DEFAULT_XLA_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                                 "smac_jax", "xla")
+#: The cache's size limit in bytes (JAX evicts the least recently used programs beyond it).
+XLA_CACHE_MAX_BYTES = 2 << 30
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -40,3 +54,33 @@ def tune_host_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 
         return False
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
     return _applied
+
+
+def enable_compilation_cache(directory: str | None = None) -> str | None:
+    """Keep compiled XLA programs in ``directory`` (default: ``SMAC_JAX_XLA_CACHE``, else
+    :data:`DEFAULT_XLA_CACHE`) with JAX's persistent compilation cache, for the rest of the
+    process. Programs that took at least a second to compile are stored (JAX's threshold), up to
+    :data:`XLA_CACHE_MAX_BYTES` where the ``filelock`` package is installed (JAX's eviction needs
+    it; without it the directory is not bounded); results are the same either way (the cache holds the very
+    executable the compiler produced for the same program and options). Programs that call back
+    into Python (the online loop) are never stored: JAX cannot.
+
+    Returns the directory in use, or None: turned off (``SMAC_JAX_XLA_CACHE=0``). A directory
+    already configured for JAX (``JAX_COMPILATION_CACHE_DIR`` or ``jax_compilation_cache_dir``)
+    is kept and returned."""
+    import jax
+
+    configured = jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if configured:
+        return configured
+    choice = directory or os.environ.get("SMAC_JAX_XLA_CACHE") or DEFAULT_XLA_CACHE
+    if choice == "0":
+        return None
+    try:
+        os.makedirs(choice, exist_ok=True)
+    except OSError:  # an unwritable home: run without the cache rather than fail
+        return None
+    jax.config.update("jax_compilation_cache_dir", choice)
+    if jax.config.jax_compilation_cache_max_size == -1 and importlib.util.find_spec("filelock") is not None:
+        jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_MAX_BYTES)  # JAX's eviction needs filelock
+    return choice

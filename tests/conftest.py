@@ -27,6 +27,8 @@ if _CACHE != "0":
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+else:  # and the launch scripts keep nothing in the user's cache either
+    os.environ.setdefault("SMAC_JAX_XLA_CACHE", "0")
 
 PENDULUM_ID = "test/pendulum/random-v0"
 #: Episode length of the test dataset; it is stored in the dataset's env spec, so the

@@ -1,5 +1,7 @@
 """The host-allocator setting: a large allocation lands in the heap when it is applied (read back
-from /proc/self/maps in a fresh process), a fresh mapping when not; the opt-out is honoured."""
+from /proc/self/maps in a fresh process), a fresh mapping when not; the opt-out is honoured. The
+on-disk compilation cache: its directory, its opt-out, and a directory configured for JAX kept."""
+import os
 import platform
 import subprocess
 import sys
@@ -48,3 +50,27 @@ def test_opt_out_leaves_allocator_alone(monkeypatch):
     monkeypatch.setattr(runtime, "_applied", False)
     monkeypatch.setenv("SMAC_JAX_TUNE_MALLOC", "0")
     assert runtime.tune_host_allocator() is False
+
+
+def test_compilation_cache_directory_opt_out_and_configured_directory(monkeypatch, tmp_path):
+    import jax
+
+    original = jax.config.jax_compilation_cache_dir  # the tests' own cache (tests/conftest.py), or None
+    if original:
+        monkeypatch.setenv("SMAC_JAX_XLA_CACHE", str(tmp_path / "unused"))
+        assert runtime.enable_compilation_cache() == original  # configured for JAX: kept
+        assert not os.path.exists(tmp_path / "unused")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        monkeypatch.setenv("SMAC_JAX_XLA_CACHE", "0")
+        assert runtime.enable_compilation_cache() is None and jax.config.jax_compilation_cache_dir is None
+        monkeypatch.setenv("SMAC_JAX_XLA_CACHE", str(tmp_path / "xla"))
+        assert runtime.enable_compilation_cache() == str(tmp_path / "xla")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla") and os.path.isdir(tmp_path / "xla")
+        jax.config.update("jax_compilation_cache_dir", None)
+        monkeypatch.delenv("SMAC_JAX_XLA_CACHE")
+        assert runtime.DEFAULT_XLA_CACHE.endswith(os.path.join("smac_jax", "xla"))
+        assert runtime.enable_compilation_cache(str(tmp_path / "given")) == str(tmp_path / "given")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", original)
