@@ -40,8 +40,8 @@ from smac_jax.data import replay
 from smac_jax.training.steps import _mean_metrics, seed_vmap
 from smac_jax.types import Transitions
 
-__all__ = ["LEAN", "OnlineCollector", "clear_compiled_loops", "host_call", "lean_path_works", "make_act_step", "make_online_loop",
-           "make_online_step"]
+__all__ = ["LEAN", "OnlineCollector", "clear_compiled_loops", "host_call", "lean_path_works", "make_act_step",
+           "make_online_loop", "make_online_step"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -304,7 +304,10 @@ def _compiled_loop(program, args, lean: bool):
     """``(executable, reused)``: ``program`` compiled for ``args``, or the executable compiled
     earlier in this process for the same lowered program text (``reused`` True)."""
     lowered = program.lower(*args)
-    key = (lean, hashlib.sha256(lowered.as_text().encode()).hexdigest())
+    text = lowered.as_text()
+    if "__elided__" in text:  # constants left out of the text: it no longer identifies the program
+        return lowered.compile(), False
+    key = (lean, hashlib.sha256(text.encode()).hexdigest())
     compiled = _COMPILED_LOOPS.pop(key, None)
     reused = compiled is not None
     if not reused:
