@@ -270,8 +270,8 @@ def make_online_step(learner, utd: int, mixing_ratio: float | None, train: bool,
     return step
 
 
-# A program with a host call cannot enter JAX's persistent compilation cache, so every online loop
-# used to be compiled afresh, in every run of a process (a sweep's fine-tunes, a notebook's runs).
+# A program with a host call cannot enter JAX's persistent compilation cache, so left to JAX every
+# online loop would be compiled afresh in every run of a process (a sweep's fine-tunes, a notebook's runs).
 # The loop's host call goes through one module-level function that finds the calling loop's
 # environments by a slot number passed as an operand; two loops whose lowered programs are the
 # same text (the same computation: learner, config, shapes, constants) then share one compiled
