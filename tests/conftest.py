@@ -15,6 +15,8 @@ import jax
 import numpy as np
 import pytest
 
+from smac_jax.training.dataset_factory import random_episodes_dataset
+
 # Many tests compile the same small programs (every tiny pipeline run builds its own closures):
 # JAX's persistent compilation cache serves the repeats from disk, which cuts the suite's time
 # (the executables are the same, so results are too). SMAC_JAX_TEST_XLA_CACHE=0 turns it off.
@@ -46,14 +48,6 @@ def load_o2o_config_module():
     return mod
 
 
-def random_minari_dataset(env: gym.Env, dataset_id: str, episodes: int, collector_kwargs=None, **create_kwargs):
-    """A Minari dataset of ``episodes`` uniform-random episodes of ``env`` in the real HDF5 format
-    (``smac_jax.training.dataset_factory.random_episodes_dataset``)."""
-    from smac_jax.training.dataset_factory import random_episodes_dataset
-
-    return random_episodes_dataset(env, dataset_id, episodes, collector_kwargs=collector_kwargs, **create_kwargs)
-
-
 @pytest.fixture(scope="session")
 def minari_store(tmp_path_factory):
     """A temporary Minari store that ``MINARI_DATASETS_PATH`` points at for the session."""
@@ -72,7 +66,7 @@ def minari_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pendulum_dataset_id(minari_store):
     """``test/pendulum/random-v0``: 20 uniform-random Pendulum-v1 episodes of 50 steps (1000 rows)."""
-    random_minari_dataset(
+    random_episodes_dataset(
         gym.make("Pendulum-v1", max_episode_steps=PENDULUM_EPISODE_STEPS), PENDULUM_ID, PENDULUM_EPISODES,
         eval_env=gym.make("Pendulum-v1", max_episode_steps=PENDULUM_EPISODE_STEPS),
         ref_min_score=-400.0, ref_max_score=0.0, algorithm_name="uniform random",
@@ -140,8 +134,8 @@ def tree_allclose(a, b, rtol=0.0, atol=0.0) -> bool:
 
 # SMAC_JAX_TEST_COMPILE_REPORT=DIR: every XLA compilation in the test processes (not in the launch
 # scripts they run as subprocesses) is appended to DIR/compiles-<worker>.jsonl as
-# {"test", "function", "seconds"}: where a cold run's time goes (a warm compilation cache skips
-# compilations, so run with SMAC_JAX_TEST_XLA_CACHE=0 or a fresh cache directory to see them all).
+# {"test", "function", "seconds"}: where a run's time goes. With a filled compilation cache most
+# entries are read-backs; run with SMAC_JAX_TEST_XLA_CACHE=0 or a fresh cache directory to time compiles.
 _COMPILE_REPORT = os.environ.get("SMAC_JAX_TEST_COMPILE_REPORT")
 _CURRENT_TEST = ["(collection)"]
 
@@ -161,8 +155,7 @@ if _COMPILE_REPORT:
 
     monitoring.register_event_duration_secs_listener(_record_compile)
 
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    _CURRENT_TEST[0] = item.nodeid
-    yield
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        _CURRENT_TEST[0] = item.nodeid
+        yield

@@ -16,7 +16,6 @@ import pytest
 from gymnasium import spaces
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
-from conftest import random_minari_dataset
 from smac_jax import envs
 from smac_jax.data.dataset import (
     DatasetError,
@@ -28,6 +27,7 @@ from smac_jax.data.dataset import (
     returns_to_go,
     validate_transitions,
 )
+from smac_jax.training.dataset_factory import random_episodes_dataset
 
 ASYM_ID = "SmacJaxTest/AsymAction-v0"
 DICT_ID = "SmacJaxTest/DictObs-v0"
@@ -168,13 +168,13 @@ def hand_dataset(minari_root):
 
 @pytest.fixture(scope="module")
 def pendulum_dataset(minari_root):
-    return random_minari_dataset(gym.make("Pendulum-v1", max_episode_steps=7), "test/pendulum/random-v0", 3,
-                                 ref_min_score=-1000.0, ref_max_score=-100.0)
+    return random_episodes_dataset(gym.make("Pendulum-v1", max_episode_steps=7), "test/pendulum/random-v0", 3,
+                                   ref_min_score=-1000.0, ref_max_score=-100.0)
 
 
 @pytest.fixture(scope="module")
 def dict_dataset(minari_root):
-    return random_minari_dataset(gym.make(DICT_ID), "test/dictobs/random-v0", 2)
+    return random_episodes_dataset(gym.make(DICT_ID), "test/dictobs/random-v0", 2)
 
 
 # --------------------------------------------------------------------------------------------

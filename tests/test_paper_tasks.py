@@ -15,9 +15,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from conftest import load_o2o_config_module, random_minari_dataset, tiny_config
+from conftest import load_o2o_config_module, tiny_config
+
 from smac_jax.data.dataset import DatasetError, load_dataset, load_dataset_from_config, success_rewards
 from smac_jax.envs import SuccessReward, make_env
+from smac_jax.training.dataset_factory import random_episodes_dataset
 from smac_jax.training.evaluation import run_episodes
 from smac_jax.training.online import OnlineCollector
 from smac_jax.training.phases import check_env_fits
@@ -150,9 +152,9 @@ def door_dataset_id(minari_store):
             data["info"] = {"success": self.t > 0 and (self.t - 1) % EVERY == EVERY - 1}
             return data
 
-    random_minari_dataset(gym.make("AdroitHandDoor-v1", max_episode_steps=DOOR_STEPS), DOOR_ID, 4,
-                          dict(step_data_callback=MarkSuccess, record_infos=True), algorithm_name="uniform random",
-                          description="tiny AdroitHandDoor-v1 dataset for smac_jax tests")
+    random_episodes_dataset(gym.make("AdroitHandDoor-v1", max_episode_steps=DOOR_STEPS), DOOR_ID, 4,
+                            collector_kwargs=dict(step_data_callback=MarkSuccess, record_infos=True),
+                            algorithm_name="uniform random", description="tiny AdroitHandDoor-v1 dataset for smac_jax tests")
     return DOOR_ID
 
 
