@@ -162,6 +162,10 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     c.n_seeds = 3
     c.ckpt_keep = 2
     c.transfer_reset_optimizer = True  # optimiser states re-initialised at hand-over (docs/algorithms.md)
+    # Settings x seeds in one program (docs/sweeps.md): "" (none) or "PATH=V1,V2,...[; PATH=...]" over float
+    # hyperparameters of either learner, e.g. "offline.agent.kappa=0.3,1,3"; every combination runs
+    # n_seeds seeds as lanes of the same vmapped programs, each setting's outputs in settings/<k>/.
+    c.vmap_sweep = ""
     c.ref_min_score = ml_collections.config_dict.placeholder(float)  # override the dataset's metadata
     c.ref_max_score = ml_collections.config_dict.placeholder(float)
     if t["ref_scores"] is not None:

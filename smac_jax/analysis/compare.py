@@ -7,12 +7,16 @@ import os
 
 import numpy as np
 
+from smac_jax.errors import SmacJaxError
 from smac_jax.training.logger import MetricsLog
 
 
 def load_run(workdir: str) -> dict:
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
+    if "settings" in summary and "vmap_sweep" in summary:
+        raise SmacJaxError(f"{workdir} holds a vmap_sweep run of {len(summary['settings'])} settings; each setting's "
+                           f"outputs are a run of their own: {os.path.join(workdir, 'settings', '<k>')}")
     with open(os.path.join(workdir, "config.json")) as f:
         config = json.load(f)
     return {"summary": summary, "config": config, "log": MetricsLog(os.path.join(workdir, "metrics.jsonl"))}

@@ -360,9 +360,14 @@ def read_run_config(workdir: str) -> dict:
         raise LandscapeInputError(f"{workdir} holds no run (no config.json)")
     try:
         with open(path) as f:
-            return json.load(f)
+            config = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise LandscapeInputError(f"cannot read {path}: {e}") from None
+    if config.get("vmap_sweep"):
+        raise LandscapeInputError(f"{workdir} is a vmap_sweep run: its checkpoints hold settings x seeds lanes, which "
+                                  "the checkpoint analyses do not read; run the setting to analyse on its own "
+                                  f"(its config: {os.path.join(workdir, 'settings', '<k>', 'config.json')})")
+    return config
 
 
 def checkpoint_steps(workdir: str, phase: str) -> list[int]:

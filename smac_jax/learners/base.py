@@ -171,6 +171,11 @@ class Learner:
         opt_state = {g: opt.init(params[g]) for g, opt in self.opts.items()}
         return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
 
+    def init_lanes(self, keys: jax.Array) -> TrainState:
+        """One state per key, stacked on a leading lane (seed) axis: ``jax.vmap(self.init)(keys)``
+        (a learner swept over settings, :mod:`smac_jax.learners.swept`, also gives each lane its values)."""
+        return jax.vmap(self.init)(keys)
+
     def init_params(self, key: PRNGKey) -> dict[str, Any]:
         """Every parameter group (trained, target and frozen ones) for one seed."""
         raise NotImplementedError

@@ -85,12 +85,17 @@ class Evaluator:
     ``act_fn(states, obs[S, n, obs_dim]) -> actions[S, n, act_dim]`` is jitted once by the caller.
     Environment seeds for evaluation round ``r`` are ``base_seed + 10_000 * (r + 1) + env_index``,
     so evaluations are reproducible and differ between rounds and seeds. ``vectorized`` as in
-    :func:`run_episodes`.
+    :func:`run_episodes`. ``seed_index``: for lanes that are not all different seeds (a sweep's
+    settings x seeds), each lane's seed number, so that lanes with the same seed meet the same
+    episodes (default: lane ``i`` is seed ``i``).
     """
 
     def __init__(self, env_fn: Callable[[], gym.Env], n_seeds: int, n_episodes: int, base_seed: int,
-                 max_steps: int = 100_000, vectorized: bool | None = None):
+                 max_steps: int = 100_000, vectorized: bool | None = None, seed_index: Sequence[int] | None = None):
         self.n_seeds, self.n_episodes = n_seeds, n_episodes
+        self.seed_index = list(range(n_seeds)) if seed_index is None else list(seed_index)
+        if len(self.seed_index) != n_seeds:
+            raise ValueError(f"seed_index has {len(self.seed_index)} entries for {n_seeds} lanes")
         self.base_seed = base_seed
         self.max_steps = max_steps
         self.vectorized = vectorized
@@ -99,7 +104,8 @@ class Evaluator:
     def __call__(self, act_fn, states, round_index: int, discount: float = 1.0) -> Episodes:
         """:class:`Episodes` with every array shaped (n_seeds, n_episodes, ...)."""
         n = self.n_seeds * self.n_episodes
-        seeds = [self.base_seed + 10_000 * (round_index + 1) + i for i in range(n)]
+        seeds = [self.base_seed + 10_000 * (round_index + 1) + self.seed_index[i // self.n_episodes] * self.n_episodes
+                 + i % self.n_episodes for i in range(n)]
         act = lambda obs: act_fn(states, obs.reshape(self.n_seeds, self.n_episodes, -1))  # noqa: E731
         eps = run_episodes(self.envs, act, seeds, self.max_steps, self.vectorized, discount)
         return Episodes(*(x.reshape(self.n_seeds, self.n_episodes, *x.shape[1:]) for x in eps))

@@ -340,3 +340,36 @@ def plot_evaluations(log: MetricsLog, path: str, title: str = "", key: str = "ev
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_settings(logs: list[MetricsLog], labels: list[str], path: str, title: str = "", key: str = "eval_return",
+                  ylabel: str | None = None) -> None:
+    """Evaluation score over steps for several settings of one run (``vmap_sweep``): one colour per
+    setting, mean and standard error over its seeds, offline and online phases joined at the
+    hand-over (dashed line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(logs), 1)))
+    boundary = None
+    for log, label, color in zip(logs, labels, colors):
+        for i, (steps, vals, phase) in enumerate(_phase_curves(log, key)):
+            mean = np.nanmean(vals, 0)
+            se = np.nanstd(vals, 0) / np.sqrt(max(vals.shape[0], 1))
+            ax.plot(steps, mean, color=color, label=f"{label} (n={vals.shape[0]} seeds)" if i == 0 else None)
+            ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.15)
+            if phase == "online":
+                boundary = _boundary(log)
+    if boundary is not None and any(r["phase"] == "offline" for log in logs for r in log.rows):
+        ax.axvline(boundary, color="k", ls="--", lw=1, label="offline -> online")
+    ax.set_xlabel("update step (offline) / environment step (online), concatenated")
+    ax.set_ylabel(ylabel or ("normalised score" if key == "eval_score" else "evaluation return"))
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

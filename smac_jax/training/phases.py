@@ -27,6 +27,7 @@ from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import Evaluator, in_critic_units, make_act_fn, make_value_fn
 from smac_jax.training.logger import MetricsLog, make_sinks
 from smac_jax.training.online import OnlineCollector, make_act_step, make_online_loop
+from smac_jax.training import vmap_sweep
 from smac_jax.training.steps import make_offline_step, unalias
 
 _ADVICE = ("Lower the learning rate, scale the rewards (dataset.reward_scale) or enable layer norm; "
@@ -48,8 +49,16 @@ def check_finite(metrics: dict, phase: str, learner: Learner, step: int) -> None
             seeds = np.nonzero(bad.reshape(bad.shape[0], -1).any(1))[0].tolist()
             raise DivergenceError(
                 f"{phase} learner {learner.name!r} diverged: metric {k!r} is not finite at step {step} "
-                f"for seed index(es) {seeds} (values {v.tolist()}). {_ADVICE}"
+                f"for {_lanes(learner, seeds)} (values {v.tolist()}). {_ADVICE}"
             )
+
+
+def _lanes(learner: Learner, lanes: list[int]) -> str:
+    """How a divergence message names lanes: seed indexes, or a vmap_sweep's settings and seeds."""
+    names = getattr(learner, "lane_names", None)
+    if names:
+        return "; ".join(names[i] for i in lanes)
+    return f"seed index(es) {lanes}"
 
 
 @jax.jit
@@ -67,8 +76,8 @@ def check_finite_state(states: Any, phase: str, learner: Learner, step: int) -> 
         if not ok.all():
             where = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
             raise DivergenceError(
-                f"{phase} learner {learner.name!r} diverged: {where} is not finite at step {step} for seed "
-                f"index(es) {np.nonzero(~ok)[0].tolist()}. {_ADVICE}"
+                f"{phase} learner {learner.name!r} diverged: {where} is not finite at step {step} for "
+                f"{_lanes(learner, np.nonzero(~ok)[0].tolist())}. {_ADVICE}"
             )
 
 
@@ -111,8 +120,8 @@ class RunContext:
     resume: bool
     dataset: Any
     data: Any  # the dataset's transitions on the device
-    seeds: list[int]
-    keys: dict[str, jax.Array]  # KEY_STREAMS name -> (seeds, 2) keys
+    seeds: list[int]  # each lane's seed (lanes: the seeds, or a vmap_sweep's settings x seeds)
+    keys: dict[str, jax.Array]  # KEY_STREAMS name -> (lanes, 2) keys
     off_learner: Learner
     on_learner: Learner
     ckpt: Checkpointer
@@ -120,6 +129,7 @@ class RunContext:
     evaluator: Evaluator
     bar: Any
     ref_scores: tuple[float | None, float | None]
+    sweep: Any = None  # the run's vmap_sweep.Sweep, or None
     last_eval: float = math.nan
     value_fns: dict = dataclasses.field(default_factory=dict)  # id(learner) -> make_value_fn's
 
@@ -132,11 +142,20 @@ class RunContext:
         off.prepare(dataset, workdir, progress)
         on.prepare(dataset, workdir, progress)
         seeds = [config.seed + i for i in range(config.n_seeds)]
-        seed_keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+        sweep = vmap_sweep.parse(config)
+        if sweep is not None:  # settings x seeds lanes (smac_jax.training.vmap_sweep)
+            off, on = vmap_sweep.wrap_learners(sweep, config, off, on, t)
+            lane_seeds = [config.seed + j for j in sweep.lane_seed_index]
+        else:
+            lane_seeds = seeds
+        seed_keys = jnp.stack([jax.random.PRNGKey(s) for s in lane_seeds])
         keys = {name: jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(seed_keys) for name, i in KEY_STREAMS.items()}
         _check_hand_over(off, on, keys)
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.ckpt_keep)
-        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), make_sinks(config, workdir, seeds))
+        if sweep is not None:
+            log = vmap_sweep.SettingsLog(workdir, config, sweep, seeds)
+        else:
+            log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), make_sinks(config, workdir, seeds))
         if not resume or (ckpt.latest_step("offline") is None and ckpt.latest_step("online") is None):
             log.truncate(lambda r: False)  # a fresh start (also: --resume with nothing to resume from)
         ref = (dataset.ref_min_score, dataset.ref_max_score)
@@ -144,9 +163,10 @@ class RunContext:
             ref = (config.ref_min_score, config.ref_max_score)
         return cls(
             config=config, workdir=workdir, resume=resume, dataset=dataset,
-            data=jax.device_put(jax.tree.map(jnp.asarray, t)), seeds=seeds, keys=keys, off_learner=off,
-            on_learner=on, ckpt=ckpt, log=log,
-            evaluator=Evaluator(dataset.make_env, len(seeds), config.eval.episodes, base_seed=config.seed),
+            data=jax.device_put(jax.tree.map(jnp.asarray, t)), seeds=lane_seeds, keys=keys, off_learner=off,
+            on_learner=on, ckpt=ckpt, log=log, sweep=sweep,
+            evaluator=Evaluator(dataset.make_env, len(lane_seeds), config.eval.episodes, base_seed=config.seed,
+                                seed_index=None if sweep is None else sweep.lane_seed_index),
             bar=tqdm(total=config.offline.steps + config.online.steps, disable=not progress, unit="step",
                      dynamic_ncols=True),
             ref_scores=ref,
@@ -176,6 +196,8 @@ class RunContext:
         rows = []
         for i, seed in enumerate(self.seeds):
             row = {"phase": phase, "step": int(step), "seed": seed, "eval_return": float(mean[i])}
+            if self.sweep is not None:
+                row["setting"] = self.sweep.lane_setting[i]  # picks the setting's log (SettingsLog)
             if not np.isnan(success[i]):
                 row["eval_success"] = float(success[i])
             if self.dataset.reward == "success":  # the binary tasks' normalised score: 100 x the success rate
@@ -245,7 +267,7 @@ def offline_phase(ctx: RunContext) -> Any:
     c, learner = ctx.config.offline, ctx.off_learner
     if ctx.resume and ctx.ckpt.latest_step("online") is not None:
         return None
-    states = unalias(jax.vmap(learner.init)(ctx.keys["init"]))
+    states = unalias(learner.init_lanes(ctx.keys["init"]))
     step = 0
     if ctx.resume and ctx.ckpt.latest_step("offline") is not None:
         states, meta = ctx.ckpt.restore("offline", states)
@@ -286,7 +308,7 @@ def start_online(ctx: RunContext, off_states: Any):
         if not ctx.config.transfer_reset_optimizer:
             states = _carry_optimizer_state(states, off_states)
         return unalias(states), buffers, collector, 0
-    template = {"states": jax.vmap(learner.init)(ctx.keys["init"]), "buffers": buffers}
+    template = {"states": learner.init_lanes(ctx.keys["init"]), "buffers": buffers}
     restored, meta = ctx.ckpt.restore("online", template)
     step = int(meta["step"])
     collector.load_state_dict(meta["collector"])  # the environments exactly as they were

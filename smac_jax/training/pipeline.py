@@ -30,6 +30,7 @@ from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     stack_seeds,
     start_online,
 )
+from smac_jax.training import vmap_sweep
 from smac_jax.training.summary import summarize
 
 
@@ -53,6 +54,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
         online_phase(ctx, states, buffers, collector, step)
     finally:
         ctx.close()
+    if ctx.sweep is not None:  # settings x seeds in one program: a summary per setting, and one over them
+        summary = vmap_sweep.write_outputs(workdir, config, ctx.sweep, ctx.log, ctx.has_scores)
+        print(f"[smac_jax] {ctx.sweep.n_settings} settings x {config.n_seeds} seeds:\n" + vmap_sweep.format_table(summary))
+        for warning in dict.fromkeys(s["transfer_drop_warning"] for s in summary["settings"] if "transfer_drop_warning" in s):
+            print(f"[smac_jax] warning: {warning}")
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        return summary
     summary = summarize(ctx.log, config, score_available=ctx.has_scores)
     if "transfer_drop_warning" in summary:
         print(f"[smac_jax] warning: {summary['transfer_drop_warning']}")
@@ -99,6 +108,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             resolve_config(config[phase].learner, config[phase].agent)
         except ConfigError as e:
             raise ConfigError(f"{phase}.agent: {e}") from None
+    vmap_sweep.parse(config)  # a malformed or unsweepable vmap_sweep fails here too
 
 
 def check_batch_sizes(config, n_transitions: int) -> None:
@@ -113,7 +123,7 @@ def check_batch_sizes(config, n_transitions: int) -> None:
 
 #: What a run writes in its workdir; a workdir holding any of them holds a run.
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval.png", "checkpoints", "score_model", "cvae",
-             "tensorboard", "wandb")
+             "tensorboard", "wandb", vmap_sweep.SETTINGS_DIR)
 
 
 def prepare_workdir(workdir: str, config, resume: bool, overwrite: bool) -> None:

@@ -186,6 +186,9 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
             if stored["online"]["learner"] != online[0]:  # made by a sweep with other online learners
                 pre_cfg = pretrain_config(make(task, off, stored["online"]["learner"], only_shared_online_fields=True))
         for on, c in configs.items():
+            if c.get("vmap_sweep"):
+                raise ConfigError("vmap_sweep (settings in one program) is for single runs (experiments/o2o.py); "
+                                  "a grid of runs sets each value with --set instead")
             pipeline.validate_config(c)
             check_offline_parts(pre_cfg, c, f"{task} {off}->{on}")
             check_stored(os.path.join(root, task, f"{off}-{on}"), c)

@@ -1,0 +1,182 @@
+"""Settings x seeds in one program (``config.vmap_sweep``, smac_jax.training.vmap_sweep): each setting
+of a swept run computes what a plain run with its values computes, a killed swept run resumes to
+the same numbers, and a field that cannot vary per lane is named before anything runs."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from smac_jax.errors import ConfigError, DivergenceError
+from smac_jax.learners import resolve_config
+from smac_jax.learners.sac import SAC
+from smac_jax.learners.swept import Swept, check_sweepable
+from smac_jax.training import pipeline, vmap_sweep
+from smac_jax.training.checkpoint import Checkpointer
+
+# offline critic_lr: 3e-4 (the default) and 1e-3; online actor_lr 1e-4 (default 3e-4): 2 settings x 2 seeds
+SPEC = "offline.agent.critic_lr=3e-4,1e-3; online.agent.actor_lr=1e-4"
+BUDGET = {"offline.steps": 100, "offline.ckpt_every": 50, "online.steps": 60, "online.eval_every": 30,
+          "online.ckpt_every": 30}
+
+
+class Killed(BaseException):
+    """Stands in for the process being killed."""
+
+
+def quiet_run(config, workdir, resume=False):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return pipeline.run(config, workdir, resume=resume, progress=False)
+
+
+def rows(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def assert_rows_close(a, b, rtol=1e-4):
+    assert len(a) == len(b) > 0
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if isinstance(ra[k], float):
+                assert np.isclose(ra[k], rb[k], rtol=rtol, atol=1e-4), (k, ra, rb)
+            else:
+                assert ra[k] == rb[k], (k, ra, rb)
+
+
+@pytest.fixture(scope="module")
+def swept(pendulum_dataset_id, tmp_path_factory):
+    config = tiny_config(pendulum_dataset_id, vmap_sweep=SPEC, **BUDGET)
+    workdir = str(tmp_path_factory.mktemp("swept"))
+    return config, workdir, quiet_run(config, workdir)
+
+
+def test_each_setting_computes_what_a_run_of_its_values_computes(swept, tmp_path):
+    config, workdir, summary = swept
+    assert [s["values"] for s in summary["settings"]] == [
+        {"offline.agent.critic_lr": 3e-4, "online.agent.actor_lr": 1e-4},
+        {"offline.agent.critic_lr": 1e-3, "online.agent.actor_lr": 1e-4}]
+    # the last setting's lanes (2, 3) against a plain run of its values: its seeds' keys, initial
+    # networks, minibatches and evaluation episodes, and the values bound into its programs
+    plain_cfg = vmap_sweep.parse(config).setting_config(config, 1)
+    assert plain_cfg.offline.agent.critic_lr == 1e-3 and plain_cfg.online.agent.actor_lr == 1e-4
+    assert not plain_cfg.vmap_sweep
+    plain = quiet_run(plain_cfg, str(tmp_path))
+    setting_dir = os.path.join(workdir, "settings", "1")
+    assert_rows_close(rows(os.path.join(setting_dir, "metrics.jsonl")), rows(tmp_path / "metrics.jsonl"))
+    with open(os.path.join(setting_dir, "config.json")) as f, open(tmp_path / "config.json") as g:
+        assert f.read() == g.read()
+    with open(os.path.join(setting_dir, "summary.json")) as f:
+        mine = json.load(f)
+    assert summary["settings"][1] == {"setting": 1, "values": summary["settings"][1]["values"], **mine}
+    assert np.allclose(mine["online_final"], plain["online_final"], rtol=1e-4)
+    # the two settings share their seeds but not their values: their numbers differ
+    r0, r1 = (rows(os.path.join(workdir, "settings", str(k), "metrics.jsonl")) for k in (0, 1))
+    assert [r["seed"] for r in r0] == [r["seed"] for r in r1]
+    assert not np.allclose([r["eval_return"] for r in r0], [r["eval_return"] for r in r1])
+    for name in ("eval.png", "summary.json", "config.json"):
+        assert os.path.exists(os.path.join(workdir, name))
+    assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+
+
+def test_a_killed_swept_run_resumes_to_the_same_numbers(swept, tmp_path, monkeypatch):
+    config, workdir, _ = swept
+    orig = Checkpointer.save
+
+    def save(self, phase, step, tree, meta=None):
+        orig(self, phase, step, tree, meta)
+        if (phase, step) == ("online", 30):
+            raise Killed()
+
+    monkeypatch.setattr(Checkpointer, "save", save)
+    with pytest.raises(Killed):
+        quiet_run(config, str(tmp_path))
+    monkeypatch.setattr(Checkpointer, "save", orig)
+    quiet_run(config, str(tmp_path), resume=True)
+    for k in (0, 1):
+        got = rows(tmp_path / "settings" / str(k) / "metrics.jsonl")
+        want = rows(os.path.join(workdir, "settings", str(k), "metrics.jsonl"))
+        assert got == want
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("offline.agent.batch_size=32,64", "is an integer"),
+    ("offline.agent.hidden_dims=1,2", "is not a number"),
+    ("offline.agent.gamma=0.9,0.99", "cannot be swept in one program"),
+    ("offline.steps=100,200", "is not a learner hyperparameter"),
+    ("online.agent.nope=1,2", "'nope' is not a hyperparameter of online learner 'sac'"),
+    ("offline.agent.critic_lr", "is not 'PATH=V1,V2,...'"),
+    ("offline.agent.critic_lr=1e-3,fast", "values must be numbers"),
+    ("offline.agent.critic_lr=1e-3,1e-3", "lists a value twice"),
+    ("offline.agent.tau=0.1;offline.agent.tau=0.2", "is listed twice"),
+    ("offline.agent.critic_lr=1e-3,-1", "setting 1 (critic_lr=-1): offline.agent"),
+])
+def test_a_bad_sweep_is_one_config_error_naming_it(pendulum_dataset_id, spec, message):
+    with pytest.raises(ConfigError) as e:
+        pipeline.validate_config(tiny_config(pendulum_dataset_id, vmap_sweep=spec))
+    assert message in str(e.value) and "vmap_sweep" in str(e.value)
+
+
+def test_the_grid_and_its_lanes(pendulum_dataset_id):
+    cfg = tiny_config(pendulum_dataset_id, vmap_sweep="offline.agent.critic_lr=1e-3,3e-4; online.agent.tau=0.01,0.02,0.05")
+    sweep = vmap_sweep.parse(cfg)
+    assert sweep.n_settings == 6 and sweep.n_seeds == 2
+    assert [s["online.agent.tau"] for s in sweep.settings] == [0.01, 0.02, 0.05] * 2  # the first field slowest
+    assert sweep.lane_setting == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert sweep.lane_seed_index == [0, 1] * 6
+    np.testing.assert_allclose(sweep.lane_values()["offline.agent.critic_lr"], [1e-3] * 6 + [3e-4] * 6, rtol=1e-6)
+    assert vmap_sweep.parse(tiny_config(pendulum_dataset_id)) is None
+
+
+def test_a_field_the_programs_do_not_use_is_named(pendulum_dataset_id, tmp_path):
+    # SAC -> SAC hands the temperature over: the online learner's initial temperature changes nothing
+    cfg = tiny_config(pendulum_dataset_id, vmap_sweep="online.agent.init_temperature=0.1,1", **BUDGET)
+    with pytest.raises(ConfigError, match="online.agent.init_temperature changes nothing"):
+        quiet_run(cfg, str(tmp_path))
+
+
+class _Branchy(SAC):
+    """SAC whose update branches in Python on a float hyperparameter."""
+
+    def update(self, state, batch, key):
+        if self.config.tau > 0.01:
+            return super().update(state, batch, key)
+        return state, {}
+
+
+def test_a_field_used_as_a_python_value_is_named():
+    inner = _Branchy(resolve_config("sac", {"hidden_dims": (8, 8)}), 3, 1)
+    learner = Swept(inner, {"offline.agent.tau": np.array([0.005, 0.05])}, {"offline.agent.tau": "tau"})
+    key = jax.ShapeDtypeStruct((2,), np.uint32)
+    state = jax.eval_shape(inner.init, key)
+    batch = jax.eval_shape(lambda: jax.tree.map(lambda x: x[:4], _tiny_batch()))
+    programs = {"update": (lambda b, st, bt, k: b.update(st, bt, k), (state, batch, key))}
+    with pytest.raises(ConfigError, match="offline.agent.tau cannot vary within one program.*update program"):
+        check_sweepable(learner, programs, "offline")
+    # the same field through SAC's own update is used as a number: no error
+    check_sweepable(Swept(SAC(inner.config, 3, 1), learner.lane_values, learner.fields), programs, "offline")
+
+
+def _tiny_batch():
+    from smac_jax.types import Transitions
+
+    z = np.zeros
+    return Transitions(obs=z((4, 3), np.float32), action=z((4, 1), np.float32), reward=z(4, np.float32),
+                       next_obs=z((4, 3), np.float32), terminated=z(4, np.float32), truncated=z(4, np.float32),
+                       episode=z(4, np.int32), rtg=z(4, np.float32), mc_return=z(4, np.float32),
+                       traj_return=z(4, np.float32))
+
+
+def test_a_diverging_setting_is_named(pendulum_dataset_id, tmp_path):
+    cfg = tiny_config(pendulum_dataset_id, vmap_sweep="offline.agent.critic_lr=3e-4,1e30",
+                      **{"offline.steps": 50, "offline.ckpt_every": 50})
+    with pytest.raises(DivergenceError, match=r"not finite at step 50 for setting 1 \(critic_lr=1e\+30\), seed index 0; "
+                                              r"setting 1 \(critic_lr=1e\+30\), seed index 1 \(values"):
+        quiet_run(cfg, str(tmp_path))
