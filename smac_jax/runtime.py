@@ -32,6 +32,10 @@ DEFAULT_XLA_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.joi
                                  "smac_jax", "xla")
 #: The cache's size limit in bytes (JAX evicts the least recently used programs beyond it).
 XLA_CACHE_MAX_BYTES = 2 << 30
+#: A file in a cache directory that was empty when the library first used it: its programs were all
+#: written with eviction on. JAX's eviction fails on entries written without it (every later write
+#: then warns), so a directory without this mark that already holds programs is left unbounded.
+BOUNDED_MARK = "SMAC_JAX_BOUNDED.txt"  # (not ending in "-cache": JAX reads those as programs)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -60,10 +64,13 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     """Keep compiled XLA programs in ``directory`` (default: ``SMAC_JAX_XLA_CACHE``, else
     :data:`DEFAULT_XLA_CACHE`) with JAX's persistent compilation cache, for the rest of the
     process. Programs that took at least a second to compile are stored (JAX's threshold), up to
-    :data:`XLA_CACHE_MAX_BYTES` where the ``filelock`` package is installed (JAX's eviction needs
-    it; without it the directory is not bounded); results are the same either way (the cache holds the very
-    executable the compiler produced for the same program and options). Programs that call back
-    into Python (the online loop) are never stored: JAX cannot.
+    :data:`XLA_CACHE_MAX_BYTES`, the least recently used evicted first (JAX's eviction needs the
+    ``filelock`` package, a dependency), in a directory the library started empty (it marks it,
+    :data:`BOUNDED_MARK`); a directory that already held programs without the mark (written by
+    another program, or an older version of this library) is used unbounded. Results
+    are the same with or without the cache (it holds the very executable the compiler produced for
+    the same program and options). Programs that call back into Python (the online loop) are
+    never stored: JAX cannot.
 
     Returns the directory in use, or None: turned off (``SMAC_JAX_XLA_CACHE=0``). A directory
     already configured for JAX (``JAX_COMPILATION_CACHE_DIR`` or ``jax_compilation_cache_dir``)
@@ -76,11 +83,16 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     choice = directory or os.environ.get("SMAC_JAX_XLA_CACHE") or DEFAULT_XLA_CACHE
     if choice == "0":
         return None
+    mark = os.path.join(choice, BOUNDED_MARK)
     try:
         os.makedirs(choice, exist_ok=True)
+        if not os.listdir(choice):
+            with open(mark, "w") as f:
+                f.write("JAX compilation cache written with eviction on (smac_jax.runtime.enable_compilation_cache)\n")
     except OSError:  # an unwritable home: run without the cache rather than fail
         return None
     jax.config.update("jax_compilation_cache_dir", choice)
-    if jax.config.jax_compilation_cache_max_size == -1 and importlib.util.find_spec("filelock") is not None:
+    if (os.path.exists(mark) and jax.config.jax_compilation_cache_max_size == -1
+            and importlib.util.find_spec("filelock") is not None):
         jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_MAX_BYTES)  # JAX's eviction needs filelock
     return choice

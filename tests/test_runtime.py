@@ -68,9 +68,23 @@ def test_compilation_cache_directory_opt_out_and_configured_directory(monkeypatc
         monkeypatch.setenv("SMAC_JAX_XLA_CACHE", str(tmp_path / "xla"))
         assert runtime.enable_compilation_cache() == str(tmp_path / "xla")
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla") and os.path.isdir(tmp_path / "xla")
+        assert jax.config.jax_compilation_cache_max_size == runtime.XLA_CACHE_MAX_BYTES  # started empty: bounded
+        assert os.path.exists(tmp_path / "xla" / runtime.BOUNDED_MARK)
+        jax.config.update("jax_compilation_cache_max_size", -1)
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert runtime.enable_compilation_cache() == str(tmp_path / "xla")  # its own marked directory: bounded again
+        assert jax.config.jax_compilation_cache_max_size == runtime.XLA_CACHE_MAX_BYTES
+        jax.config.update("jax_compilation_cache_max_size", -1)
+        jax.config.update("jax_compilation_cache_dir", None)
+        # a directory that holds programs written without eviction (no mark) stays unbounded
+        os.makedirs(tmp_path / "old")
+        (tmp_path / "old" / "jit_f-0123-cache").write_bytes(b"x")
+        assert runtime.enable_compilation_cache(str(tmp_path / "old")) == str(tmp_path / "old")
+        assert jax.config.jax_compilation_cache_max_size == -1 and not os.path.exists(tmp_path / "old" / runtime.BOUNDED_MARK)
         jax.config.update("jax_compilation_cache_dir", None)
         monkeypatch.delenv("SMAC_JAX_XLA_CACHE")
         assert runtime.DEFAULT_XLA_CACHE.endswith(os.path.join("smac_jax", "xla"))
         assert runtime.enable_compilation_cache(str(tmp_path / "given")) == str(tmp_path / "given")
     finally:
         jax.config.update("jax_compilation_cache_dir", original)
+        jax.config.update("jax_compilation_cache_max_size", -1)
