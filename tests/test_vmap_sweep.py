@@ -9,10 +9,12 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tiny_config
 
+from smac_jax.data import replay
 from smac_jax.errors import ConfigError, DivergenceError
 from smac_jax.learners import resolve_config
 from smac_jax.learners.sac import SAC
@@ -156,22 +158,12 @@ def test_a_field_used_as_a_python_value_is_named():
     learner = Swept(inner, {"offline.agent.tau": np.array([0.005, 0.05])}, {"offline.agent.tau": "tau"})
     key = jax.ShapeDtypeStruct((2,), np.uint32)
     state = jax.eval_shape(inner.init, key)
-    batch = jax.eval_shape(lambda: jax.tree.map(lambda x: x[:4], _tiny_batch()))
+    batch = jax.eval_shape(lambda: replay.unpack(jnp.zeros((4, replay.row_width(3, 1))), 3, 1))
     programs = {"update": (lambda b, st, bt, k: b.update(st, bt, k), (state, batch, key))}
     with pytest.raises(ConfigError, match="offline.agent.tau cannot vary within one program.*update program"):
         check_sweepable(learner, programs, "offline")
     # the same field through SAC's own update is used as a number: no error
     check_sweepable(Swept(SAC(inner.config, 3, 1), learner.lane_values, learner.fields), programs, "offline")
-
-
-def _tiny_batch():
-    from smac_jax.types import Transitions
-
-    z = np.zeros
-    return Transitions(obs=z((4, 3), np.float32), action=z((4, 1), np.float32), reward=z(4, np.float32),
-                       next_obs=z((4, 3), np.float32), terminated=z(4, np.float32), truncated=z(4, np.float32),
-                       episode=z(4, np.int32), rtg=z(4, np.float32), mc_return=z(4, np.float32),
-                       traj_return=z(4, np.float32))
 
 
 def test_a_diverging_setting_is_named(pendulum_dataset_id, tmp_path):

@@ -138,9 +138,10 @@ def check_sweepable(learner: Swept, programs: dict[str, Any], phase: str) -> Non
     """Raise :class:`ConfigError` naming a swept field of ``learner`` that cannot vary per lane.
 
     ``programs``: name -> ``(fn, args)`` with ``fn(bound_learner, *args) -> outputs`` and ``args``
-    abstract inputs (``jax.ShapeDtypeStruct`` trees): the programs the run builds from this learner. Each field is traced alone (the others at the
-    first lane's values): a field the learner turns into a Python value fails the trace, and a
-    field no program consumes is an error too, since sweeping it would change nothing."""
+    abstract inputs (``jax.ShapeDtypeStruct`` trees): the programs the run builds from this
+    learner. Each field is traced alone (the others at the first lane's values): a field the
+    learner turns into a Python value fails the trace, and a field no program consumes is an error
+    too, since sweeping it would change nothing."""
     first = {p: float(v[0]) for p, v in learner.lane_values.items()}
     for path, field in learner.fields.items():
         used = False
@@ -151,8 +152,7 @@ def check_sweepable(learner: Swept, programs: dict[str, Any], phase: str) -> Non
 
             try:
                 closed = jax.make_jaxpr(traced)(jax.ShapeDtypeStruct((), jnp.float32), *args)
-            except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
-                    jax.errors.TracerIntegerConversionError, TypeError) as e:
+            except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError) as e:
                 reason = str(e).strip().splitlines()[0][:160]
                 raise ConfigError(f"vmap_sweep: {path} cannot vary within one program: learner {learner.name!r} "
                                   f"uses its value to build its {name} program ({reason}); sweep it as "

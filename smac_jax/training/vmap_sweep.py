@@ -22,6 +22,7 @@ every setting's values and results, and its ``eval.png`` draws every setting's c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -34,7 +35,8 @@ import numpy as np
 from smac_jax.errors import ConfigError
 from smac_jax.learners import make_learner, resolve_config
 from smac_jax.learners.swept import Swept, check_sweepable
-from smac_jax.training.logger import MetricsLog, make_sinks
+from smac_jax.training.logger import MetricsLog, make_sinks, plot_evaluations, plot_settings
+from smac_jax.training.summary import summarize
 
 PHASES = ("offline", "online")
 #: Float fields that are read outside the lane programs, with why.
@@ -54,12 +56,12 @@ class Sweep:
     def n_settings(self) -> int:
         return len(self.settings)
 
-    @property
+    @functools.cached_property
     def lane_setting(self) -> list[int]:
         """The setting of each lane (lanes are setting-major)."""
         return [k for k in range(self.n_settings) for _ in range(self.n_seeds)]
 
-    @property
+    @functools.cached_property
     def lane_seed_index(self) -> list[int]:
         """Each lane's seed index ``j`` (seed ``config.seed + j``)."""
         return [j for _ in range(self.n_settings) for j in range(self.n_seeds)]
@@ -184,7 +186,6 @@ class SettingsLog:
     picks its log and is not written."""
 
     def __init__(self, workdir: str, config, sweep: Sweep, seeds: list[int]):
-        self.sweep = sweep
         self.logs = []
         for k in range(sweep.n_settings):
             d = setting_dir(workdir, k)
@@ -193,10 +194,6 @@ class SettingsLog:
             with open(os.path.join(d, "config.json"), "w") as f:
                 f.write(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str))
             self.logs.append(MetricsLog(os.path.join(d, "metrics.jsonl"), make_sinks(cfg, d, seeds)))
-
-    @property
-    def rows(self) -> list[dict]:
-        return [{**r, "setting": k} for k, log in enumerate(self.logs) for r in log.rows]
 
     def write(self, rows) -> None:
         per: dict[int, list[dict]] = {}
@@ -222,9 +219,6 @@ def setting_dir(workdir: str, k: int) -> str:
 def write_outputs(workdir: str, config, sweep: Sweep, log: SettingsLog, score_available: bool) -> dict:
     """Every setting's ``summary.json`` and ``eval.png`` in its directory, then the workdir's
     ``summary.json`` (every setting's values and results) and ``eval.png`` (every setting's curve)."""
-    from smac_jax.training.logger import plot_evaluations, plot_settings
-    from smac_jax.training.summary import summarize
-
     settings = []
     for k, sub in enumerate(log.logs):
         cfg = sweep.setting_config(config, k)
@@ -239,7 +233,7 @@ def write_outputs(workdir: str, config, sweep: Sweep, log: SettingsLog, score_av
     first = settings[0]
     summary = {"vmap_sweep": str(config.vmap_sweep), "paths": list(sweep.paths), "n_seeds": sweep.n_seeds,
                "metric": first["metric"], "metric_label": first["metric_label"], "settings": settings}
-    plot_settings([sub for sub in log.logs], [sweep.label(k) for k in range(sweep.n_settings)],
+    plot_settings(log.logs, [sweep.label(k) for k in range(sweep.n_settings)],
                   os.path.join(workdir, "eval.png"),
                   f"{config.offline.learner} -> {config.online.learner} on {config.dataset.id}",
                   first["metric"], first["metric_label"])
