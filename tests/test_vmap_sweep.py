@@ -16,7 +16,7 @@ from conftest import tiny_config
 
 from smac_jax.data import replay
 from smac_jax.errors import ConfigError, DivergenceError
-from smac_jax.learners import resolve_config
+from smac_jax.learners import make_learner, resolve_config
 from smac_jax.learners.sac import SAC
 from smac_jax.learners.swept import Swept, check_sweepable
 from smac_jax.training import pipeline, vmap_sweep
@@ -172,3 +172,48 @@ def test_a_diverging_setting_is_named(pendulum_dataset_id, tmp_path):
     with pytest.raises(DivergenceError, match=r"not finite at step 50 for setting 1 \(critic_lr=1e\+30\), seed index 0; "
                                               r"setting 1 \(critic_lr=1e\+30\), seed index 1 \(values"):
         quiet_run(cfg, str(tmp_path))
+
+
+ONLINE_SPEC = "online.agent.actor_lr=3e-4,1e-4"
+
+
+@pytest.fixture(scope="module")
+def online_swept(pendulum_dataset_id, tmp_path_factory):
+    config = tiny_config(pendulum_dataset_id, vmap_sweep=ONLINE_SPEC, **BUDGET)
+    workdir = str(tmp_path_factory.mktemp("online_swept"))
+    return config, workdir, quiet_run(config, workdir)
+
+
+def test_settings_of_online_values_share_one_offline_phase(online_swept, tmp_path):
+    config, workdir, _ = online_swept
+    # the offline phase ran once, one lane per seed: its checkpoint holds a plain learner's 2 lanes, not 4
+    template = make_learner("sac", 3, 1, config.offline.agent).init_lanes(jax.random.split(jax.random.PRNGKey(0), 2))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        ckpt.restore("offline", template)
+    finally:
+        ckpt.close()
+    r0, r1 = (rows(os.path.join(workdir, "settings", str(k), "metrics.jsonl")) for k in (0, 1))
+    assert [r for r in r0 if r["phase"] == "offline"] == [r for r in r1 if r["phase"] == "offline"]
+    # and the last setting still computes what a plain run of its values computes
+    quiet_run(vmap_sweep.parse(config).setting_config(config, 1), str(tmp_path))
+    assert_rows_close(r1, rows(tmp_path / "metrics.jsonl"))
+
+
+def test_a_shared_offline_phase_killed_resumes_to_the_same_numbers(online_swept, tmp_path, monkeypatch):
+    config, workdir, _ = online_swept
+    orig = Checkpointer.save
+
+    def save(self, phase, step, tree, meta=None):
+        orig(self, phase, step, tree, meta)
+        if (phase, step) == ("offline", 50):
+            raise Killed()
+
+    monkeypatch.setattr(Checkpointer, "save", save)
+    with pytest.raises(Killed):
+        quiet_run(config, str(tmp_path))
+    monkeypatch.setattr(Checkpointer, "save", orig)
+    quiet_run(config, str(tmp_path), resume=True)
+    for k in (0, 1):
+        assert rows(tmp_path / "settings" / str(k) / "metrics.jsonl") == \
+            rows(os.path.join(workdir, "settings", str(k), "metrics.jsonl"))

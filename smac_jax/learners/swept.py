@@ -44,7 +44,7 @@ def bind(learner: Learner, values: dict[str, Any]) -> Learner:
     return bound
 
 
-def _with_hparams(state: TrainState, hp: dict) -> TrainState:
+def with_hparams(state: TrainState, hp: dict) -> TrainState:
     return state.replace(extra={**state.extra, HPARAMS: hp})
 
 
@@ -86,22 +86,22 @@ class Swept(Learner):
         hps = {p: jnp.asarray(v) for p, v in self.lane_values.items()}
         if len(keys) != self.n_lanes:
             raise ValueError(f"{len(keys)} keys for {self.n_lanes} lanes")
-        return jax.vmap(lambda k, hp: _with_hparams(self.bound(hp).init(k), hp))(keys, hps)
+        return jax.vmap(lambda k, hp: with_hparams(self.bound(hp).init(k), hp))(keys, hps)
 
     def init(self, key) -> TrainState:
         """A state with the first lane's values (for shapes; runs build their lanes with :meth:`init_lanes`)."""
         hp = self.lane(0)
-        return _with_hparams(self.bound(hp).init(key), hp)
+        return with_hparams(self.bound(hp).init(key), hp)
 
     def update(self, state: TrainState, batch, key):
         hp = state.extra[HPARAMS]
         new, metrics = self.bound(hp).update(_without_hparams(state), batch, key)
-        return _with_hparams(new, hp), metrics
+        return with_hparams(new, hp), metrics
 
     def update_phase(self, state: TrainState, batch, key, phase: int):
         hp = state.extra[HPARAMS]
         new, metrics = self.bound(hp).update_phase(_without_hparams(state), batch, key, phase)
-        return _with_hparams(new, hp), metrics
+        return with_hparams(new, hp), metrics
 
     def act(self, state: TrainState, obs, key, deterministic: bool):
         return self.bound(state.extra[HPARAMS]).act(_without_hparams(state), obs, key, deterministic)
@@ -112,7 +112,7 @@ class Swept(Learner):
     def transfer(self, key, src_state: TrainState, src_learner: Learner) -> TrainState:
         hp = src_state.extra[HPARAMS]
         src = src_learner.bound(hp) if isinstance(src_learner, Swept) else src_learner
-        return _with_hparams(self.bound(hp).transfer(key, _without_hparams(src_state), src), hp)
+        return with_hparams(self.bound(hp).transfer(key, _without_hparams(src_state), src), hp)
 
     def prepare(self, dataset, workdir: str, progress: bool = True) -> None:
         self.inner.prepare(dataset, workdir, progress)

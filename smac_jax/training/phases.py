@@ -130,6 +130,7 @@ class RunContext:
     bar: Any
     ref_scores: tuple[float | None, float | None]
     sweep: Any = None  # the run's vmap_sweep.Sweep, or None
+    seed_evaluator: Any = None  # one lane per seed (a vmap_sweep's shared offline phase), made when first needed
     last_eval: float = math.nan
     value_fns: dict = dataclasses.field(default_factory=dict)  # id(learner) -> make_value_fn's
 
@@ -150,7 +151,7 @@ class RunContext:
             lane_seeds = seeds
         seed_keys = jnp.stack([jax.random.PRNGKey(s) for s in lane_seeds])
         keys = {name: jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(seed_keys) for name, i in KEY_STREAMS.items()}
-        _check_hand_over(off, on, keys)
+        _check_hand_over(off, on, keys, sweep)
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.ckpt_keep)
         if sweep is not None:
             log = vmap_sweep.SettingsLog(workdir, config, sweep, seeds)
@@ -185,7 +186,12 @@ class RunContext:
         every = self.config[phase].eval_every
         round_index = -(-int(step) // every) + (0 if phase == "offline" else 1_000_000)
         gamma = float(learner.config.get("gamma", 1.0))
-        eps = self.evaluator(act_fn, states, round_index, gamma)
+        # a vmap_sweep's shared offline phase has one state per seed: each lane reads its seed's
+        lane_state = list(range(len(self.seeds)))
+        evaluator = self.evaluator
+        if jax.tree.leaves(states.params)[0].shape[0] != len(self.seeds):
+            lane_state, evaluator = self.sweep.lane_seed_index, self._seed_evaluator()
+        eps = evaluator(act_fn, states, round_index, gamma)
         check_finite(metrics, phase, learner, step)
         mean = eps.returns.mean(1)
         value = self.value_estimates(learner, states, eps.first_obs)
@@ -194,10 +200,11 @@ class RunContext:
         lo, hi = self.ref_scores
         success = eps.success.mean(1)  # per seed: the fraction of episodes that succeeded; NaN if not reported
         rows = []
-        for i, seed in enumerate(self.seeds):
+        for lane, seed in enumerate(self.seeds):
+            i = lane_state[lane]
             row = {"phase": phase, "step": int(step), "seed": seed, "eval_return": float(mean[i])}
             if self.sweep is not None:
-                row["setting"] = self.sweep.lane_setting[i]  # picks the setting's log (SettingsLog)
+                row["setting"] = self.sweep.lane_setting[lane]  # picks the setting's log (SettingsLog)
             if not np.isnan(success[i]):
                 row["eval_success"] = float(success[i])
             if self.dataset.reward == "success":  # the binary tasks' normalised score: 100 x the success rate
@@ -238,16 +245,34 @@ class RunContext:
             tree, meta = checkpoint()
             self.ckpt.save(phase, step, tree, {"step": step, **meta})
 
+    @property
+    def offline_lanes(self) -> int:
+        """Lanes of the offline phase: every lane, or one per seed when a vmap_sweep sweeps online
+        values only (its settings share the offline phase: the first ``n_seeds`` lanes' keys)."""
+        if self.sweep is not None and not self.sweep.sweeps_offline:
+            return self.sweep.n_seeds
+        return len(self.seeds)
+
+    def _seed_evaluator(self) -> Evaluator:
+        if self.seed_evaluator is None:
+            self.seed_evaluator = Evaluator(self.dataset.make_env, self.sweep.n_seeds, self.config.eval.episodes,
+                                            base_seed=self.config.seed)
+        return self.seed_evaluator
+
     def close(self) -> None:
         self.bar.close()
         self.evaluator.close()
+        if self.seed_evaluator is not None:
+            self.seed_evaluator.close()
         self.ckpt.close()
         self.log.close()  # the metric sinks (TensorBoard, W&B)
 
 
-def _check_hand_over(off: Learner, on: Learner, keys: dict) -> None:
+def _check_hand_over(off: Learner, on: Learner, keys: dict, sweep=None) -> None:
     """Fail before any training if the pair cannot be bridged."""
     abstract_off = jax.eval_shape(off.init, keys["init"][0])
+    if sweep is not None:
+        abstract_off = jax.eval_shape(lambda s: vmap_sweep.handover_source(sweep, s, on, lanes=False), abstract_off)
     try:
         jax.eval_shape(lambda k, s: on.transfer(k, s, off), keys["transfer"][0], abstract_off)
     except TransferError:
@@ -267,7 +292,8 @@ def offline_phase(ctx: RunContext) -> Any:
     c, learner = ctx.config.offline, ctx.off_learner
     if ctx.resume and ctx.ckpt.latest_step("online") is not None:
         return None
-    states = unalias(learner.init_lanes(ctx.keys["init"]))
+    n = ctx.offline_lanes
+    states = unalias(learner.init_lanes(ctx.keys["init"][:n]))
     step = 0
     if ctx.resume and ctx.ckpt.latest_step("offline") is not None:
         states, meta = ctx.ckpt.restore("offline", states)
@@ -285,7 +311,7 @@ def offline_phase(ctx: RunContext) -> Any:
     ctx.bar.update(step)
     t0, start = time.time(), step
     for end in chunk_ends(step, c.steps, c.scan_steps, (c.eval_every, c.ckpt_every)):
-        states, metrics = update(states, ctx.data, ctx.keys["offline"], step)
+        states, metrics = update(states, ctx.data, ctx.keys["offline"][:n], step)
         ctx.bar.update(end - step)
         step = end
         ctx.end_chunk("offline", step, act, states, learner, metrics, lambda: (states, {}),
@@ -304,6 +330,8 @@ def start_online(ctx: RunContext, off_states: Any):
     collector = OnlineCollector(ctx.dataset.make_env, ctx.seeds, 0, ctx.config.dataset.reward_scale,
                                 ctx.config.dataset.reward_bias)
     if off_states is not None:  # the hand-over (docs/algorithms.md, "Offline-to-online protocol")
+        if ctx.sweep is not None:  # one offline state per lane, with the lane's values
+            off_states = vmap_sweep.handover_source(ctx.sweep, off_states, learner)
         states = jax.jit(jax.vmap(lambda k, s: learner.transfer(k, s, ctx.off_learner)))(ctx.keys["transfer"], off_states)
         if not ctx.config.transfer_reset_optimizer:
             states = _carry_optimizer_state(states, off_states)

@@ -3,7 +3,9 @@
 ``config.vmap_sweep = "offline.agent.kappa=0.3,1,3; online.agent.critic_lr=1e-4,3e-4"`` runs every
 combination of the listed values (the grid, first field slowest: here 6 settings) times
 ``n_seeds`` seeds as lanes of the run's vmapped programs: one offline program, one hand-over, one
-online loop for all of them. Lane ``k * n_seeds + j`` is setting ``k`` with seed ``seed + j``: every
+online loop for all of them (a sweep of online values only shares one offline phase of ``n_seeds``
+lanes, repeated for every setting at the hand-over). Lane ``k * n_seeds + j`` is setting ``k`` with
+seed ``seed + j``: every
 setting gets the same seeds, hence the same initial networks (where the swept value does not
 change the initialisation), minibatches, exploration noise and environment episodes, so two
 settings differ only by their values.
@@ -34,7 +36,7 @@ import numpy as np
 
 from smac_jax.errors import ConfigError
 from smac_jax.learners import make_learner, resolve_config
-from smac_jax.learners.swept import Swept, check_sweepable
+from smac_jax.learners.swept import HPARAMS, Swept, check_sweepable, with_hparams
 from smac_jax.training.logger import MetricsLog, make_sinks, plot_evaluations, plot_settings
 from smac_jax.training.summary import summarize
 
@@ -65,6 +67,11 @@ class Sweep:
     def lane_seed_index(self) -> list[int]:
         """Each lane's seed index ``j`` (seed ``config.seed + j``)."""
         return [j for _ in range(self.n_settings) for j in range(self.n_seeds)]
+
+    @property
+    def sweeps_offline(self) -> bool:
+        """Whether any offline value is swept; if not, the settings share one offline phase."""
+        return any(p.startswith("offline.") for p in self.paths)
 
     def lane_values(self) -> dict[str, np.ndarray]:
         return {p: np.asarray([self.settings[k][p] for k in self.lane_setting], np.float32) for p in self.paths}
@@ -159,11 +166,13 @@ def wrap_learners(sweep: Sweep, config, off, on, transitions) -> tuple[Swept, Sw
         name = off.name if off.host_update_every else on.name
         raise ConfigError(f"vmap_sweep: learner {name!r} updates itself on the host between chunks, which one "
                           "program over settings cannot do; sweep it as separate runs (experiments/sweep.py --set)")
-    s_off, s_on = sweep.wrap(off, "offline"), sweep.wrap(on, "online")
+    # without offline values the settings share one offline phase of n_seeds lanes (handover_source)
+    s_off = sweep.wrap(off, "offline") if sweep.sweeps_offline else off
+    s_on = sweep.wrap(on, "online")
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     obs = jax.ShapeDtypeStruct((4, obs_dim), jnp.float32)
     for learner, phase in ((s_off, "offline"), (s_on, "online")):
-        if not learner.fields:
+        if not isinstance(learner, Swept) or not learner.fields:
             continue
         bs = int(learner.inner.config.batch_size)
         batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((bs, *x.shape[1:]), x.dtype), transitions)
@@ -172,12 +181,25 @@ def wrap_learners(sweep: Sweep, config, off, on, transitions) -> tuple[Swept, Sw
         if phase == "offline":
             programs = {"initialisation": (lambda b, k: b.init(k), (key,))}
         else:
-            src = jax.eval_shape(s_off.inner.init, key)
-            programs = {"hand-over": (lambda b, k, s: b.transfer(k, s, s_off.inner), (key, src))}
+            src = jax.eval_shape(off.init, key)
+            programs = {"hand-over": (lambda b, k, s: b.transfer(k, s, off), (key, src))}
         programs["update"] = (lambda b, st, bt, k: b.update(st, bt, k), (state, batch, key))
         programs["action"] = (lambda b, st, o, k: b.act(st, o, k, False), (state, obs, key))
         check_sweepable(learner, programs, phase)
     return s_off, s_on
+
+
+def handover_source(sweep: Sweep, off_states, on: Swept, lanes: bool = True):
+    """The offline states the hand-over starts from: with a lane per setting and seed, each
+    carrying its values. States of a shared offline phase (one lane per seed) are repeated for
+    every setting; states that already have every lane pass unchanged. ``lanes=False``: one state
+    without a lane axis (the first lane's values), for checking the hand-over's shapes."""
+    if not lanes:
+        return off_states if HPARAMS in off_states.extra else with_hparams(off_states, on.lane(0))
+    if HPARAMS in off_states.extra:
+        return off_states
+    tiled = jax.tree.map(lambda x: jnp.tile(x, (sweep.n_settings,) + (1,) * (x.ndim - 1)), off_states)
+    return with_hparams(tiled, {p: jnp.asarray(v) for p, v in on.lane_values.items()})
 
 
 class SettingsLog:
