@@ -88,24 +88,29 @@ def test_each_setting_computes_what_a_run_of_its_values_computes(swept, tmp_path
     assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
 
 
-def test_a_killed_swept_run_resumes_to_the_same_numbers(swept, tmp_path, monkeypatch):
-    config, workdir, _ = swept
+def kill_resume_and_compare(run, killed_at, workdir, monkeypatch):
+    """Run ``run``'s config in ``workdir``, killed right after saving the checkpoint ``killed_at``
+    (phase, step), resume it, and check every setting's rows equal the uninterrupted run's."""
+    config, uninterrupted, _ = run
     orig = Checkpointer.save
 
     def save(self, phase, step, tree, meta=None):
         orig(self, phase, step, tree, meta)
-        if (phase, step) == ("online", 30):
+        if (phase, step) == killed_at:
             raise Killed()
 
     monkeypatch.setattr(Checkpointer, "save", save)
     with pytest.raises(Killed):
-        quiet_run(config, str(tmp_path))
+        quiet_run(config, str(workdir))
     monkeypatch.setattr(Checkpointer, "save", orig)
-    quiet_run(config, str(tmp_path), resume=True)
-    for k in (0, 1):
-        got = rows(tmp_path / "settings" / str(k) / "metrics.jsonl")
-        want = rows(os.path.join(workdir, "settings", str(k), "metrics.jsonl"))
-        assert got == want
+    quiet_run(config, str(workdir), resume=True)
+    for k in range(vmap_sweep.parse(config).n_settings):
+        assert rows(os.path.join(workdir, "settings", str(k), "metrics.jsonl")) == \
+            rows(os.path.join(uninterrupted, "settings", str(k), "metrics.jsonl"))
+
+
+def test_a_killed_swept_run_resumes_to_the_same_numbers(swept, tmp_path, monkeypatch):
+    kill_resume_and_compare(swept, ("online", 30), tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -201,19 +206,4 @@ def test_settings_of_online_values_share_one_offline_phase(online_swept, tmp_pat
 
 
 def test_a_shared_offline_phase_killed_resumes_to_the_same_numbers(online_swept, tmp_path, monkeypatch):
-    config, workdir, _ = online_swept
-    orig = Checkpointer.save
-
-    def save(self, phase, step, tree, meta=None):
-        orig(self, phase, step, tree, meta)
-        if (phase, step) == ("offline", 50):
-            raise Killed()
-
-    monkeypatch.setattr(Checkpointer, "save", save)
-    with pytest.raises(Killed):
-        quiet_run(config, str(tmp_path))
-    monkeypatch.setattr(Checkpointer, "save", orig)
-    quiet_run(config, str(tmp_path), resume=True)
-    for k in (0, 1):
-        assert rows(tmp_path / "settings" / str(k) / "metrics.jsonl") == \
-            rows(os.path.join(workdir, "settings", str(k), "metrics.jsonl"))
+    kill_resume_and_compare(online_swept, ("offline", 50), tmp_path, monkeypatch)
