@@ -1,7 +1,8 @@
 """Continue a run's offline phase past its end into a new workdir: the control of a transfer drop.
 
 Copies the offline checkpoints, shared models (score model, C-VAE) and offline metrics rows of
---run (a sweep's pretrain or any run whose offline phase finished) into --workdir, then resumes
+--run (a sweep's pretrain, any run whose offline phase finished, or a setting ``<run>/settings/<k>``
+of a ``vmap_sweep`` over online values only, whose settings share one offline phase) into --workdir, then resumes
 the offline phase for --updates more updates with a checkpoint every --ckpt_every, and no
 online phase. The source run is not touched. Training goes on from the source's last offline
 state with its losses, optimiser states and data (the minibatches are drawn per chunk of
@@ -81,6 +82,10 @@ def main(argv):
         source = ls.read_run_config(_RUN.value)
     except ls.LandscapeInputError as e:
         fail(str(e))
+    where = ls.checkpoints_of(_RUN.value)
+    if where.offline_swept:
+        fail(f"{_RUN.value} is a setting of a vmap_sweep over offline values: its offline state is lanes of the "
+             "sweep's program, which a plain run cannot continue; run that setting on its own")
     saved = ls.checkpoint_steps(_RUN.value, "offline")
     handover = source["offline"]["steps"]
     if handover not in saved:
@@ -94,7 +99,8 @@ def main(argv):
         if os.path.exists(_WORKDIR.value):
             fail(f"{_WORKDIR.value} already exists; pass --resume to continue it, or choose another --workdir")
         os.makedirs(os.path.dirname(os.path.abspath(_WORKDIR.value)), exist_ok=True)
-        seed_finetune(_RUN.value, _WORKDIR.value, config)
+        # a setting of a sweep of online values: the sweep's shared offline phase is a plain run's
+        seed_finetune(_RUN.value, _WORKDIR.value, config, files_from=where.root)
     summary = pipeline.run(config, _WORKDIR.value, resume=True, progress=_PROGRESS.value)
     print(f"[continue_offline] offline phase continued from update {handover} to {config.offline.steps} "
           f"in {_WORKDIR.value} (checkpoints every {_CKPT_EVERY.value})")

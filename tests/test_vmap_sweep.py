@@ -4,6 +4,7 @@ the same numbers, and a field that cannot vary per lane is named before anything
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -13,7 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tiny_config
+from test_drop_analysis import run_script
 
+from smac_jax.analysis import landscape as ls
+from smac_jax.analysis.report import write_report
 from smac_jax.data import replay
 from smac_jax.errors import ConfigError, DivergenceError
 from smac_jax.learners import make_learner, resolve_config
@@ -86,6 +90,32 @@ def test_each_setting_computes_what_a_run_of_its_values_computes(swept, tmp_path
     for name in ("eval.png", "summary.json", "config.json"):
         assert os.path.exists(os.path.join(workdir, name))
     assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+    # the sensitivity figure's data: every setting's per-seed results from its summary
+    with open(os.path.join(workdir, "settings.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert [(int(r["setting"]), int(r["seed_index"])) for r in table] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for r in table:
+        s = summary["settings"][int(r["setting"])]
+        assert float(r["offline.agent.critic_lr"]) == s["values"]["offline.agent.critic_lr"]
+        for key in ("offline_final", "online_final", "transfer_drop"):
+            assert float(r[key]) == pytest.approx(s[key][int(r["seed_index"])])
+    assert os.path.getsize(os.path.join(workdir, "sensitivity.png")) > 10_000
+    # the checkpoint analyses read settings/1 as that plain run: its lanes of the sweep's checkpoints
+    assert_same_checkpoints(setting_dir, str(tmp_path))
+    with pytest.raises(ls.LandscapeInputError, match="analyse one setting at a time as .*settings/<k>"):
+        ls.read_run_config(workdir)
+
+
+def assert_same_checkpoints(setting_dir, plain_dir):
+    """Every checkpoint of a swept run's setting, read through ``settings/<k>``, holds the actor and
+    critic of the plain run of its values."""
+    for phase in ("offline", "online"):
+        steps = ls.checkpoint_steps(setting_dir, phase)
+        assert steps == ls.checkpoint_steps(plain_dir, phase) and steps
+        for step in steps:
+            _, _, mine = ls.load_params(setting_dir, phase, step, ("actor", "critic"))
+            _, _, ref = ls.load_params(plain_dir, phase, step, ("actor", "critic"))
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), mine, ref)
 
 
 def kill_resume_and_compare(run, killed_at, workdir, monkeypatch):
@@ -203,7 +233,53 @@ def test_settings_of_online_values_share_one_offline_phase(online_swept, tmp_pat
     # and the last setting still computes what a plain run of its values computes
     quiet_run(vmap_sweep.parse(config).setting_config(config, 1), str(tmp_path))
     assert_rows_close(r1, rows(tmp_path / "metrics.jsonl"))
+    assert_same_checkpoints(os.path.join(workdir, "settings", "1"), str(tmp_path))
+
+
+def test_a_setting_of_online_values_has_a_continuation_control(online_swept, swept, tmp_path, minari_store):
+    """continue_offline.py continues the shared offline phase of settings/1 (hand-over at 100, 40
+    updates: the window of 60 steps less 20 before learning starts); transfer_check reads the
+    setting and the control, both starting from the same offline actor."""
+    _, workdir, _ = online_swept
+    setting, cont, out = os.path.join(workdir, "settings", "1"), str(tmp_path / "cont"), tmp_path / "out"
+    proc = run_script("continue_offline.py", [f"--run={setting}", "--updates=40", "--ckpt_every=20",
+                                              f"--workdir={cont}", "--progress=false"], minari_store)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ls.checkpoint_steps(cont, "offline")[-3:] == [100, 120, 140]
+    proc = run_script("transfer_check.py", [f"--workdirs={setting}", f"--continuation={cont}", f"--out={out}",
+                                            "--episodes=3", "--window_steps=60"], minari_store)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (r,) = json.load(open(out / "transfer_check.json"))
+    c = json.load(open(out / "continuation_control.json"))
+    assert r["checkpoint_steps"] == [0, 30, 60] and c["checkpoint_steps"] == [100, 120, 140]
+    assert c["mean_scores"][0] == pytest.approx(r["mean_scores"][0], rel=1e-5)
+    # a setting of a sweep over offline values has no plain offline state to continue: one line
+    swept_setting = os.path.join(swept[1], "settings", "0")
+    proc = run_script("continue_offline.py", [f"--run={swept_setting}", "--updates=40", f"--workdir={cont}2"],
+                      minari_store)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: {swept_setting} is a setting of a vmap_sweep over offline values: its offline state is lanes of "
+        "the sweep's program, which a plain run cannot continue; run that setting on its own"]
 
 
 def test_a_shared_offline_phase_killed_resumes_to_the_same_numbers(online_swept, tmp_path, monkeypatch):
     kill_resume_and_compare(online_swept, ("offline", 50), tmp_path, monkeypatch)
+
+
+def test_the_report_reads_every_setting_as_a_fine_tune(swept, online_swept, tmp_path):
+    root = tmp_path / "root"
+    (root / "pendulum").mkdir(parents=True)
+    os.symlink(swept[1], root / "pendulum" / "offline-and-online")
+    os.symlink(online_swept[1], root / "pendulum" / "online")
+    page = write_report(str(root), reps=100, date="2026-01-01")
+    with open(os.path.splitext(page)[0] + "_regret.csv") as f:
+        cells = {(r["offline"], r["online"]) for r in csv.DictReader(f)}
+    assert cells == {("sac [critic_lr=0.0003]", "sac [actor_lr=0.0001]"), ("sac [critic_lr=0.001]", "sac [actor_lr=0.0001]"),
+                     ("sac", "sac [actor_lr=0.0003]"), ("sac", "sac [actor_lr=0.0001]")}
+    text = open(page).read()
+    assert "from the 4 finished fine-tunes" in text
+    # each setting's drops, as its own summary has them
+    for (_, workdir, summary), k, pair in ((swept, 1, "sac [critic_lr=0.001] -> sac [actor_lr=0.0001]"),
+                                           (online_swept, 0, "sac -> sac [actor_lr=0.0003]")):
+        (row,) = [line for line in text.splitlines() if line.startswith(f"| pendulum: {pair} | ")]
+        assert row.split(" | ")[3] == ", ".join(f"{d:.1f}" for d in summary["settings"][k]["transfer_drop"])

@@ -29,9 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from smac_jax.errors import ConfigError
 from smac_jax.learners.base import Learner, TrainState, get_learner_class, make_learner
 from smac_jax.learners.handover import convert_actor
 from smac_jax.training.evaluation import make_act_fn, run_episodes
+from smac_jax.training.vmap_sweep import parse_spec, setting_lanes, setting_of, sweeps_offline
 
 Params = Any
 
@@ -40,7 +42,9 @@ __all__ = [
     "LandscapeInputError",
     "PathVerdict",
     "actor_state",
+    "Checkpoints",
     "checkpoint_steps",
+    "checkpoints_of",
     "common_actors",
     "concatenate",
     "connectivity",
@@ -351,8 +355,7 @@ class ActorSnapshot:
         return take(self.actor, index)
 
 
-def read_run_config(workdir: str) -> dict:
-    """The run's ``config.json`` as a dict."""
+def _read_config(workdir: str) -> dict:
     if not os.path.isdir(workdir):
         raise LandscapeInputError(f"workdir {workdir} does not exist")
     path = os.path.join(workdir, "config.json")
@@ -360,13 +363,42 @@ def read_run_config(workdir: str) -> dict:
         raise LandscapeInputError(f"{workdir} holds no run (no config.json)")
     try:
         with open(path) as f:
-            config = json.load(f)
+            return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise LandscapeInputError(f"cannot read {path}: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """Where a run's checkpoints are: ``root`` (the workdir holding ``checkpoints/``) and, for a
+    setting of a ``vmap_sweep`` run, the lanes of each phase that hold its seeds (else None)."""
+
+    root: str
+    lanes: dict[str, slice] | None = None
+    offline_swept: bool = False  #: its offline checkpoints hold every setting's lanes
+
+
+def checkpoints_of(workdir: str) -> Checkpoints:
+    """A run's own checkpoints, or for ``<sweep>/settings/<k>`` (a setting of a ``vmap_sweep``
+    run) the sweep's checkpoints and that setting's lanes."""
+    member = setting_of(workdir)
+    if member is None:
+        return Checkpoints(workdir)
+    root, k, config = member
+    try:
+        return Checkpoints(root, setting_lanes(config, k), sweeps_offline(parse_spec(config["vmap_sweep"])))
+    except ConfigError as e:
+        raise LandscapeInputError(f"{workdir}: {e}") from None
+
+
+def read_run_config(workdir: str) -> dict:
+    """The run's ``config.json`` as a dict. A setting of a ``vmap_sweep`` run
+    (``<workdir>/settings/<k>``) reads as a run of its own: its config, the sweep's checkpoints
+    restricted to its seeds."""
+    config = _read_config(workdir)
     if config.get("vmap_sweep"):
-        raise LandscapeInputError(f"{workdir} is a vmap_sweep run: its checkpoints hold settings x seeds lanes, which "
-                                  "the checkpoint analyses do not read; run the setting to analyse on its own "
-                                  f"(its config: {os.path.join(workdir, 'settings', '<k>', 'config.json')})")
+        raise LandscapeInputError(f"{workdir} is a vmap_sweep run: its checkpoints hold settings x seeds lanes; "
+                                  f"analyse one setting at a time as {os.path.join(workdir, 'settings', '<k>')}")
     return config
 
 
@@ -374,7 +406,7 @@ def checkpoint_steps(workdir: str, phase: str) -> list[int]:
     """The saved steps of ``phase`` (``checkpoints/<phase>/<step>``), ascending."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-    root = os.path.join(workdir, "checkpoints", phase)
+    root = os.path.join(checkpoints_of(workdir).root, "checkpoints", phase)
     if not os.path.isdir(root):
         return []
     return sorted(int(d) for d in os.listdir(root)
@@ -443,7 +475,9 @@ def load_params(workdir: str, phase: str, step: int | None = None,
                 groups: Sequence[str] = ("actor",)) -> tuple[int, Learner, dict[str, Params]]:
     """``(step, learner, {group: parameters})``: the parameter ``groups`` (e.g. ``("actor",
     "critic")``) of every seed saved at ``checkpoints/<phase>/<step>`` (default: the last step),
-    numpy leaves with a leading seed axis; read and checked as :func:`load_actor` reads the actor."""
+    numpy leaves with a leading seed axis; read and checked as :func:`load_actor` reads the actor.
+    For a setting of a ``vmap_sweep`` run (``<sweep>/settings/<k>``), the sweep's checkpoint
+    restricted to that setting's lanes."""
     import orbax.checkpoint as ocp
 
     config = read_run_config(workdir)
@@ -453,7 +487,8 @@ def load_params(workdir: str, phase: str, step: int | None = None,
     step = steps[-1] if step is None else int(step)
     if step not in steps:
         raise LandscapeInputError(f"{workdir} has no {phase} checkpoint at step {step} (saved: {steps})")
-    path = os.path.join(os.path.abspath(workdir), "checkpoints", phase, str(step), "state")
+    where = checkpoints_of(workdir)
+    path = os.path.join(os.path.abspath(where.root), "checkpoints", phase, str(step), "state")
     saved_actor = _saved_shapes(path, phase, "actor")
     try:
         n_seeds, obs_dim, _ = saved_actor["params"]["trunk"]["dense_0"]["kernel"]
@@ -482,7 +517,10 @@ def load_params(workdir: str, phase: str, step: int | None = None,
         raise LandscapeInputError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     for k in _params_path(phase):
         out = out[k]
-    return step, learner, {g: jax.tree.map(np.asarray, out[g]) for g in groups}
+    lanes = where.lanes[phase] if where.lanes else slice(None)
+    if where.lanes and lanes.stop > n_seeds:
+        raise LandscapeInputError(f"{path} holds {n_seeds} lanes, not the {lanes.stop} the sweep's settings x seeds need")
+    return step, learner, {g: jax.tree.map(lambda x: np.asarray(x)[lanes], out[g]) for g in groups}
 
 
 def evaluation_environment(configs: dict) -> tuple[Callable[[], gym.Env], Callable[[Any], np.ndarray], str]:

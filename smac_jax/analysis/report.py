@@ -12,23 +12,38 @@ from smac_jax.analysis.compare import curve, load_run, plot_runs, table
 from smac_jax.analysis.metrics import aggregate_regret, normalized_regret
 from smac_jax.errors import SmacJaxError
 from smac_jax.training.sweep import PRETRAIN
+from smac_jax.training.vmap_sweep import grid_settings, is_swept, parse_spec, setting_of
 
 
 def load_sweep(root: str) -> list[dict]:
     """The finished fine-tunes under ``root`` (pretrains left out), each a :func:`load_run` dict
     with ``workdir``, ``task`` (its directory under ``root``), ``offline`` and ``online``; sorted.
     Symbolic links are followed, so a report can be made of a chosen subset of runs kept
-    elsewhere (``<root>/<task>/<name>`` linking to each run's workdir)."""
+    elsewhere (``<root>/<task>/<name>`` linking to each run's workdir). Each setting of a
+    ``vmap_sweep`` run (``<root>/<task>/<name>/settings/<k>``) is a fine-tune of its own, its
+    learners named with the setting's values of their fields (``sac [actor_lr=0.0001]``)."""
     runs = []
     for dirpath, dirnames, files in os.walk(root, followlinks=True):
-        dirnames.sort()
+        dirnames.sort(key=lambda d: (int(d), "") if d.isdigit() else (-1, d))  # settings/2 before settings/10
         if os.path.basename(dirpath) == PRETRAIN or not {"summary.json", "config.json"} <= set(files):
             continue
+        if is_swept(dirpath):  # its settings are walked as runs of their own
+            continue
         run = load_run(dirpath)
-        run.update(workdir=dirpath, task=os.path.relpath(os.path.dirname(dirpath), root),
+        run.update(workdir=dirpath, task=os.path.relpath(os.path.dirname(dirpath), root), setting=-1,
                    offline=run["config"]["offline"]["learner"], online=run["config"]["online"]["learner"])
+        member = setting_of(dirpath)
+        if member is not None:
+            sweep_dir, k, sweep_config = member
+            values = grid_settings(parse_spec(sweep_config["vmap_sweep"]))[k]
+            run.update(task=os.path.relpath(os.path.dirname(sweep_dir), root), setting=k)
+            for phase in ("offline", "online"):
+                own = [f"{p.split('.')[-1]}={v:g}" for p, v in values.items() if p.startswith(phase + ".")]
+                if own:
+                    run[phase] += f" [{', '.join(own)}]"
         runs.append(run)
-    return sorted(runs, key=lambda r: (r["task"], r["offline"], r["online"]))
+    return sorted(runs, key=lambda r: (r["task"], r["config"]["offline"]["learner"], r["config"]["online"]["learner"],
+                                       r["workdir"] if r["setting"] < 0 else os.path.dirname(r["workdir"]), r["setting"]))
 
 
 def _pair(run: dict) -> str:

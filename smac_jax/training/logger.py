@@ -373,3 +373,58 @@ def plot_settings(logs: list[MetricsLog], labels: list[str], path: str, title: s
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+#: The per-seed results a sweep's sensitivity figure draws: summary key -> panel title.
+SENSITIVITY_PANELS = {"offline_final": "last offline evaluation", "online_final": "last online evaluation",
+                      "transfer_drop": "transfer drop"}
+
+
+def plot_sensitivity(settings: list[dict], paths: list[str], path: str, title: str = "", ylabel: str = "",
+                     panels: tuple[str, ...] = tuple(SENSITIVITY_PANELS)) -> None:
+    """A sweep's results against its values (``vmap_sweep``): one panel per result in ``panels``
+    (keys of each setting's summary, a value per seed), the first swept field on the x axis (log
+    scale when its positive values span 10x or more), one line per combination of the other
+    fields; every seed a dot, the mean a line with standard-error bars. ``settings``: the
+    sweep summary's entries (``values`` and the per-seed results)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in panels if all(p in s for s in settings)]
+    if not panels or not settings:
+        return
+    x_path, rest = paths[0], paths[1:]
+    groups: dict[tuple, list[dict]] = {}
+    for s in settings:
+        groups.setdefault(tuple(s["values"][p] for p in rest), []).append(s)
+    xs = np.asarray(sorted({s["values"][x_path] for s in settings}), np.float64)
+    log_x = bool(xs.min() > 0 and xs.max() >= 10 * xs.min())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(groups), 1)))
+    for ax, key in zip(axes[0], panels):
+        for (others, members), color in zip(groups.items(), colors):
+            members = sorted(members, key=lambda s: s["values"][x_path])
+            x = np.asarray([s["values"][x_path] for s in members], np.float64)
+            vals = [np.asarray(s[key], np.float64) for s in members]
+            for xi, v in zip(x, vals):
+                ax.scatter(np.full(v.shape, xi), v, color=color, s=12, alpha=0.5, linewidths=0)
+            mean = np.asarray([v.mean() for v in vals])
+            se = np.asarray([v.std() / np.sqrt(len(v)) for v in vals])
+            label = ", ".join(f"{p.split('.')[-1]}={o:g}" for p, o in zip(rest, others)) or None
+            ax.errorbar(x, mean, yerr=se, color=color, marker="o", ms=4, capsize=3, label=label)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])  # the swept values themselves
+        ax.set_xticks([], minor=True)
+        ax.set_xlabel(x_path)
+        ax.set_title(SENSITIVITY_PANELS.get(key, key), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    if rest:
+        axes[0][-1].legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -123,7 +123,7 @@ def check_batch_sizes(config, n_transitions: int) -> None:
 
 #: What a run writes in its workdir; a workdir holding any of them holds a run.
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval.png", "checkpoints", "score_model", "cvae",
-             "tensorboard", "wandb", vmap_sweep.SETTINGS_DIR)
+             "tensorboard", "wandb", *vmap_sweep.RUN_FILES)
 
 
 def prepare_workdir(workdir: str, config, resume: bool, overwrite: bool) -> None:

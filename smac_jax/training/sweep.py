@@ -105,16 +105,18 @@ def pretrain_config(finetune_config) -> ml_collections.ConfigDict:
     return c
 
 
-def seed_finetune(pretrain_dir: str, workdir: str, config) -> None:
+def seed_finetune(pretrain_dir: str, workdir: str, config, files_from: str | None = None) -> None:
     """Create ``workdir`` as a fine-tune whose offline phase is the pretrain's: its offline
-    checkpoints, shared models and offline metrics rows, and ``config``'s ``config.json``. Built in
+    checkpoints, shared models and offline metrics rows, and ``config``'s ``config.json``
+    (``files_from``: where the checkpoints and models are, if not in ``pretrain_dir``). Built in
     a temporary directory renamed into place, so ``workdir`` exists only once fully seeded."""
+    files_from = files_from or pretrain_dir
     tmp = workdir.rstrip(os.sep) + ".seeding"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(os.path.join(tmp, "checkpoints"))
-    shutil.copytree(os.path.join(pretrain_dir, "checkpoints", "offline"), os.path.join(tmp, "checkpoints", "offline"))
+    shutil.copytree(os.path.join(files_from, "checkpoints", "offline"), os.path.join(tmp, "checkpoints", "offline"))
     for name in SHARED_MODELS:
-        src = os.path.join(pretrain_dir, name)
+        src = os.path.join(files_from, name)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(tmp, name))
     with open(os.path.join(pretrain_dir, "metrics.jsonl")) as f:

@@ -19,10 +19,13 @@ names shape the program and are swept with separate runs (``experiments/sweep.py
 Outputs, besides the run's checkpoints: ``settings/<k>/`` holds setting ``k``'s ``config.json`` (the
 run's config with that setting's values and no ``vmap_sweep``), ``metrics.jsonl``, ``summary.json`` and
 ``eval.png`` exactly as a plain run with that config writes them; the workdir's ``summary.json`` lists
-every setting's values and results, and its ``eval.png`` draws every setting's curve.
+every setting's values and results, its ``eval.png`` draws every setting's curve and
+``sensitivity.png`` (data: ``settings.csv``) the results against the values. The analyses read
+``settings/<k>`` as a run of its own (:func:`setting_of`, :func:`setting_lanes`).
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import itertools
@@ -37,13 +40,16 @@ import numpy as np
 from smac_jax.errors import ConfigError
 from smac_jax.learners import make_learner, resolve_config
 from smac_jax.learners.swept import HPARAMS, Swept, check_sweepable, with_hparams
-from smac_jax.training.logger import MetricsLog, make_sinks, plot_evaluations, plot_settings
+from smac_jax.training.logger import (SENSITIVITY_PANELS, MetricsLog, make_sinks, plot_evaluations, plot_sensitivity,
+                                      plot_settings)
 from smac_jax.training.summary import summarize
 
 PHASES = ("offline", "online")
 #: Float fields that are read outside the lane programs, with why.
 NOT_SWEEPABLE = {"gamma": "evaluation reads it to put the returns obtained in the critic's units"}
 SETTINGS_DIR = "settings"
+#: What a swept run writes in its workdir besides a plain run's files.
+RUN_FILES = (SETTINGS_DIR, "sensitivity.png", "settings.csv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,14 +101,12 @@ class Sweep:
         return Swept(learner, self.lane_values(), fields, names)
 
 
-def parse(config: ml_collections.ConfigDict) -> Sweep | None:
-    """The config's sweep, or None; a malformed or unsweepable entry is a :class:`ConfigError`
-    naming it."""
-    spec = str(config.get("vmap_sweep", "") or "").strip()
-    if not spec:
-        return None
-    paths, values = [], []
-    for part in (p.strip() for p in spec.split(";")):
+def parse_spec(spec: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """The ``(path, values)`` pairs of a ``vmap_sweep`` string, checked for syntax only (paths of the
+    form ``offline.agent.FIELD`` / ``online.agent.FIELD``, numbers, nothing listed twice); a
+    malformed entry is a :class:`ConfigError` naming it."""
+    out: list[tuple[str, tuple[float, ...]]] = []
+    for part in (p.strip() for p in str(spec or "").split(";")):
         if not part:
             continue
         path, eq, vals = part.partition("=")
@@ -114,8 +118,26 @@ def parse(config: ml_collections.ConfigDict) -> Sweep | None:
             raise ConfigError(f"vmap_sweep: {path!r} is not a learner hyperparameter (offline.agent.FIELD or "
                               "online.agent.FIELD); other fields shape the run: sweep them as separate runs "
                               "(experiments/sweep.py --set)")
-        if path in paths:
+        if path in dict(out):
             raise ConfigError(f"vmap_sweep: {path} is listed twice")
+        try:
+            nums = tuple(float(v) for v in vals.split(","))
+        except ValueError:
+            raise ConfigError(f"vmap_sweep: {path}: values must be numbers, got {vals.strip()!r}") from None
+        if len(set(nums)) != len(nums):
+            raise ConfigError(f"vmap_sweep: {path} lists a value twice ({vals.strip()})")
+        out.append((path, nums))
+    return tuple(out)
+
+
+def parse(config: ml_collections.ConfigDict) -> Sweep | None:
+    """The config's sweep, or None; a malformed or unsweepable entry is a :class:`ConfigError`
+    naming it."""
+    grid = parse_spec(config.get("vmap_sweep", ""))
+    if not grid:
+        return None
+    for path, _ in grid:
+        phase, _, field = path.partition(".agent.")
         defaults = resolve_config(config[phase].learner, config[phase].agent)
         if field not in defaults:
             raise ConfigError(f"vmap_sweep: {field!r} is not a hyperparameter of {phase} learner "
@@ -128,18 +150,7 @@ def parse(config: ml_collections.ConfigDict) -> Sweep | None:
                 else f"not a number ({current!r})"
             raise ConfigError(f"vmap_sweep: {path} is {kind}: it shapes the program, so it is swept as separate "
                               "runs (experiments/sweep.py --set)")
-        try:
-            nums = tuple(float(v) for v in vals.split(","))
-        except ValueError:
-            raise ConfigError(f"vmap_sweep: {path}: values must be numbers, got {vals.strip()!r}") from None
-        if len(set(nums)) != len(nums):
-            raise ConfigError(f"vmap_sweep: {path} lists a value twice ({vals.strip()})")
-        paths.append(path)
-        values.append(nums)
-    if not paths:
-        return None
-    settings = tuple(dict(zip(paths, combo)) for combo in itertools.product(*values))
-    sweep = Sweep(tuple(paths), settings, int(config.n_seeds))
+    sweep = Sweep(tuple(p for p, _ in grid), grid_settings(grid), int(config.n_seeds))
     for k in range(sweep.n_settings):  # each setting's values pass the learner's range checks
         for phase in PHASES:
             own = {p.split(".")[-1]: v for p, v in sweep.settings[k].items() if p.startswith(phase + ".")}
@@ -149,6 +160,58 @@ def parse(config: ml_collections.ConfigDict) -> Sweep | None:
                 except ConfigError as e:
                     raise ConfigError(f"vmap_sweep setting {k} ({sweep.label(k)}): {phase}.agent: {e}") from None
     return sweep
+
+
+def grid_settings(grid: tuple[tuple[str, tuple[float, ...]], ...]) -> tuple[dict[str, float], ...]:
+    """Every setting of a sweep (:func:`parse_spec`'s pairs): each combination of the values, the
+    first field varying slowest."""
+    paths = [p for p, _ in grid]
+    return tuple(dict(zip(paths, combo)) for combo in itertools.product(*(v for _, v in grid)))
+
+
+def is_swept(workdir: str) -> bool:
+    """Whether ``workdir`` holds a ``vmap_sweep`` run (its ``config.json`` has one)."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            return bool(json.load(f).get("vmap_sweep"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def setting_of(workdir: str) -> tuple[str, int, dict] | None:
+    """For ``<sweep>/settings/<k>``, a setting's directory of a ``vmap_sweep`` run: the sweep's
+    workdir, ``k`` and the sweep's ``config.json`` data; None for any other directory."""
+    parent, k = os.path.split(os.path.normpath(os.path.abspath(workdir)))
+    root, settings = os.path.split(parent)
+    path = os.path.join(root, "config.json")
+    if settings != SETTINGS_DIR or not k.isdigit() or not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return (root, int(k), config) if config.get("vmap_sweep") else None
+
+
+def setting_lanes(config: dict, k: int) -> dict[str, slice]:
+    """Which lanes of a swept run's checkpoints hold setting ``k``'s seeds, per phase (``config``:
+    the run's ``config.json`` data). Online lanes are setting-major; the offline checkpoints of a
+    sweep of online values only hold the shared offline phase's ``n_seeds`` lanes."""
+    grid = parse_spec(config.get("vmap_sweep", ""))
+    if not grid:
+        raise ConfigError("the run has no vmap_sweep")
+    n, n_settings = int(config["n_seeds"]), len(grid_settings(grid))
+    if not 0 <= k < n_settings:
+        raise ConfigError(f"the sweep has settings 0 to {n_settings - 1}, not {k}")
+    online = slice(k * n, (k + 1) * n)
+    return {"offline": online if sweeps_offline(grid) else slice(0, n), "online": online}
+
+
+def sweeps_offline(grid: tuple[tuple[str, tuple[float, ...]], ...]) -> bool:
+    """Whether a sweep (:func:`parse_spec`'s pairs) varies offline values; if not, its settings
+    share one offline phase of ``n_seeds`` lanes, saved as a plain run's."""
+    return any(p.startswith("offline.") for p, _ in grid)
 
 
 def wrap_learners(sweep: Sweep, config, off, on, transitions) -> tuple[Swept, Swept]:
@@ -255,11 +318,28 @@ def write_outputs(workdir: str, config, sweep: Sweep, log: SettingsLog, score_av
     first = settings[0]
     summary = {"vmap_sweep": str(config.vmap_sweep), "paths": list(sweep.paths), "n_seeds": sweep.n_seeds,
                "metric": first["metric"], "metric_label": first["metric_label"], "settings": settings}
+    title = f"{config.offline.learner} -> {config.online.learner} on {config.dataset.id}"
     plot_settings(log.logs, [sweep.label(k) for k in range(sweep.n_settings)],
-                  os.path.join(workdir, "eval.png"),
-                  f"{config.offline.learner} -> {config.online.learner} on {config.dataset.id}",
-                  first["metric"], first["metric_label"])
+                  os.path.join(workdir, "eval.png"), title, first["metric"], first["metric_label"])
+    panels = tuple(p for p in SENSITIVITY_PANELS if sweep.sweeps_offline or p != "offline_final")
+    plot_sensitivity(settings, list(sweep.paths), os.path.join(workdir, "sensitivity.png"),
+                     f"{title}, {sweep.n_seeds} seeds per setting", first["metric_label"], panels)
+    write_settings_csv(settings, list(sweep.paths), os.path.join(workdir, "settings.csv"))
     return summary
+
+
+def write_settings_csv(settings: list[dict], paths: list[str], path: str) -> None:
+    """One row per setting and seed: the setting, its values, the seed index, and its per-seed
+    results (``sensitivity.png``'s data)."""
+    keys = [k for k in SENSITIVITY_PANELS if any(k in s for s in settings)]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["setting", *paths, "seed_index", *keys])
+        for s in settings:
+            n = max(len(s.get(k, [])) for k in keys) if keys else 0
+            for j in range(n):
+                w.writerow([s["setting"], *(s["values"][p] for p in paths), j,
+                            *(s[k][j] if k in s else "" for k in keys)])
 
 
 def format_table(summary: dict) -> str:
