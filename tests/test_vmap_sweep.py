@@ -283,3 +283,23 @@ def test_the_report_reads_every_setting_as_a_fine_tune(swept, online_swept, tmp_
                                            (online_swept, 0, "sac -> sac [actor_lr=0.0003]")):
         (row,) = [line for line in text.splitlines() if line.startswith(f"| pendulum: {pair} | ")]
         assert row.split(" | ")[3] == ", ".join(f"{d:.1f}" for d in summary["settings"][k]["transfer_drop"])
+
+
+def test_a_learner_with_a_host_update_is_swept(pendulum_dataset_id, tmp_path):
+    """SAMG's adaptive C-VAE update runs between chunks, per lane with the lane's values and its
+    seed's key: IQL -> SAMG-IQL with adaptive_frac (read by the adaptive update alone) at two
+    values; the last setting against a plain run of its value, sharing the fitted C-VAE."""
+    cvae = {"hidden_dims": (16, 16), "steps": 200, "chunk": 100, "batch_size": 64}
+    agent = {"online.agent.cvae": cvae, "online.agent.cvae_path": str(tmp_path / "cvae"),
+             "online.agent.adaptive_every": 30, "online.agent.adaptive_steps": 5, "online.agent.refit_rows": 200}
+    config = tiny_config(pendulum_dataset_id, "iql", "samg_iql", vmap_sweep="online.agent.adaptive_frac=0.1,1.0",
+                         **BUDGET, **agent)
+    summary = quiet_run(config, str(tmp_path / "swept"))
+    assert len(summary["settings"]) == 2
+    plain_cfg = vmap_sweep.parse(config).setting_config(config, 1)
+    quiet_run(plain_cfg, str(tmp_path / "plain"))
+    r0, r1 = (rows(tmp_path / "swept" / "settings" / str(k) / "metrics.jsonl") for k in (0, 1))
+    assert_rows_close(r1, rows(tmp_path / "plain" / "metrics.jsonl"))
+    # the adaptive update at step 30 trained the C-VAE on different rows: the coefficients differ after it
+    p0, p1 = ([r["samg_p_mean"] for r in rs if r["phase"] == "online" and r["step"] == 60] for rs in (r0, r1))
+    assert not np.allclose(p0, p1)

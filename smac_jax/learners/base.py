@@ -24,6 +24,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from smac_jax import networks
@@ -209,11 +210,41 @@ class Learner:
     #: Online: call :meth:`periodic_host_update` at every multiple of this many environment steps
     #: (0: never). The online loop ends a chunk there, before that step's evaluation and checkpoint.
     host_update_every: int = 0
+    #: XLA compiler options of the host update's program (None: XLA's defaults).
+    compiler_options: dict | None = None
+    #: Per-lane summary of the last host update (host numpy, with its ``step``), or None.
+    last_host_update: dict | None = None
 
-    def periodic_host_update(self, states: Any, buffers: Any, step: int) -> Any:
-        """Host-side work on the seed-stacked online states between two chunks (e.g. SAMG's
-        adaptive C-VAE update); returns the new states. Default: none."""
-        return states
+    def host_update(self, state: TrainState, buffer: Any, key: PRNGKey, n_rows: int) -> tuple[TrainState, Metrics]:
+        """One lane's periodic update between two chunks of the online loop (pure; e.g. SAMG's
+        adaptive C-VAE update): from its state, its online replay buffer (whose newest ``n_rows``
+        rows are the period's) and a key, ``(new state, summary)``. Needed when
+        :attr:`host_update_every` > 0."""
+        raise NotImplementedError(f"{self.name} sets host_update_every but has no host_update")
+
+    def host_update_keys(self, step: int, n_lanes: int) -> jax.Array:
+        """The keys of the host update at environment ``step``, one per lane (seed)."""
+        return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(0), step), n_lanes)
+
+    def periodic_host_update(self, states: TrainState, buffers: Any, step: int) -> TrainState:
+        """At every multiple of :attr:`host_update_every` environment steps: :meth:`host_update` of
+        every lane (states and buffers with a leading lane axis), one jitted program; any other
+        step: ``states`` as is. The summary is left in :attr:`last_host_update`. The returned
+        states share no device buffer with each other or with ``states`` (they may be donated)."""
+        every = self.host_update_every
+        if not every or step <= 0 or step % every:
+            return states
+        n_rows = min(every, int(buffers.rows.shape[-2]))
+        programs = self.__dict__.setdefault("_host_programs", {})
+        if n_rows not in programs:
+            programs[n_rows] = jax.jit(jax.vmap(functools.partial(self.host_update, n_rows=n_rows)),
+                                       compiler_options=self.compiler_options)
+        keys = self.host_update_keys(step, int(buffers.rows.shape[0]))
+        states, info = programs[n_rows](states, buffers, keys)
+        self.last_host_update = {"step": int(step), **jax.tree.map(np.asarray, info)}
+        # Fresh buffers for every leaf: two leaves may hold the same value (SAMG's period snapshot
+        # and target network), and the online loop donates the states it is given.
+        return jax.tree.map(lambda x: jnp.array(x, copy=True), states)
 
     #: The policy side's parameter groups (those a learner has): what the online critic warm-up
     #: holds still while the critic adapts to online data (``online.critic_warmup``).

@@ -146,13 +146,8 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
             self.cvae_params = None
             self.cvae_stats = None
             self.reference = (np.zeros((0, obs_dim), np.float32), np.zeros((0, act_dim), np.float32))
-            #: Environment steps between two calls of :meth:`periodic_host_update` (0: never).
+            #: Environment steps between two adaptive updates (:meth:`periodic_host_update`; 0: never).
             self.host_update_every = int(c.adaptive_every) if c.adaptive and c.coefficient == "cvae" else 0
-            #: Per-seed summary of the last adaptive update (host numpy), or None.
-            self.last_host_update = None
-            #: XLA compiler options of the adaptive update's program (None: XLA's defaults).
-            self.compiler_options = None
-            self._adaptive_programs = {}
 
         # -- the C-VAE ----------------------------------------------------------------------
         def prepare(self, dataset, workdir: str, progress: bool = True) -> None:
@@ -240,28 +235,14 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
             params = {**params, "cvae": new_cvae, "cvae_stats": new_stats}
             return state.replace(params=params, extra={**state.extra, "period_target": params[target_group]}), info
 
-        def periodic_host_update(self, states, buffers, step: int):
-            """Between two chunks of the online loop, at every multiple of ``host_update_every``
-            environment steps: the adaptive update for every seed (states and buffers with a
-            leading seed axis). Any other step, or with the adaptive update off: ``states`` as is.
-            The per-seed summary is left in ``self.last_host_update``. The returned states share no
-            device buffer with each other or with ``states`` (they may be donated)."""
-            every = self.host_update_every
-            if not every or step <= 0 or step % every:
-                return states
-            n_rows = min(every, int(buffers.rows.shape[-2]))
-            program = self._adaptive_programs.get(n_rows)
-            if program is None:
-                program = jax.jit(jax.vmap(functools.partial(self.adaptive_step, n_rows=n_rows),
-                                           in_axes=(0, 0, 0, None, None)), compiler_options=self.compiler_options)
-                self._adaptive_programs[n_rows] = program
-            n_seeds = int(buffers.rows.shape[0])
-            keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(int(self.config.cvae.seed)), step), n_seeds)
-            states, info = program(states, buffers, keys, *self.reference)
-            self.last_host_update = {"step": int(step), **jax.tree.map(np.asarray, info)}
-            # Fresh buffers for every leaf: the period's snapshot and the target network are the same
-            # value, and the online loop donates the states it is given.
-            return jax.tree.map(lambda x: jnp.array(x, copy=True), states)
+        def host_update(self, state, buffer, key, n_rows: int):
+            """One seed's adaptive update, run between chunks of the online loop at every multiple
+            of ``host_update_every`` environment steps (:meth:`periodic_host_update`, which
+            leaves the per-seed summary in ``self.last_host_update``)."""
+            return self.adaptive_step(state, buffer, key, *self.reference, n_rows=n_rows)
+
+        def host_update_keys(self, step: int, n_lanes: int):
+            return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(int(self.config.cvae.seed)), step), n_lanes)
 
     SAMGLearner.__name__ = SAMGLearner.__qualname__ = f"SAMG{base.__name__}"
     SAMGLearner.__doc__ = f"SAMG around :class:`{base.__module__}.{base.__name__}` (module docstring)."

@@ -59,16 +59,18 @@ class Swept(Learner):
     names (e.g. ``"offline.agent.kappa" -> "kappa"``); the others are carried along unused."""
 
     def __init__(self, inner: Learner, lane_values: dict[str, np.ndarray], fields: dict[str, str],
-                 lane_names: list[str] | None = None):
+                 lane_names: list[str] | None = None, lane_seed_index: list[int] | None = None):
         # not Learner.__init__: the wrapped learner was validated with each setting's values already
         self.inner = inner
         self.lane_names = lane_names  # how errors name a lane, e.g. "setting 2 (kappa=3), seed index 1"
         self.lane_values = {p: np.asarray(v, np.float32) for p, v in lane_values.items()}
+        #: Each lane's seed index: lanes of one seed get the host update's key of that seed.
+        self.lane_seed_index = list(range(self.n_lanes)) if lane_seed_index is None else list(lane_seed_index)
         self.fields = dict(fields)
         self.config, self.obs_dim, self.act_dim = inner.config, inner.obs_dim, inner.act_dim
         self.name, self.actor_kind = inner.name, inner.actor_kind
         self.update_period, self.policy_groups, self.lr_fields = inner.update_period, inner.policy_groups, inner.lr_fields
-        self.host_update_every = inner.host_update_every
+        self.host_update_every, self.compiler_options = inner.host_update_every, inner.compiler_options
 
     @property
     def n_lanes(self) -> int:
@@ -118,8 +120,15 @@ class Swept(Learner):
         self.inner.prepare(dataset, workdir, progress)
         self.config = self.inner.config
 
-    def periodic_host_update(self, states, buffers, step: int):
-        raise NotImplementedError("a learner with host-side updates cannot be swept in one program")
+    def host_update(self, state: TrainState, buffer, key, n_rows: int):
+        hp = state.extra[HPARAMS]
+        new, info = self.bound(hp).host_update(_without_hparams(state), buffer, key, n_rows)
+        return with_hparams(new, hp), info
+
+    def host_update_keys(self, step: int, n_lanes: int):
+        if n_lanes != self.n_lanes:
+            raise ValueError(f"{n_lanes} lanes for a sweep of {self.n_lanes}")
+        return self.inner.host_update_keys(step, max(self.lane_seed_index) + 1)[np.asarray(self.lane_seed_index)]
 
 
 def _uses(jaxpr, n_inputs: int) -> list[bool]:

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from smac_jax.data import replay
 from smac_jax.errors import ConfigError
 from smac_jax.learners import make_learner, resolve_config
 from smac_jax.learners.swept import HPARAMS, Swept, check_sweepable, with_hparams
@@ -98,7 +99,7 @@ class Sweep:
     def wrap(self, learner, phase: str) -> Swept:
         fields = {p: p.split(".")[-1] for p in self.paths if p.startswith(phase + ".")}
         names = [f"setting {k} ({self.label(k)}), seed index {j}" for k, j in zip(self.lane_setting, self.lane_seed_index)]
-        return Swept(learner, self.lane_values(), fields, names)
+        return Swept(learner, self.lane_values(), fields, names, self.lane_seed_index)
 
 
 def parse_spec(spec: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
@@ -225,10 +226,6 @@ def wrap_learners(sweep: Sweep, config, off, on, transitions) -> tuple[Swept, Sw
                 make_learner(cfg[phase].learner, obs_dim, act_dim, cfg[phase].agent)
             except ConfigError as e:
                 raise ConfigError(f"vmap_sweep setting {k} ({sweep.label(k)}): {phase}.agent: {e}") from None
-    if off.host_update_every or on.host_update_every:
-        name = off.name if off.host_update_every else on.name
-        raise ConfigError(f"vmap_sweep: learner {name!r} updates itself on the host between chunks, which one "
-                          "program over settings cannot do; sweep it as separate runs (experiments/sweep.py --set)")
     # without offline values the settings share one offline phase of n_seeds lanes (handover_source)
     s_off = sweep.wrap(off, "offline") if sweep.sweeps_offline else off
     s_on = sweep.wrap(on, "online")
@@ -248,6 +245,13 @@ def wrap_learners(sweep: Sweep, config, off, on, transitions) -> tuple[Swept, Sw
             programs = {"hand-over": (lambda b, k, s: b.transfer(k, s, off), (key, src))}
         programs["update"] = (lambda b, st, bt, k: b.update(st, bt, k), (state, batch, key))
         programs["action"] = (lambda b, st, o, k: b.act(st, o, k, False), (state, obs, key))
+        if learner.host_update_every:  # e.g. SAMG's adaptive update, on the period's buffer rows
+            cap = int(config.online.replay.capacity)
+            n_rows = min(learner.host_update_every, cap)
+            scalar = jax.ShapeDtypeStruct((), jnp.int32)
+            buffer = replay.ReplayBuffer(jax.ShapeDtypeStruct((cap, replay.row_width(obs_dim, act_dim)), jnp.float32),
+                                         scalar, scalar, obs_dim, act_dim)
+            programs["host update"] = (lambda b, st, bf, k: b.host_update(st, bf, k, n_rows), (state, buffer, key))
         check_sweepable(learner, programs, phase)
     return s_off, s_on
 
