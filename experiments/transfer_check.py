@@ -22,6 +22,9 @@ transfer drop no larger than this one is not caused by going online.
 
     python experiments/transfer_check.py --workdirs=runs/sweep/hopper/smac-sac --episodes=50 --out=runs/check
 
+A ``vmap_sweep`` run given as a workdir stands for all its settings (``settings/<k>``), each
+labelled with its values.
+
 Writes into --out: transfer_check.json and transfer_check.png (score along the online phase per
 seed, mean +- standard error over the common episodes). Bad input: one line ``error: ...``.
 """
@@ -38,6 +41,7 @@ from smac_jax.analysis.drop import null_drop, paired_drop
 from smac_jax.cli import fail, run_cli
 from smac_jax.training.logger import MetricsLog
 from smac_jax.training.summary import transfer_drop
+from smac_jax.training.vmap_sweep import is_swept, phase_labels, setting_dirs
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Finished (or partly finished) offline-to-online run workdirs.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -169,6 +173,27 @@ def _plot(results: list[dict], control: dict | None, value_name: str, out: str) 
     plt.close(fig)
 
 
+def _expand(workdirs: list[str]) -> tuple[list[str], list[str | None]]:
+    """The workdirs with every ``vmap_sweep`` run replaced by its settings (``settings/<k>``), and
+    their default labels (a setting's: its learners with its values)."""
+    out, labels = [], []
+    for wd in workdirs:
+        if not is_swept(wd):
+            out.append(wd)
+            labels.append(None)
+            continue
+        config = ls.read_config(wd)
+        dirs = setting_dirs(wd)
+        if not dirs:
+            fail(f"{wd} is a vmap_sweep run that has not written its settings yet")
+        for d in dirs:
+            names = {ph: config[ph]["learner"] + (f" [{lab}]" if lab else "")
+                     for ph, lab in phase_labels(config, int(os.path.basename(d))).items()}
+            out.append(d)
+            labels.append(f"{names['offline']} -> {names['online']}")
+    return out, labels
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)  # orbax warns about every checkpoint's optional metadata file
@@ -176,14 +201,16 @@ def main(argv):
         fail("give --workdirs and --out")
     if _EPISODES.value < 2:
         fail(f"--episodes must be >= 2 (the paired drop's standard error), got {_EPISODES.value}")
-    labels = _LABELS.value or [None] * len(_WORKDIRS.value)
-    if len(labels) != len(_WORKDIRS.value):
-        fail(f"--labels: {len(labels)} labels for {len(_WORKDIRS.value)} workdirs")
+    workdirs, default_labels = _expand(_WORKDIRS.value)
+    labels = _LABELS.value or default_labels
+    if len(labels) != len(workdirs):
+        fail(f"--labels: {len(labels)} labels for {len(workdirs)} workdirs"
+             + (f" ({', '.join(workdirs)})" if len(workdirs) != len(_WORKDIRS.value) else ""))
     try:
-        runs = _WORKDIRS.value + ([_CONTINUATION.value] if _CONTINUATION.value else [])
+        runs = workdirs + ([_CONTINUATION.value] if _CONTINUATION.value else [])
         configs = {wd: ls.read_run_config(wd) for wd in runs}
         env_fn, value, value_name = ls.evaluation_environment(configs)
-        results = [_check(wd, label, env_fn, value, value_name) for wd, label in zip(_WORKDIRS.value, labels)]
+        results = [_check(wd, label, env_fn, value, value_name) for wd, label in zip(workdirs, labels)]
         control = _control(_CONTINUATION.value, results, configs, env_fn, value) if _CONTINUATION.value else None
     except ls.LandscapeInputError as e:
         fail(str(e))

@@ -246,13 +246,18 @@ def test_a_setting_of_online_values_has_a_continuation_control(online_swept, swe
                                               f"--workdir={cont}", "--progress=false"], minari_store)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert ls.checkpoint_steps(cont, "offline")[-3:] == [100, 120, 140]
-    proc = run_script("transfer_check.py", [f"--workdirs={setting}", f"--continuation={cont}", f"--out={out}",
+    # the swept run stands for its settings, each labelled with its values
+    proc = run_script("transfer_check.py", [f"--workdirs={workdir}", f"--continuation={cont}", f"--out={out}",
                                             "--episodes=3", "--window_steps=60"], minari_store)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (r,) = json.load(open(out / "transfer_check.json"))
+    checked = json.load(open(out / "transfer_check.json"))
+    assert [r["label"] for r in checked] == ["sac -> sac [actor_lr=0.0003]", "sac -> sac [actor_lr=0.0001]"]
+    assert checked[1]["workdir"] == setting
     c = json.load(open(out / "continuation_control.json"))
-    assert r["checkpoint_steps"] == [0, 30, 60] and c["checkpoint_steps"] == [100, 120, 140]
-    assert c["mean_scores"][0] == pytest.approx(r["mean_scores"][0], rel=1e-5)
+    assert checked[1]["checkpoint_steps"] == [0, 30, 60] and c["checkpoint_steps"] == [100, 120, 140]
+    # one offline phase: both settings and the control start from the same actor
+    for r in checked:
+        assert c["mean_scores"][0] == pytest.approx(r["mean_scores"][0], rel=1e-5)
     # a setting of a sweep over offline values has no plain offline state to continue: one line
     swept_setting = os.path.join(swept[1], "settings", "0")
     proc = run_script("continue_offline.py", [f"--run={swept_setting}", "--updates=40", f"--workdir={cont}2"],

@@ -57,6 +57,7 @@ __all__ = [
     "load_trajectory",
     "plane",
     "plane_coordinates",
+    "read_config",
     "read_run_config",
     "stack",
     "stack_size",
@@ -355,7 +356,8 @@ class ActorSnapshot:
         return take(self.actor, index)
 
 
-def _read_config(workdir: str) -> dict:
+def read_config(workdir: str) -> dict:
+    """A workdir's ``config.json`` as a dict (any run, a ``vmap_sweep`` one included)."""
     if not os.path.isdir(workdir):
         raise LandscapeInputError(f"workdir {workdir} does not exist")
     path = os.path.join(workdir, "config.json")
@@ -395,7 +397,7 @@ def read_run_config(workdir: str) -> dict:
     """The run's ``config.json`` as a dict. A setting of a ``vmap_sweep`` run
     (``<workdir>/settings/<k>``) reads as a run of its own: its config, the sweep's checkpoints
     restricted to its seeds."""
-    config = _read_config(workdir)
+    config = read_config(workdir)
     if config.get("vmap_sweep"):
         raise LandscapeInputError(f"{workdir} is a vmap_sweep run: its checkpoints hold settings x seeds lanes; "
                                   f"analyse one setting at a time as {os.path.join(workdir, 'settings', '<k>')}")

@@ -195,6 +195,21 @@ def setting_of(workdir: str) -> tuple[str, int, dict] | None:
     return (root, int(k), config) if config.get("vmap_sweep") else None
 
 
+def setting_dirs(workdir: str) -> list[str]:
+    """A swept run's setting directories, ``settings/0`` onwards (those written so far)."""
+    root = os.path.join(workdir, SETTINGS_DIR)
+    ks = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+    return [setting_dir(workdir, k) for k in ks]
+
+
+def phase_labels(config: dict, k: int) -> dict[str, str]:
+    """Setting ``k``'s values per phase as ``field=value, ...`` (``""`` for a phase without swept
+    values), from the sweep's ``config.json`` data: how reports name a setting's learners."""
+    values = grid_settings(parse_spec(config["vmap_sweep"]))[k]
+    return {phase: ", ".join(f"{p.split('.')[-1]}={v:g}" for p, v in values.items() if p.startswith(phase + "."))
+            for phase in PHASES}
+
+
 def setting_lanes(config: dict, k: int) -> dict[str, slice]:
     """Which lanes of a swept run's checkpoints hold setting ``k``'s seeds, per phase (``config``:
     the run's ``config.json`` data). Online lanes are setting-major; the offline checkpoints of a
