@@ -25,6 +25,7 @@ from smac_jax.learners.sac import SAC
 from smac_jax.learners.swept import Swept, check_sweepable
 from smac_jax.training import pipeline, vmap_sweep
 from smac_jax.training.checkpoint import Checkpointer
+from smac_jax.training.sweep import run_sweep
 
 # offline critic_lr: 3e-4 (the default) and 1e-3; online actor_lr 1e-4 (default 3e-4): 2 settings x 2 seeds
 SPEC = "offline.agent.critic_lr=3e-4,1e-3; online.agent.actor_lr=1e-4"
@@ -308,3 +309,24 @@ def test_a_learner_with_a_host_update_is_swept(pendulum_dataset_id, tmp_path):
     # the adaptive update at step 30 trained the C-VAE on different rows: the coefficients differ after it
     p0, p1 = ([r["samg_p_mean"] for r in rs if r["phase"] == "online" and r["step"] == 60] for rs in (r0, r1))
     assert not np.allclose(p0, p1)
+
+
+def test_a_sweep_fine_tunes_with_online_values_from_its_pretrain(online_swept, pendulum_dataset_id, tmp_path):
+    """experiments/sweep.py's grid with a vmap_sweep of online values: the plain pretrain, then one
+    swept fine-tune seeded from it, whose every setting's files equal the swept run's (which ran
+    its own offline phase) byte for byte; offline values are refused before anything runs."""
+    _, workdir, _ = online_swept
+
+    def config_fn(spec):
+        return lambda task, off, on: tiny_config(pendulum_dataset_id, off, on, vmap_sweep=spec, **BUDGET)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        records = run_sweep(["pendulum"], ["sac"], ["sac"], str(tmp_path), config_fn(ONLINE_SPEC), progress=False)
+    assert [(r["online"], r["status"]) for r in records] == [(None, "ran"), ("sac", "ran")]
+    tune = tmp_path / "pendulum" / "sac-sac"
+    for name in ("summary.json", *(f"settings/{k}/{f}" for k in (0, 1) for f in ("metrics.jsonl", "summary.json"))):
+        with open(tune / name, "rb") as f, open(os.path.join(workdir, name), "rb") as g:
+            assert f.read() == g.read(), name
+    with pytest.raises(ConfigError, match="vmap_sweep in a sweep takes online values only"):
+        run_sweep(["pendulum"], ["sac"], ["sac"], str(tmp_path / "other"), config_fn(SPEC), progress=False)
+    assert not os.path.exists(tmp_path / "other")

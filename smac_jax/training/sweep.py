@@ -10,7 +10,8 @@ A fine-tune's workdir is seeded with the pretrain's ``checkpoints/offline`` (its
 ``offline.steps``), its ``score_model`` / ``cvae`` directories when present, the offline rows of its
 ``metrics.jsonl`` (byte for byte) and the fine-tune's own ``config.json``; ``pipeline.run(...,
 resume=True)`` then finds the offline phase finished and hands over. The result is byte-identical
-to a plain ``pipeline.run`` of the fine-tune's config. Finished runs (``summary.json``) are
+to a plain ``pipeline.run`` of the fine-tune's config (with a ``vmap_sweep`` of online values,
+every setting's ``settings/<k>/metrics.jsonl`` gets the offline rows). Finished runs (``summary.json``) are
 skipped and interrupted ones resumed, so a sweep is restarted by running the same command again.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from smac_jax.cli import apply_override
 from smac_jax.errors import ConfigError, DivergenceError, SmacJaxError, TransferError
-from smac_jax.training import pipeline
+from smac_jax.training import pipeline, vmap_sweep
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.dataset_factory import ensure_dataset
 
@@ -102,6 +103,7 @@ def pretrain_config(finetune_config) -> ml_collections.ConfigDict:
     hand-over and one evaluation)."""
     c = copy.deepcopy(finetune_config)
     c.online.steps = 0
+    c.vmap_sweep = ""  # a sweep of online values shares the plain offline phase
     return c
 
 
@@ -121,8 +123,15 @@ def seed_finetune(pretrain_dir: str, workdir: str, config, files_from: str | Non
             shutil.copytree(src, os.path.join(tmp, name))
     with open(os.path.join(pretrain_dir, "metrics.jsonl")) as f:
         lines = f.read().splitlines(keepends=True)
-    with open(os.path.join(tmp, "metrics.jsonl"), "w") as f:
-        f.writelines(line for line in lines if line.strip() and json.loads(line)["phase"] == "offline")
+    offline_rows = [line for line in lines if line.strip() and json.loads(line)["phase"] == "offline"]
+    # a fine-tune sweeping online values (vmap_sweep) logs per setting, each from the same offline phase
+    grid = vmap_sweep.parse_spec(config.get("vmap_sweep", ""))
+    logs = [os.path.join(vmap_sweep.setting_dir(tmp, k), "metrics.jsonl")
+            for k in range(len(vmap_sweep.grid_settings(grid)))] if grid else [os.path.join(tmp, "metrics.jsonl")]
+    for path in logs:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.writelines(offline_rows)
     with open(os.path.join(tmp, "config.json"), "w") as f:
         f.write(pipeline._config_json(config))
     os.rename(tmp, workdir)
@@ -137,8 +146,12 @@ def _final_offline_step(pretrain_dir: str) -> int | None:
 
 
 def _score(summary: dict, key: str) -> str:
-    value = summary.get(f"{key}_mean")
     metric = "score" if summary.get("metric") == "eval_score" else "return"
+    if "settings" in summary:  # a vmap_sweep fine-tune: the range over its settings
+        values = [s[f"{key}_mean"] for s in summary["settings"] if s.get(f"{key}_mean") is not None]
+        return (f"{len(summary['settings'])} settings, {key.replace('_', ' ')} {metric} {min(values):.1f} to "
+                f"{max(values):.1f}") if values else f"no {key}"
+    value = summary.get(f"{key}_mean")
     return f"{key.replace('_', ' ')} {metric} {value:.1f}" if value is not None else f"no {key}"
 
 
@@ -188,9 +201,10 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
             if stored["online"]["learner"] != online[0]:  # made by a sweep with other online learners
                 pre_cfg = pretrain_config(make(task, off, stored["online"]["learner"], only_shared_online_fields=True))
         for on, c in configs.items():
-            if c.get("vmap_sweep"):
-                raise ConfigError("vmap_sweep (settings in one program) is for single runs (experiments/o2o.py); "
-                                  "a grid of runs sets each value with --set instead")
+            if vmap_sweep.sweeps_offline(vmap_sweep.parse_spec(c.get("vmap_sweep", ""))):
+                raise ConfigError("vmap_sweep in a sweep takes online values only (online.agent.*): every fine-tune "
+                                  "starts from the one shared offline phase; sweep offline values as separate "
+                                  "--set runs or with experiments/o2o.py")
             pipeline.validate_config(c)
             check_offline_parts(pre_cfg, c, f"{task} {off}->{on}")
             check_stored(os.path.join(root, task, f"{off}-{on}"), c)
