@@ -330,3 +330,13 @@ def test_a_sweep_fine_tunes_with_online_values_from_its_pretrain(online_swept, p
     with pytest.raises(ConfigError, match="vmap_sweep in a sweep takes online values only"):
         run_sweep(["pendulum"], ["sac"], ["sac"], str(tmp_path / "other"), config_fn(SPEC), progress=False)
     assert not os.path.exists(tmp_path / "other")
+
+
+def test_swept_grid_from_python():
+    sac = make_learner("sac", 3, 1, {"hidden_dims": (8, 8)})
+    swept = Swept.grid(sac, {"critic_lr": [1e-4, 1e-3], "tau": [0.005, 0.01, 0.02]}, n_seeds=2)
+    assert swept.n_lanes == 12 and swept.lane_seed_index == [0, 1] * 6
+    np.testing.assert_allclose(swept.lane_values["critic_lr"], [1e-4] * 6 + [1e-3] * 6)
+    np.testing.assert_allclose(swept.lane_values["tau"][:6], [0.005, 0.005, 0.01, 0.01, 0.02, 0.02])
+    with pytest.raises(ConfigError, match="critic_lr"):
+        Swept.grid(sac, {"critic_lr": [1e-3, -1.0]}, n_seeds=2)

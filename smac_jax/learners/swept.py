@@ -16,6 +16,8 @@ read once when the learner is prepared).
 from __future__ import annotations
 
 import copy
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from smac_jax.errors import ConfigError
-from smac_jax.learners.base import Learner, TrainState
+from smac_jax.learners.base import Learner, TrainState, make_learner
 
 #: Where a lane's values live in ``TrainState.extra``.
 HPARAMS = "hparams"
@@ -71,6 +73,18 @@ class Swept(Learner):
         self.name, self.actor_kind = inner.name, inner.actor_kind
         self.update_period, self.policy_groups, self.lr_fields = inner.update_period, inner.policy_groups, inner.lr_fields
         self.host_update_every, self.compiler_options = inner.host_update_every, inner.compiler_options
+
+    @classmethod
+    def grid(cls, learner: Learner, values: dict[str, Sequence[float]], n_seeds: int) -> Swept:
+        """``learner`` over every combination of ``values`` (field -> values; the first field
+        varies slowest) x ``n_seeds`` seeds: lane ``k * n_seeds + j`` is setting ``k`` with seed
+        index ``j`` (give it seed ``j``'s key). Each combination must pass the learner's own
+        checks (a learner is built with it); the lanes' values are keyed by field name."""
+        combos = list(itertools.product(*values.values()))
+        for combo in combos:
+            make_learner(learner.name, learner.obs_dim, learner.act_dim, {**learner.config, **dict(zip(values, combo))})
+        lane_values = {f: np.repeat([c[i] for c in combos], n_seeds) for i, f in enumerate(values)}
+        return cls(learner, lane_values, {f: f for f in values}, lane_seed_index=list(range(n_seeds)) * len(combos))
 
     @property
     def n_lanes(self) -> int:
