@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 
 from smac_jax.cli import apply_override, run_cli  # noqa: E402
-from smac_jax.analysis.compare import load_run, offline_table, plot_runs, table  # noqa: E402
+from smac_jax.analysis.compare import load_labelled, offline_table, plot_runs, table  # noqa: E402
 from smac_jax.runtime import tune_host_allocator  # noqa: E402
 from smac_jax.training.dataset_factory import ensure_dataset  # noqa: E402
 from smac_jax.training.pipeline import run  # noqa: E402
@@ -45,7 +45,6 @@ def main(argv):
     tune_host_allocator()
     runs = {}
     for off in _OFF.value:
-        label = f"{off} -> {_ON.value}"
         wd = os.path.join(_ROOT.value, f"{off}-{_ON.value}")
         if not _ONLY_REPORT.value and not os.path.exists(os.path.join(wd, "summary.json")):
             cfg = o2o_configs.get_config(f"{_TASK.value},{off},{_ON.value}")
@@ -54,7 +53,7 @@ def main(argv):
             ensure_dataset(cfg.dataset)
             run(cfg, wd, resume=_RESUME.value and os.path.exists(os.path.join(wd, "config.json")))
         if os.path.exists(os.path.join(wd, "summary.json")):
-            runs[label] = load_run(wd)
+            runs.update(load_labelled(wd))  # a vmap_sweep run (--set=vmap_sweep=...): each setting
     page = _PAGE.value or os.path.join(_ROOT.value, "results.md")
     if runs:
         png = os.path.splitext(page)[0] + ".png"

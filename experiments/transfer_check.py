@@ -41,7 +41,7 @@ from smac_jax.analysis.drop import null_drop, paired_drop
 from smac_jax.cli import fail, run_cli
 from smac_jax.training.logger import MetricsLog
 from smac_jax.training.summary import transfer_drop
-from smac_jax.training.vmap_sweep import is_swept, phase_labels, setting_dirs
+from smac_jax.training.vmap_sweep import is_swept, learner_names, setting_dirs
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Finished (or partly finished) offline-to-online run workdirs.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -187,8 +187,7 @@ def _expand(workdirs: list[str]) -> tuple[list[str], list[str | None]]:
         if not dirs:
             fail(f"{wd} is a vmap_sweep run that has not written its settings yet")
         for d in dirs:
-            names = {ph: config[ph]["learner"] + (f" [{lab}]" if lab else "")
-                     for ph, lab in phase_labels(config, int(os.path.basename(d))).items()}
+            names = learner_names(config, int(os.path.basename(d)))
             out.append(d)
             labels.append(f"{names['offline']} -> {names['online']}")
     return out, labels

@@ -17,6 +17,7 @@ from conftest import tiny_config
 from test_drop_analysis import run_script
 
 from smac_jax.analysis import landscape as ls
+from smac_jax.analysis.compare import load_labelled
 from smac_jax.analysis.report import write_report
 from smac_jax.data import replay
 from smac_jax.errors import ConfigError, DivergenceError
@@ -284,6 +285,12 @@ def test_the_report_reads_every_setting_as_a_fine_tune(swept, online_swept, tmp_
                      ("sac", "sac [actor_lr=0.0003]"), ("sac", "sac [actor_lr=0.0001]")}
     text = open(page).read()
     assert "from the 4 finished fine-tunes" in text
+    # experiments/compare.py's page names the settings alike
+    labelled = load_labelled(swept[1])
+    assert list(labelled) == ["sac [critic_lr=0.0003] -> sac [actor_lr=0.0001]",
+                              "sac [critic_lr=0.001] -> sac [actor_lr=0.0001]"]
+    assert [r["summary"]["online_final"] for r in labelled.values()] == \
+        [s["online_final"] for s in swept[2]["settings"]]
     # each setting's drops, as its own summary has them
     for (_, workdir, summary), k, pair in ((swept, 1, "sac [critic_lr=0.001] -> sac [actor_lr=0.0001]"),
                                            (online_swept, 0, "sac -> sac [actor_lr=0.0003]")):

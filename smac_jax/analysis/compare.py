@@ -9,6 +9,7 @@ import numpy as np
 
 from smac_jax.errors import SmacJaxError
 from smac_jax.training.logger import MetricsLog
+from smac_jax.training.vmap_sweep import is_swept, learner_names, setting_dirs
 
 
 def load_run(workdir: str) -> dict:
@@ -20,6 +21,23 @@ def load_run(workdir: str) -> dict:
     with open(os.path.join(workdir, "config.json")) as f:
         config = json.load(f)
     return {"summary": summary, "config": config, "log": MetricsLog(os.path.join(workdir, "metrics.jsonl"))}
+
+
+def load_labelled(workdir: str) -> dict[str, dict]:
+    """``{label: run}`` (:func:`load_run` dicts): the run in ``workdir`` as ``offline -> online``,
+    or for a ``vmap_sweep`` run each finished setting, its learners named with their values
+    (``cql -> sac [actor_lr=0.0001]``)."""
+    if not is_swept(workdir):
+        run = load_run(workdir)
+        return {f"{run['config']['offline']['learner']} -> {run['config']['online']['learner']}": run}
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    runs = {}
+    for d in setting_dirs(workdir):
+        if os.path.exists(os.path.join(d, "summary.json")):
+            names = learner_names(config, int(os.path.basename(d)))
+            runs[f"{names['offline']} -> {names['online']}"] = load_run(d)
+    return runs
 
 
 def curve(run: dict) -> dict:

@@ -12,7 +12,7 @@ from smac_jax.analysis.compare import curve, load_run, plot_runs, table
 from smac_jax.analysis.metrics import aggregate_regret, normalized_regret
 from smac_jax.errors import SmacJaxError
 from smac_jax.training.sweep import PRETRAIN
-from smac_jax.training.vmap_sweep import is_swept, phase_labels, setting_of
+from smac_jax.training.vmap_sweep import is_swept, learner_names, setting_of
 
 
 def load_sweep(root: str) -> list[dict]:
@@ -35,9 +35,8 @@ def load_sweep(root: str) -> list[dict]:
         member = setting_of(dirpath)
         if member is not None:
             sweep_dir, k, sweep_config = member
-            run.update(task=os.path.relpath(os.path.dirname(sweep_dir), root), setting=k)
-            for phase, label in phase_labels(sweep_config, k).items():
-                run[phase] += f" [{label}]" if label else ""
+            run.update(task=os.path.relpath(os.path.dirname(sweep_dir), root), setting=k,
+                       **learner_names(sweep_config, k))
         runs.append(run)
     return sorted(runs, key=lambda r: (r["task"], r["config"]["offline"]["learner"], r["config"]["online"]["learner"],
                                        r["workdir"] if r["setting"] < 0 else os.path.dirname(r["workdir"]), r["setting"]))

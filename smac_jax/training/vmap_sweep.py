@@ -202,12 +202,16 @@ def setting_dirs(workdir: str) -> list[str]:
     return [setting_dir(workdir, k) for k in ks]
 
 
-def phase_labels(config: dict, k: int) -> dict[str, str]:
-    """Setting ``k``'s values per phase as ``field=value, ...`` (``""`` for a phase without swept
-    values), from the sweep's ``config.json`` data: how reports name a setting's learners."""
+def learner_names(config: dict, k: int) -> dict[str, str]:
+    """Setting ``k``'s offline and online learners named with their swept values, e.g.
+    ``{"offline": "cql", "online": "sac [actor_lr=0.0001]"}``, from the sweep's ``config.json``
+    data: how reports and figures name a setting."""
     values = grid_settings(parse_spec(config["vmap_sweep"]))[k]
-    return {phase: ", ".join(f"{p.split('.')[-1]}={v:g}" for p, v in values.items() if p.startswith(phase + "."))
-            for phase in PHASES}
+    names = {}
+    for phase in PHASES:
+        own = ", ".join(f"{p.split('.')[-1]}={v:g}" for p, v in values.items() if p.startswith(phase + "."))
+        names[phase] = config[phase]["learner"] + (f" [{own}]" if own else "")
+    return names
 
 
 def setting_lanes(config: dict, k: int) -> dict[str, slice]:
