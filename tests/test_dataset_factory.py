@@ -40,3 +40,15 @@ def test_factory_sac_run_records_the_stream_it_trained_on():
     draws = np.stack([space.sample() for _ in range(STARTS + 20)])
     np.testing.assert_allclose(actions[:STARTS], draws[:STARTS], atol=1e-6)
     assert not np.allclose(actions[STARTS:STARTS + 20], draws[STARTS:], atol=1e-3)
+
+
+def test_the_medium_snapshot_and_its_overshoot_warning():
+    from smac_jax.training.dataset_factory import medium_snapshot
+    snaps = [(1000, 10.0), (2000, 40.0), (3000, 90.0)]
+    # target 35: the snapshot at 2000 (40) is close to it
+    assert medium_snapshot(snaps, 35.0, 100.0, 1000) == ((2000, 40.0), None)
+    # target 45: the first snapshot above it returns 90, 82% of the way to the expert (100)
+    med, warning = medium_snapshot(snaps, 45.0, 100.0, 1000)
+    assert med == (3000, 90.0) and "returns 90.0, 82% of the way" in warning and "now 1000" in warning
+    # no snapshot reaches the target: the last one, below it
+    assert medium_snapshot(snaps, 95.0, 100.0, 1000) == ((3000, 90.0), None)

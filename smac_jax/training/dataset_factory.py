@@ -227,6 +227,20 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     return learner, snapshots, episodes, raw
 
 
+def medium_snapshot(snaps: Sequence[tuple], target: float, ref_max: float, eval_every: int) -> tuple[tuple, str | None]:
+    """The medium snapshot: the first of ``snaps`` (``(step, eval return, ...)``, in step order)
+    whose return reaches ``target`` (else the last), and a warning when it overshoots, i.e. its
+    return is closer to the expert's ``ref_max`` than to the target: the training run improved
+    faster than the snapshots were taken, and the "medium" data would be near-expert."""
+    med = next((s for s in snaps if s[1] >= target), snaps[-1])
+    if ref_max > target and med[1] - target > 0.5 * (ref_max - target):
+        share = 100.0 * (med[1] - target) / (ref_max - target)
+        return med, (f"the first snapshot at or above the medium target ({target:.1f}) returns {med[1]:.1f}, "
+                     f"{share:.0f}% of the way from the target to the expert: the medium data are closer to "
+                     f"expert than to medium; take snapshots more often (eval_every, now {eval_every})")
+    return med, None
+
+
 def generate_datasets(
     env_id: str,
     kinds: Sequence[str] = KINDS,
@@ -270,9 +284,11 @@ def generate_datasets(
             f"so normalised scores would be meaningless; nothing was written. Train the expert longer "
             f"(train_steps, now {train_steps}) or with other SAC settings (agent_overrides)")
     target = ref_min + medium_fraction * (ref_max - ref_min)
-    med = next((s for s in snaps if s[1] >= target), snaps[-1])
+    med, warning = medium_snapshot(snaps, target, ref_max, eval_every)
     print(f"[smac_jax] {env_id}: random return {ref_min:.1f}, expert return {ref_max:.1f}; medium snapshot "
           f"at step {med[0]} (eval return {med[1]:.1f}, target {target:.1f})")
+    if warning:
+        print(f"[smac_jax] warning: {env_id}: {warning}")
 
     common = dict(algorithm_name="smac_jax SAC", ref_min_score=ref_min, ref_max_score=ref_max,
                   author="smac_jax dataset factory", code_permalink="https://github.com/smac-jax/smac_jax")
