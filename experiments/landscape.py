@@ -258,19 +258,22 @@ def _write_csv(path, header, rows):
 
 
 def run(out: str) -> None:
-    runs_wd = list(dict.fromkeys(_WORKDIRS.value + _PLANE.value))
+    # a vmap_sweep run among --workdirs stands for its settings
+    expanded = dict(ls.expand_runs(_WORKDIRS.value))
+    runs_wd = list(dict.fromkeys(list(expanded) + _PLANE.value))
     lo, hi = _check_args(runs_wd)
     configs = {wd: ls.read_run_config(wd) for wd in runs_wd}
     used = set()
-    labels = {wd: _label(wd, configs[wd], used) for wd in runs_wd}
+    named = {**dict(ls.expand_runs(_PLANE.value)), **expanded}  # --plane's runs are plain (checked above)
+    labels = {wd: named.get(wd) or _label(wd, configs[wd], used) for wd in runs_wd}
     env_fn, value, value_name = ls.evaluation_environment(configs)
 
     step = 1.0 / (_POINTS.value - 1)
     ts = np.linspace(-0.25, 1.25, int(round(1.5 / step)) + 1) if _EXTEND.value else np.linspace(0, 1, _POINTS.value)
     xs = ys = np.linspace(lo, hi, _PLANE_POINTS.value)
     jobs = {}
-    if _WORKDIRS.value:
-        jobs["interpolation"] = _interpolation_jobs({labels[wd]: wd for wd in _WORKDIRS.value}, ts)
+    if expanded:
+        jobs["interpolation"] = _interpolation_jobs({labels[wd]: wd for wd in expanded}, ts)
     if _PLANE.value:
         plane_job, plane_points = _plane_job([(labels[wd], wd) for wd in _PLANE.value], xs, ys)
         jobs["plane"] = [plane_job]

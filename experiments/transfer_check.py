@@ -41,7 +41,6 @@ from smac_jax.analysis.drop import null_drop, paired_drop
 from smac_jax.cli import fail, run_cli
 from smac_jax.training.logger import MetricsLog
 from smac_jax.training.summary import transfer_drop
-from smac_jax.training.vmap_sweep import is_swept, learner_names, setting_dirs
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Finished (or partly finished) offline-to-online run workdirs.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -173,26 +172,6 @@ def _plot(results: list[dict], control: dict | None, value_name: str, out: str) 
     plt.close(fig)
 
 
-def _expand(workdirs: list[str]) -> tuple[list[str], list[str | None]]:
-    """The workdirs with every ``vmap_sweep`` run replaced by its settings (``settings/<k>``), and
-    their default labels (a setting's: its learners with its values)."""
-    out, labels = [], []
-    for wd in workdirs:
-        if not is_swept(wd):
-            out.append(wd)
-            labels.append(None)
-            continue
-        config = ls.read_config(wd)
-        dirs = setting_dirs(wd)
-        if not dirs:
-            fail(f"{wd} is a vmap_sweep run that has not written its settings yet")
-        for d in dirs:
-            names = learner_names(config, int(os.path.basename(d)))
-            out.append(d)
-            labels.append(f"{names['offline']} -> {names['online']}")
-    return out, labels
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)  # orbax warns about every checkpoint's optional metadata file
@@ -200,7 +179,10 @@ def main(argv):
         fail("give --workdirs and --out")
     if _EPISODES.value < 2:
         fail(f"--episodes must be >= 2 (the paired drop's standard error), got {_EPISODES.value}")
-    workdirs, default_labels = _expand(_WORKDIRS.value)
+    try:
+        workdirs, default_labels = (list(x) for x in zip(*ls.expand_runs(_WORKDIRS.value)))
+    except ls.LandscapeInputError as e:
+        fail(str(e))
     labels = _LABELS.value or default_labels
     if len(labels) != len(workdirs):
         fail(f"--labels: {len(labels)} labels for {len(workdirs)} workdirs"

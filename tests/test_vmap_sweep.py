@@ -285,6 +285,12 @@ def test_the_report_reads_every_setting_as_a_fine_tune(swept, online_swept, tmp_
                      ("sac", "sac [actor_lr=0.0003]"), ("sac", "sac [actor_lr=0.0001]")}
     text = open(page).read()
     assert "from the 4 finished fine-tunes" in text
+    # the checkpoint analyses' command lines (transfer_check.py, landscape.py) expand a swept run alike
+    setting = os.path.join(swept[1], "settings", "1")
+    assert ls.expand_runs([online_swept[1], setting, str(tmp_path)]) == [
+        (os.path.join(online_swept[1], "settings", "0"), "sac -> sac [actor_lr=0.0003]"),
+        (os.path.join(online_swept[1], "settings", "1"), "sac -> sac [actor_lr=0.0001]"),
+        (setting, "sac [critic_lr=0.001] -> sac [actor_lr=0.0001]"), (str(tmp_path), None)]
     # experiments/compare.py's page names the settings alike
     labelled = load_labelled(swept[1])
     assert list(labelled) == ["sac [critic_lr=0.0003] -> sac [actor_lr=0.0001]",

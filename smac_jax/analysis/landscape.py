@@ -33,7 +33,8 @@ from smac_jax.errors import ConfigError
 from smac_jax.learners.base import Learner, TrainState, get_learner_class, make_learner
 from smac_jax.learners.handover import convert_actor
 from smac_jax.training.evaluation import make_act_fn, run_episodes
-from smac_jax.training.vmap_sweep import parse_spec, setting_lanes, setting_of, sweeps_offline
+from smac_jax.training.vmap_sweep import (is_swept, learner_names, parse_spec, setting_dirs, setting_lanes,
+                                          setting_of, sweeps_offline)
 
 Params = Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "connectivity",
     "evaluate_stacked",
     "evaluation_environment",
+    "expand_runs",
     "flatten_params",
     "interpolate",
     "largest_drop",
@@ -391,6 +393,28 @@ def checkpoints_of(workdir: str) -> Checkpoints:
         return Checkpoints(root, setting_lanes(config, k), sweeps_offline(parse_spec(config["vmap_sweep"])))
     except ConfigError as e:
         raise LandscapeInputError(f"{workdir}: {e}") from None
+
+
+def expand_runs(workdirs: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``(workdir, label)`` per run: each of ``workdirs`` in order, a ``vmap_sweep`` run replaced by
+    its settings' directories (``settings/<k>``, those written so far); a setting (expanded or given
+    as ``settings/<k>``) is labelled with its learners and values (``sac -> sac [actor_lr=0.0001]``),
+    a plain run with None (the caller names it)."""
+    out: list[tuple[str, str | None]] = []
+    for wd in workdirs:
+        if not is_swept(wd):
+            member = setting_of(wd)  # a setting given directly is named alike
+            names = learner_names(member[2], member[1]) if member else None
+            out.append((wd, f"{names['offline']} -> {names['online']}" if names else None))
+            continue
+        dirs = setting_dirs(wd)
+        if not dirs:
+            raise LandscapeInputError(f"{wd} is a vmap_sweep run that has not written its settings yet")
+        config = read_config(wd)
+        for d in dirs:
+            names = learner_names(config, int(os.path.basename(d)))
+            out.append((d, f"{names['offline']} -> {names['online']}"))
+    return out
 
 
 def read_run_config(workdir: str) -> dict:
