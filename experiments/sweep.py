@@ -9,6 +9,8 @@ fine-tuned by every online learner; seeds vmapped inside each run (docs/sweeps.m
     python experiments/sweep.py ... --set=offline.steps=20000 --set=online.steps=20000
     # each fine-tune one program over settings of the online learner x the seeds:
     python experiments/sweep.py ... --set=vmap_sweep="online.agent.actor_lr=1e-4,3e-4"
+    # or of the offline learner (the pretrain runs them; every fine-tune continues its lanes):
+    python experiments/sweep.py ... --set=vmap_sweep="offline.agent.cql_alpha=1,5,10"
 
 Run the same command again to resume: finished runs are skipped, interrupted ones continued.
 Then: python experiments/report.py --root=runs/sweep

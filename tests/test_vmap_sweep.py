@@ -340,9 +340,26 @@ def test_a_sweep_fine_tunes_with_online_values_from_its_pretrain(online_swept, p
     for name in ("summary.json", *(f"settings/{k}/{f}" for k in (0, 1) for f in ("metrics.jsonl", "summary.json"))):
         with open(tune / name, "rb") as f, open(os.path.join(workdir, name), "rb") as g:
             assert f.read() == g.read(), name
-    with pytest.raises(ConfigError, match="vmap_sweep in a sweep takes online values only"):
+    with pytest.raises(ConfigError, match="vmap_sweep in a sweep varies either offline values .* not both"):
         run_sweep(["pendulum"], ["sac"], ["sac"], str(tmp_path / "other"), config_fn(SPEC), progress=False)
     assert not os.path.exists(tmp_path / "other")
+
+
+def test_a_sweep_of_offline_values_runs_them_in_its_pretrain(swept, pendulum_dataset_id, tmp_path):
+    """Offline values in experiments/sweep.py's grid: the pretrain is a swept run, the fine-tune
+    continues its lanes; each setting's rows are those of the swept fixture's setting (the same
+    values: the fixture's online actor_lr, swept there at one value, is set plainly here)."""
+    def config_fn(task, off, on):
+        return tiny_config(pendulum_dataset_id, off, on, vmap_sweep="offline.agent.critic_lr=3e-4,1e-3",
+                           **BUDGET, **{"online.agent.actor_lr": 1e-4})
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        records = run_sweep(["pendulum"], ["sac"], ["sac"], str(tmp_path), config_fn, progress=False)
+    assert [(r["online"], r["status"]) for r in records] == [(None, "ran"), ("sac", "ran")]
+    assert records[0]["summary"]["vmap_sweep"] == "offline.agent.critic_lr=3e-4,1e-3"  # the pretrain is swept
+    for k in (0, 1):
+        assert_rows_close(rows(tmp_path / "pendulum" / "sac-sac" / "settings" / str(k) / "metrics.jsonl"),
+                          rows(os.path.join(swept[1], "settings", str(k), "metrics.jsonl")))
 
 
 def test_swept_grid_from_python():

@@ -10,8 +10,9 @@ A fine-tune's workdir is seeded with the pretrain's ``checkpoints/offline`` (its
 ``offline.steps``), its ``score_model`` / ``cvae`` directories when present, the offline rows of its
 ``metrics.jsonl`` (byte for byte) and the fine-tune's own ``config.json``; ``pipeline.run(...,
 resume=True)`` then finds the offline phase finished and hands over. The result is byte-identical
-to a plain ``pipeline.run`` of the fine-tune's config (with a ``vmap_sweep`` of online values,
-every setting's ``settings/<k>/metrics.jsonl`` gets the offline rows). Finished runs (``summary.json``) are
+to a plain ``pipeline.run`` of the fine-tune's config. A ``vmap_sweep`` varies either online values
+(a plain pretrain; every setting's ``settings/<k>/metrics.jsonl`` gets its offline rows) or offline
+values (the pretrain is itself swept, each setting's rows from its own). Finished runs (``summary.json``) are
 skipped and interrupted ones resumed, so a sweep is restarted by running the same command again.
 """
 from __future__ import annotations
@@ -83,6 +84,8 @@ def check_offline_parts(reference, other, what: str) -> None:
     """``other`` (a config or ``config.json`` data) has ``reference``'s :data:`OFFLINE_KEYS`."""
     a, b = _as_json(reference), _as_json(other)
     diff = _diff({k: a.get(k) for k in OFFLINE_KEYS}, {k: b.get(k) for k in OFFLINE_KEYS})
+    if offline_sweep(a) != offline_sweep(b):
+        diff.append("vmap_sweep (its offline values)")
     if diff:
         raise ConfigError(f"{what}: the offline settings differ from the pretrain's ({', '.join(diff[:8])}); a "
                           "fine-tune must start from the same offline phase (dataset, offline learner and "
@@ -103,8 +106,15 @@ def pretrain_config(finetune_config) -> ml_collections.ConfigDict:
     hand-over and one evaluation)."""
     c = copy.deepcopy(finetune_config)
     c.online.steps = 0
-    c.vmap_sweep = ""  # a sweep of online values shares the plain offline phase
+    c.vmap_sweep = offline_sweep(c)  # a sweep of online values shares the plain offline phase
     return c
+
+
+def offline_sweep(config) -> str:
+    """The config's ``vmap_sweep`` if it varies offline values (the pretrain then runs them as
+    lanes), else ``""`` (a config or ``config.json`` data)."""
+    spec = str(config.get("vmap_sweep", "") or "")
+    return spec if vmap_sweep.sweeps_offline(vmap_sweep.parse_spec(spec)) else ""
 
 
 def seed_finetune(pretrain_dir: str, workdir: str, config, files_from: str | None = None) -> None:
@@ -121,17 +131,20 @@ def seed_finetune(pretrain_dir: str, workdir: str, config, files_from: str | Non
         src = os.path.join(files_from, name)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(tmp, name))
-    with open(os.path.join(pretrain_dir, "metrics.jsonl")) as f:
-        lines = f.read().splitlines(keepends=True)
-    offline_rows = [line for line in lines if line.strip() and json.loads(line)["phase"] == "offline"]
-    # a fine-tune sweeping online values (vmap_sweep) logs per setting, each from the same offline phase
+    # a swept fine-tune (vmap_sweep) logs per setting: its offline rows are the shared offline
+    # phase's (online values), or that setting's of the swept pretrain (offline values)
     grid = vmap_sweep.parse_spec(config.get("vmap_sweep", ""))
-    logs = [os.path.join(vmap_sweep.setting_dir(tmp, k), "metrics.jsonl")
-            for k in range(len(vmap_sweep.grid_settings(grid)))] if grid else [os.path.join(tmp, "metrics.jsonl")]
-    for path in logs:
+    logs = {os.path.join(tmp, "metrics.jsonl"): os.path.join(pretrain_dir, "metrics.jsonl")}
+    if grid:
+        logs = {os.path.join(vmap_sweep.setting_dir(tmp, k), "metrics.jsonl"):
+                os.path.join(vmap_sweep.setting_dir(pretrain_dir, k) if vmap_sweep.sweeps_offline(grid) else pretrain_dir,
+                             "metrics.jsonl") for k in range(len(vmap_sweep.grid_settings(grid)))}
+    for path, src in logs.items():
+        with open(src) as f:
+            lines = f.read().splitlines(keepends=True)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
-            f.writelines(offline_rows)
+            f.writelines(line for line in lines if line.strip() and json.loads(line)["phase"] == "offline")
     with open(os.path.join(tmp, "config.json"), "w") as f:
         f.write(pipeline._config_json(config))
     os.rename(tmp, workdir)
@@ -201,10 +214,11 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
             if stored["online"]["learner"] != online[0]:  # made by a sweep with other online learners
                 pre_cfg = pretrain_config(make(task, off, stored["online"]["learner"], only_shared_online_fields=True))
         for on, c in configs.items():
-            if vmap_sweep.sweeps_offline(vmap_sweep.parse_spec(c.get("vmap_sweep", ""))):
-                raise ConfigError("vmap_sweep in a sweep takes online values only (online.agent.*): every fine-tune "
-                                  "starts from the one shared offline phase; sweep offline values as separate "
-                                  "--set runs or with experiments/o2o.py")
+            paths = [p for p, _ in vmap_sweep.parse_spec(c.get("vmap_sweep", ""))]
+            if len({p.split(".")[0] for p in paths}) > 1:
+                raise ConfigError("vmap_sweep in a sweep varies either offline values (the pretrain runs them as "
+                                  "lanes and every fine-tune continues them) or online values (every fine-tune "
+                                  "from the one plain pretrain), not both; got " + ", ".join(paths))
             pipeline.validate_config(c)
             check_offline_parts(pre_cfg, c, f"{task} {off}->{on}")
             check_stored(os.path.join(root, task, f"{off}-{on}"), c)
