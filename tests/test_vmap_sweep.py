@@ -370,3 +370,13 @@ def test_swept_grid_from_python():
     np.testing.assert_allclose(swept.lane_values["tau"][:6], [0.005, 0.005, 0.01, 0.01, 0.02, 0.02])
     with pytest.raises(ConfigError, match="critic_lr"):
         Swept.grid(sac, {"critic_lr": [1e-3, -1.0]}, n_seeds=2)
+
+
+def test_the_printed_table_does_not_report_an_unmeasured_drop():
+    settings = [{"setting": 0, "values": {"online.agent.tau": 0.005}, "offline_final_mean": 10.0,
+                 "online_final_mean": 20.0, "transfer_drop_mean": 0.0, "transfer_drop_warning": "no online evaluation"},
+                {"setting": 1, "values": {"online.agent.tau": 0.01}, "offline_final_mean": 10.0,
+                 "online_final_mean": 25.0, "transfer_drop_mean": 3.5}]
+    assert vmap_sweep.format_table({"settings": settings}).splitlines() == [
+        "  setting 0 (online.agent.tau=0.005): offline 10.0, online 20.0, drop not measured (warning below)",
+        "  setting 1 (online.agent.tau=0.01): offline 10.0, online 25.0, drop 3.5"]

@@ -344,7 +344,11 @@ def write_outputs(workdir: str, config, sweep: Sweep, log: SettingsLog, score_av
     title = f"{config.offline.learner} -> {config.online.learner} on {config.dataset.id}"
     plot_settings(log.logs, [sweep.label(k) for k in range(sweep.n_settings)],
                   os.path.join(workdir, "eval.png"), title, first["metric"], first["metric_label"])
-    panels = tuple(p for p in SENSITIVITY_PANELS if sweep.sweeps_offline or p != "offline_final")
+    # the offline results of a shared offline phase are the same for every setting; a drop whose
+    # window holds no evaluation after learning starts measured nothing (its warning says so)
+    no_drop = any("transfer_drop_warning" in s for s in settings)
+    panels = tuple(p for p in SENSITIVITY_PANELS if (sweep.sweeps_offline or p != "offline_final")
+                   and not (no_drop and p == "transfer_drop"))
     plot_sensitivity(settings, list(sweep.paths), os.path.join(workdir, "sensitivity.png"),
                      f"{title}, {sweep.n_seeds} seeds per setting", first["metric_label"], panels)
     write_settings_csv(settings, list(sweep.paths), os.path.join(workdir, "settings.csv"))
@@ -373,5 +377,7 @@ def format_table(summary: dict) -> str:
         parts = [f"offline {s['offline_final_mean']:.1f}" if "offline_final_mean" in s else None,
                  f"online {s['online_final_mean']:.1f}" if "online_final_mean" in s else None,
                  f"drop {s['transfer_drop_mean']:.1f}" if "transfer_drop_mean" in s else None]
+        if "transfer_drop_warning" in s:
+            parts[2] = "drop not measured (warning below)"
         lines.append(f"  setting {s['setting']} ({vals}): " + ", ".join(p for p in parts if p))
     return "\n".join(lines)
