@@ -360,6 +360,10 @@ def test_a_sweep_of_offline_values_runs_them_in_its_pretrain(swept, pendulum_dat
     for k in (0, 1):
         assert_rows_close(rows(tmp_path / "pendulum" / "sac-sac" / "settings" / str(k) / "metrics.jsonl"),
                           rows(os.path.join(swept[1], "settings", str(k), "metrics.jsonl")))
+    # the report counts the fine-tune's settings, not the swept pretrain's
+    with open(os.path.splitext(write_report(str(tmp_path), reps=50))[0] + "_regret.csv") as f:
+        assert [(r["offline"], r["online"]) for r in csv.DictReader(f)] == [
+            ("sac [critic_lr=0.0003]", "sac"), ("sac [critic_lr=0.001]", "sac")]
 
 
 def test_swept_grid_from_python():

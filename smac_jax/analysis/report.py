@@ -25,7 +25,10 @@ def load_sweep(root: str) -> list[dict]:
     runs = []
     for dirpath, dirnames, files in os.walk(root, followlinks=True):
         dirnames.sort(key=lambda d: (int(d), "") if d.isdigit() else (-1, d))  # settings/2 before settings/10
-        if os.path.basename(dirpath) == PRETRAIN or not {"summary.json", "config.json"} <= set(files):
+        if os.path.basename(dirpath) == PRETRAIN:
+            dirnames.clear()  # nor its settings, when the pretrain is a swept run
+            continue
+        if not {"summary.json", "config.json"} <= set(files):
             continue
         if is_swept(dirpath):  # its settings are walked as runs of their own
             continue
