@@ -361,7 +361,9 @@ def test_a_sweep_of_offline_values_runs_them_in_its_pretrain(swept, pendulum_dat
         assert_rows_close(rows(tmp_path / "pendulum" / "sac-sac" / "settings" / str(k) / "metrics.jsonl"),
                           rows(os.path.join(swept[1], "settings", str(k), "metrics.jsonl")))
     # the report counts the fine-tune's settings, not the swept pretrain's
-    with open(os.path.splitext(write_report(str(tmp_path), reps=50))[0] + "_regret.csv") as f:
+    page = write_report(str(tmp_path), reps=50)
+    assert "from the 2 finished fine-tunes" in open(page).read()
+    with open(os.path.splitext(page)[0] + "_regret.csv") as f:
         assert [(r["offline"], r["online"]) for r in csv.DictReader(f)] == [
             ("sac [critic_lr=0.0003]", "sac"), ("sac [critic_lr=0.001]", "sac")]
 
