@@ -24,7 +24,9 @@ def load_sweep(root: str) -> list[dict]:
     learners named with the setting's values of their fields (``sac [actor_lr=0.0001]``)."""
     runs = []
     for dirpath, dirnames, files in os.walk(root, followlinks=True):
-        dirnames.sort(key=lambda d: (int(d), "") if d.isdigit() else (-1, d))  # settings/2 before settings/10
+        # settings/2 before settings/10; no run lives inside a checkpoint directory
+        dirnames[:] = sorted((d for d in dirnames if d != "checkpoints"),
+                             key=lambda d: (int(d), "") if d.isdigit() else (-1, d))
         if os.path.basename(dirpath) == PRETRAIN:
             dirnames.clear()  # nor its settings, when the pretrain is a swept run
             continue
