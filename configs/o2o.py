@@ -75,12 +75,11 @@ TASKS = {
     "quickstart": _task("smac_jax/pendulum/medium-v0", "Pendulum-v1", "medium", 100_000, budget=10_000,
                         eval_interval=1_000, online_eval_interval=500, learning_starts=500,
                         train_steps=20_000, eval_every=1_000, n_transitions=100_000),
-    # Every transition of a SAC run on Hopper-v5 / Walker2d-v5 up to its medium snapshot (snapshots
-    # every 5k steps: SAC can go from below the medium target to near-expert within 10k steps).
+    # Every transition of a SAC run on Hopper-v5 / Walker2d-v5 up to its medium snapshot.
     "hopper": _task("smac_jax/hopper/medium-replay-v0", "Hopper-v5", "medium-replay", 1_000_000,
-                    train_steps=150_000, eval_every=5_000),
+                    train_steps=150_000, eval_every=10_000),
     "walker": _task("smac_jax/walker2d/medium-replay-v0", "Walker2d-v5", "medium-replay", 1_000_000,
-                    train_steps=150_000, eval_every=5_000),
+                    train_steps=150_000, eval_every=10_000),
     # The SMAC paper's six D4RL tasks, as Minari hosts them (download first, e.g.
     # `minari download mujoco/hopper/medium-replay-v0`; nothing is generated). Kitchen needs the
     # "kitchen" extra (Gymnasium-Robotics, MuJoCo < 3.12), the Adroit tasks the "adroit" extra.
