@@ -59,11 +59,16 @@ def assert_rows_close(a, b, rtol=1e-4):
                 assert ra[k] == rb[k], (k, ra, rb)
 
 
+def swept_run(dataset_id, tmp_path_factory, spec, name):
+    """A finished swept run of ``spec`` at the tests' budget: (config, workdir, summary)."""
+    config = tiny_config(dataset_id, vmap_sweep=spec, **BUDGET)
+    workdir = str(tmp_path_factory.mktemp(name))
+    return config, workdir, quiet_run(config, workdir)
+
+
 @pytest.fixture(scope="module")
 def swept(pendulum_dataset_id, tmp_path_factory):
-    config = tiny_config(pendulum_dataset_id, vmap_sweep=SPEC, **BUDGET)
-    workdir = str(tmp_path_factory.mktemp("swept"))
-    return config, workdir, quiet_run(config, workdir)
+    return swept_run(pendulum_dataset_id, tmp_path_factory, SPEC, "swept")
 
 
 def test_each_setting_computes_what_a_run_of_its_values_computes(swept, tmp_path):
@@ -216,9 +221,7 @@ ONLINE_SPEC = "online.agent.actor_lr=3e-4,1e-4"
 
 @pytest.fixture(scope="module")
 def online_swept(pendulum_dataset_id, tmp_path_factory):
-    config = tiny_config(pendulum_dataset_id, vmap_sweep=ONLINE_SPEC, **BUDGET)
-    workdir = str(tmp_path_factory.mktemp("online_swept"))
-    return config, workdir, quiet_run(config, workdir)
+    return swept_run(pendulum_dataset_id, tmp_path_factory, ONLINE_SPEC, "online_swept")
 
 
 def test_settings_of_online_values_share_one_offline_phase(online_swept, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 
 from smac_jax.errors import SmacJaxError
 from smac_jax.training.logger import MetricsLog
-from smac_jax.training.vmap_sweep import is_swept, learner_names, setting_dirs
+from smac_jax.training.vmap_sweep import is_swept, pair_label, setting_dirs
 
 
 def load_run(workdir: str) -> dict:
@@ -35,8 +35,7 @@ def load_labelled(workdir: str) -> dict[str, dict]:
     runs = {}
     for d in setting_dirs(workdir):
         if os.path.exists(os.path.join(d, "summary.json")):
-            names = learner_names(config, int(os.path.basename(d)))
-            runs[f"{names['offline']} -> {names['online']}"] = load_run(d)
+            runs[pair_label(config, int(os.path.basename(d)))] = load_run(d)
     return runs
 
 

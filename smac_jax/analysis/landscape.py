@@ -33,8 +33,8 @@ from smac_jax.errors import ConfigError
 from smac_jax.learners.base import Learner, TrainState, get_learner_class, make_learner
 from smac_jax.learners.handover import convert_actor
 from smac_jax.training.evaluation import make_act_fn, run_episodes
-from smac_jax.training.vmap_sweep import (is_swept, learner_names, parse_spec, setting_dirs, setting_lanes,
-                                          setting_of, sweeps_offline)
+from smac_jax.training.vmap_sweep import (is_swept, pair_label, parse_spec, setting_dirs, setting_lanes, setting_of,
+                                          sweeps_offline)
 
 Params = Any
 
@@ -404,16 +404,14 @@ def expand_runs(workdirs: Sequence[str]) -> list[tuple[str, str | None]]:
     for wd in workdirs:
         if not is_swept(wd):
             member = setting_of(wd)  # a setting given directly is named alike
-            names = learner_names(member[2], member[1]) if member else None
-            out.append((wd, f"{names['offline']} -> {names['online']}" if names else None))
+            out.append((wd, pair_label(member[2], member[1]) if member else None))
             continue
         dirs = setting_dirs(wd)
         if not dirs:
             raise LandscapeInputError(f"{wd} is a vmap_sweep run that has not written its settings yet")
         config = read_config(wd)
         for d in dirs:
-            names = learner_names(config, int(os.path.basename(d)))
-            out.append((d, f"{names['offline']} -> {names['online']}"))
+            out.append((d, pair_label(config, int(os.path.basename(d)))))
     return out
 
 

@@ -84,7 +84,7 @@ class Sweep:
         return {p: np.asarray([self.settings[k][p] for k in self.lane_setting], np.float32) for p in self.paths}
 
     def label(self, k: int) -> str:
-        return ", ".join(f"{p.split('.')[-1]}={self.settings[k][p]:g}" for p in self.paths)
+        return values_label(self.settings[k])
 
     def setting_config(self, config: ml_collections.ConfigDict, k: int) -> ml_collections.ConfigDict:
         """The run's config with setting ``k``'s values and no ``vmap_sweep``: what a plain run of
@@ -209,9 +209,20 @@ def learner_names(config: dict, k: int) -> dict[str, str]:
     values = grid_settings(parse_spec(config["vmap_sweep"]))[k]
     names = {}
     for phase in PHASES:
-        own = ", ".join(f"{p.split('.')[-1]}={v:g}" for p, v in values.items() if p.startswith(phase + "."))
+        own = values_label({p: v for p, v in values.items() if p.startswith(phase + ".")})
         names[phase] = config[phase]["learner"] + (f" [{own}]" if own else "")
     return names
+
+
+def pair_label(config: dict, k: int) -> str:
+    """Setting ``k`` as ``offline -> online`` with its values (:func:`learner_names`)."""
+    names = learner_names(config, k)
+    return f"{names['offline']} -> {names['online']}"
+
+
+def values_label(values: dict[str, float]) -> str:
+    """``field=value, ...`` of a setting's values (path -> value)."""
+    return ", ".join(f"{p.split('.')[-1]}={v:g}" for p, v in values.items())
 
 
 def setting_lanes(config: dict, k: int) -> dict[str, slice]:
