@@ -62,19 +62,24 @@ def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_
     )
 
 
+# Pendulum's SAC run (the dataset factory's recipe): evaluated every 1,000 steps, its actor kept
+# every episode (200 steps), since SAC goes from random to near-expert within about 1,000 steps.
+_PENDULUM_RUN = dict(train_steps=20_000, eval_every=1_000, snapshot_every=200)
+
 TASKS = {
-    # The first 3k steps of a SAC run on Pendulum-v1 (mostly random).
+    # Every transition of a SAC run on Pendulum-v1 up to its medium snapshot (a few thousand steps,
+    # mostly near-random).
     "pendulum": _task("smac_jax/pendulum/medium-replay-v0", "Pendulum-v1", "medium-replay", 100_000,
-                      train_steps=20_000, eval_every=1_000),
+                      **_PENDULUM_RUN),
     # A single medium policy (a third of the way from random to the SAC expert), 100k transitions.
     "pendulum-medium": _task("smac_jax/pendulum/medium-v0", "Pendulum-v1", "medium", 100_000,
-                             train_steps=20_000, eval_every=1_000, n_transitions=100_000),
+                             n_transitions=100_000, **_PENDULUM_RUN),
     # The default job: the same dataset, 10k offline updates + 10k online steps. The transfer drop's
     # window (the first 10% of the online phase, 1,000 steps) must hold evaluations after some
     # updates, so the online updates start after 500 steps (not 1,000) and it evaluates every 500.
     "quickstart": _task("smac_jax/pendulum/medium-v0", "Pendulum-v1", "medium", 100_000, budget=10_000,
                         eval_interval=1_000, online_eval_interval=500, learning_starts=500,
-                        train_steps=20_000, eval_every=1_000, n_transitions=100_000),
+                        n_transitions=100_000, **_PENDULUM_RUN),
     # Every transition of a SAC run on Hopper-v5 / Walker2d-v5 up to its medium snapshot.
     "hopper": _task("smac_jax/hopper/medium-replay-v0", "Hopper-v5", "medium-replay", 1_000_000,
                     train_steps=150_000, eval_every=10_000),

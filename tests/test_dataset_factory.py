@@ -13,8 +13,11 @@ SEED, STEPS, EVAL_EVERY, STARTS = 3, 300, 100, 100
 
 def test_factory_sac_run_records_the_stream_it_trained_on():
     learner, snaps, episodes, _ = dataset_factory._train_sac(
-        "Pendulum-v1", STEPS, EVAL_EVERY, 1, SEED, STARTS, {"hidden_dims": (16, 16), "batch_size": 16}, chunk=64)
-    assert [s[0] for s in snaps] == [100, 200, 300]
+        "Pendulum-v1", STEPS, EVAL_EVERY, 1, SEED, STARTS, {"hidden_dims": (16, 16), "batch_size": 16}, chunk=64,
+        snapshot_every=50)
+    # an actor every 50 steps, evaluated every 100
+    assert [s[0] for s in snaps] == [50, 100, 150, 200, 250, 300]
+    assert [s[1] is None for s in snaps] == [True, False] * 3
     # Training moved the actor between the first and the last snapshot.
     first, last = snaps[0][2].params["actor"], snaps[-1][2].params["actor"]
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(last)))
@@ -52,3 +55,79 @@ def test_the_medium_snapshot_and_its_overshoot_warning():
     assert med == (3000, 90.0) and "returns 90.0, 82% of the way" in warning and "now 1000" in warning
     # no snapshot reaches the target: the last one, below it
     assert medium_snapshot(snaps, 95.0, 100.0, 1000) == ((3000, 90.0), None)
+
+
+def test_the_medium_snapshot_is_refined_between_the_bracketing_evaluations():
+    from smac_jax.training.dataset_factory import medium_snapshot
+    # evaluated every 4 snapshots; the unevaluated ones' returns are known only to `evaluate`
+    truth = {1: 5.0, 2: 50.0, 3: 8.0, 4: 10.0, 5: 20.0, 6: 48.0, 7: 70.0, 8: 95.0}
+    snaps = [(k, truth[k] if k % 4 == 0 else None, f"actor{k}") for k in truth]
+    asked = []
+
+    def evaluate(snap):
+        asked.append(snap[0])
+        return truth[snap[0]]
+
+    # target 45: the evaluations bracket the crossing between 4 (10) and 8 (95); the first of 5, 6, 7
+    # at the target is 6. Snapshot 2 (50, before the last evaluation below the target) is not asked.
+    assert medium_snapshot(snaps, 45.0, 100.0, 1, evaluate) == ((6, 48.0, "actor6"), None)
+    assert asked == [5, 6]
+    # target 80: none of 5, 6, 7 reaches it; the bracketing evaluation (95) does, and overshoots
+    asked.clear()
+    med, warning = medium_snapshot(snaps, 80.0, 100.0, 1, evaluate)
+    assert med == (8, 95.0, "actor8") and asked == [5, 6, 7] and "now 1)" in warning
+    # the crossing before the first evaluation: every snapshot before it is a candidate
+    asked.clear()
+    assert medium_snapshot(snaps, 9.0, 100.0, 1, evaluate)[0] == (2, 50.0, "actor2") and asked == [1, 2]
+    # without `evaluate`, the evaluated snapshots only
+    assert medium_snapshot(snaps, 45.0, 100.0, 1)[0] == (8, 95.0, "actor8")
+
+
+class AimEnv(gym.Env):
+    """A contextual bandit SAC learns in a few hundred steps: aim the action (in [-2, 2]) at twice the
+    observation (in [-1, 1]); reward -(a - 2 o)^2; 20-step episodes."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.obs = self.np_random.uniform(-1, 1, (1,)).astype(np.float32)
+        return self.obs, {}
+
+    def step(self, action):
+        r = -float((action[0] - 2.0 * self.obs[0]) ** 2)
+        return self.reset()[0], r, False, False, {}
+
+
+def test_generate_writes_four_minari_datasets_cut_at_the_medium_snapshot(minari_store, capsys):
+    import minari
+    import pytest
+
+    from smac_jax.errors import DatasetError
+    from smac_jax.training.dataset_factory import KINDS, generate_datasets
+
+    if "FactoryAim-v0" not in gym.registry:
+        gym.register("FactoryAim-v0", entry_point=f"{__name__}:AimEnv", max_episode_steps=20)
+    kw = dict(seed=1, train_steps=600, eval_every=300, snapshot_every=100, eval_episodes=5, learning_starts=100,
+              n_transitions=200, namespace="factorytest", agent_overrides={"hidden_dims": (16, 16), "batch_size": 16})
+    ids = generate_datasets("FactoryAim-v0", **kw)
+    assert ids == {k: f"factorytest/factoryaim/{k}-v0" for k in KINDS}
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "medium snapshot at step" in ln)
+    med_step = int(line.split("medium snapshot at step ")[1].split()[0])
+    # The untrained actor (aiming at 0: return about -27 against about -53 for random actions) already
+    # reaches a third of the way to the expert: the refinement finds the kept actor at step 100,
+    # between the evaluations (at 300 and 600).
+    assert med_step == 100
+    sets = {k: minari.load_dataset(i) for k, i in ids.items()}
+    ref = {(d.storage.metadata["ref_min_score"], d.storage.metadata["ref_max_score"]) for d in sets.values()}
+    assert len(ref) == 1 and next(iter(ref))[1] > next(iter(ref))[0]
+    # medium-replay: the training stream up to the medium snapshot, and nothing after it
+    assert sets["medium-replay"].total_steps == med_step
+    assert f"medium snapshot at step {med_step}" in sets["medium-replay"].storage.metadata["description"]
+    for k in ("random", "medium", "expert"):  # whole 20-step episodes, at least n_transitions steps
+        assert sets[k].total_steps == 200
+    with pytest.raises(DatasetError, match="factorytest/factoryaim/random-v0 already exists"):
+        generate_datasets("FactoryAim-v0", kinds=["random"], **kw)
+    with pytest.raises(DatasetError, match="snapshot_every must be >= 1, got 0"):
+        generate_datasets("FactoryAim-v0", kinds=["random"], **{**kw, "snapshot_every": 0, "namespace": "x"})

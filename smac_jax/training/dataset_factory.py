@@ -6,7 +6,10 @@ real Minari datasets ``{namespace}/{env}/{kind}-v0``:
 * ``random``: a uniform-random policy;
 * ``medium``: the first training snapshot whose evaluation return reaches
   ``ref_min + medium_fraction * (ref_max - ref_min)`` (default a third of the way from the random
-  policy's return to the expert's, D4RL's "about a third of the expert");
+  policy's return to the expert's, D4RL's "about a third of the expert"). The run is evaluated
+  every ``eval_every`` steps and its actor kept every ``snapshot_every`` steps; the kept actors
+  between the last evaluation below the target and the first above it are evaluated in turn, so
+  the snapshot is found to within ``snapshot_every`` steps of where the run crossed the target;
 * ``medium-replay``: every transition of the training run up to that snapshot;
 * ``expert``: the final policy.
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import jax
@@ -36,6 +39,7 @@ from tqdm.auto import tqdm
 from smac_jax.data import replay
 from smac_jax.errors import DatasetError
 from smac_jax.learners import make_learner
+from smac_jax.learners.base import TrainState
 from smac_jax.training.online import make_act_step, make_online_loop
 from smac_jax.training.phases import chunk_ends
 from smac_jax.training.steps import unalias
@@ -191,9 +195,16 @@ class _TrainingEnv:
 
 
 def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: int, seed: int,
-               learning_starts: int, agent_overrides: dict | None, chunk: int = 1_000):
+               learning_starts: int, agent_overrides: dict | None, chunk: int = 1_000,
+               snapshot_every: int | None = None):
     """Online SAC on ``env_id`` with one seed, through the library's online loop (``chunk``
-    environment steps per dispatch); returns (learner, snapshots, episodes recorded, env)."""
+    environment steps per dispatch); returns (learner, snapshots, episodes recorded, env).
+
+    A snapshot ``(step, eval return or None, actor state)`` is kept every ``snapshot_every`` steps
+    (default ``eval_every``) and at the end; those at multiples of ``eval_every`` and the last are
+    evaluated, the others only on demand (:func:`medium_snapshot`). An actor state holds only the
+    actor's parameters, on the host."""
+    snapshot_every = snapshot_every or eval_every
     raw = gym.make(env_id)
     if not isinstance(raw.action_space, spaces.Box):
         raise DatasetError(f"the dataset factory needs a Box action space; {env_id} has {raw.action_space}")
@@ -208,18 +219,21 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     loops = {train: make_online_loop(learner, env, 1, 1, None, train) for train in (False, True)}
     actions = make_act_step(learner)(states, jnp.asarray(env.flat(env.obs))[None], seed_keys, 0)
     eval_env = gym.make(env_id)
-    snapshots = []  # (step, eval return, actor state)
+    snapshots = []  # (step, eval return or None, actor state)
     step = 0
     with tqdm(total=train_steps, desc=f"SAC on {env_id}", leave=False) as bar:
-        for end in chunk_ends(0, train_steps, chunk, (eval_every,), (learning_starts, train_steps)):
+        for end in chunk_ends(0, train_steps, chunk, (eval_every, snapshot_every), (learning_starts, train_steps)):
             loop = loops[step >= learning_starts]  # steps after learning_starts update
             states, buffers, actions, _ = loop(states, buffers, actions, None, seed_keys, step, end - step)
             bar.update(end - step)
             step = end
+            if step % eval_every and step % snapshot_every and step != train_steps:
+                continue
+            st = actor_state(jax.device_get(states.params["actor"]), lane=0)
+            ret = None
             if step % eval_every == 0 or step == train_steps:
-                st = jax.tree.map(lambda x: x[0], states)
                 ret = _evaluate(eval_env, _Policy(learner, st, obs_space, act_space, True), eval_episodes, seed + 7)
-                snapshots.append((step, ret, st))
+            snapshots.append((step, ret, st))
     episodes = env.episodes
     if env.cur["actions"]:
         env.cur["truncations"][-1] = True
@@ -227,17 +241,44 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     return learner, snapshots, episodes, raw
 
 
-def medium_snapshot(snaps: Sequence[tuple], target: float, ref_max: float, eval_every: int) -> tuple[tuple, str | None]:
-    """The medium snapshot: the first of ``snaps`` (``(step, eval return, ...)``, in step order)
-    whose return reaches ``target`` (else the last), and a warning when it overshoots, i.e. its
-    return is closer to the expert's ``ref_max`` than to the target: the training run improved
-    faster than the snapshots were taken, and the "medium" data would be near-expert."""
-    med = next((s for s in snaps if s[1] >= target), snaps[-1])
+def actor_state(actor, lane: int | None = None) -> TrainState:
+    """A train state holding only an actor's parameters (what ``learner.act`` reads), of lane
+    ``lane`` of a seed-stacked tree when given."""
+    if lane is not None:
+        actor = jax.tree.map(lambda x: x[lane], actor)
+    return TrainState(params={"actor": actor}, opt_state={}, step=np.zeros((), np.int32))
+
+
+def medium_snapshot(snaps: Sequence[tuple], target: float, ref_max: float, snapshot_every: int,
+                    evaluate: Callable[[tuple], float] | None = None) -> tuple[tuple, str | None]:
+    """The medium snapshot and a warning when it overshoots.
+
+    ``snaps`` are ``(step, eval return or None, ...)`` in step order, the last evaluated. The first
+    evaluated snapshot whose return reaches ``target`` brackets the crossing with the evaluated one
+    before it; the unevaluated snapshots in between are evaluated in order with ``evaluate``
+    (``snapshot -> return``) and the first that reaches the target is the medium one (else the
+    bracketing one; with no snapshot at the target, the last). The returned snapshot carries its
+    return. The warning says when its return is closer to the expert's ``ref_max`` than to the
+    target: the training run improved faster than the snapshots were taken (``snapshot_every``),
+    and the "medium" data would be near-expert."""
+    done = [i for i, s in enumerate(snaps) if s[1] is not None]
+    hit = next((i for i in done if snaps[i][1] >= target), None)
+    if hit is None:
+        med = snaps[done[-1]]
+    else:
+        med = snaps[hit]
+        before = max((i for i in done if i < hit), default=-1)
+        if evaluate is not None:
+            for s in snaps[before + 1:hit]:
+                ret = float(evaluate(s))
+                if ret >= target:
+                    med = (s[0], ret, *s[2:])
+                    break
     if ref_max > target and med[1] - target > 0.5 * (ref_max - target):
         share = 100.0 * (med[1] - target) / (ref_max - target)
         return med, (f"the first snapshot at or above the medium target ({target:.1f}) returns {med[1]:.1f}, "
                      f"{share:.0f}% of the way from the target to the expert: the medium data are closer to "
-                     f"expert than to medium; take snapshots more often (eval_every, now {eval_every})")
+                     f"expert than to medium; keep snapshots more often (snapshot_every, now {snapshot_every})")
     return med, None
 
 
@@ -247,6 +288,7 @@ def generate_datasets(
     seed: int = 0,
     train_steps: int = 100_000,
     eval_every: int = 5_000,
+    snapshot_every: int = 1_000,
     eval_episodes: int = 5,
     learning_starts: int = 1_000,
     n_transitions: int | None = None,
@@ -257,8 +299,16 @@ def generate_datasets(
 ) -> dict[str, str]:
     """Train SAC on ``env_id`` and write the requested dataset kinds; returns {kind: dataset id}.
 
-    ``n_transitions`` (default ``train_steps``) is the size of the rolled-out kinds.
+    ``n_transitions`` (default ``train_steps``) is the size of the rolled-out kinds. The run is
+    evaluated every ``eval_every`` steps; its actor is kept every ``snapshot_every`` steps (on the
+    host: ``train_steps / snapshot_every`` copies of the actor's parameters), and the snapshots
+    between the last evaluation below the medium target and the first above it are evaluated to
+    find the medium one.
     """
+    for name, v in (("train_steps", train_steps), ("eval_every", eval_every), ("snapshot_every", snapshot_every),
+                    ("eval_episodes", eval_episodes)):
+        if int(v) < 1:
+            raise DatasetError(f"dataset factory: {name} must be >= 1, got {v}")
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise DatasetError(f"unknown dataset kind(s) {bad}; the generator writes {list(KINDS)}")
@@ -272,7 +322,7 @@ def generate_datasets(
     n_transitions = n_transitions or train_steps
 
     learner, snaps, episodes, raw = _train_sac(env_id, train_steps, eval_every, eval_episodes, seed,
-                                               learning_starts, agent_overrides)
+                                               learning_starts, agent_overrides, snapshot_every=snapshot_every)
     obs_space, act_space = raw.observation_space, raw.action_space
     eval_env = gym.make(env_id)
     ref_min = _random_return(eval_env, max(eval_episodes, 10), seed + 11)
@@ -284,7 +334,9 @@ def generate_datasets(
             f"so normalised scores would be meaningless; nothing was written. Train the expert longer "
             f"(train_steps, now {train_steps}) or with other SAC settings (agent_overrides)")
     target = ref_min + medium_fraction * (ref_max - ref_min)
-    med, warning = medium_snapshot(snaps, target, ref_max, eval_every)
+    evaluate = lambda snap: _evaluate(eval_env, _Policy(learner, snap[2], obs_space, act_space, True),
+                                      eval_episodes, seed + 7)
+    med, warning = medium_snapshot(snaps, target, ref_max, snapshot_every, evaluate)
     print(f"[smac_jax] {env_id}: random return {ref_min:.1f}, expert return {ref_max:.1f}; medium snapshot "
           f"at step {med[0]} (eval return {med[1]:.1f}, target {target:.1f})")
     if warning:
