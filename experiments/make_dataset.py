@@ -5,6 +5,7 @@
 from absl import flags, logging
 
 from smac_jax.cli import fail, run_cli
+from smac_jax.data.dataset import load_dataset
 from smac_jax.training.dataset_factory import KINDS, generate_datasets
 from smac_jax.runtime import tune_host_allocator
 
@@ -39,7 +40,7 @@ def main(argv):
                             eval_every=_EVAL.value, snapshot_every=_SNAP.value, n_transitions=_N.value, medium_fraction=_FRAC.value,
                             namespace=_NS.value, overwrite=_OVERWRITE.value)
     for kind, i in ids.items():
-        print(f"{kind:>14}: {i}")
+        print(f"{kind:>14}: {i} ({load_dataset(i).describe()})")
 
 
 if __name__ == "__main__":

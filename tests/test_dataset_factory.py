@@ -127,7 +127,36 @@ def test_generate_writes_four_minari_datasets_cut_at_the_medium_snapshot(minari_
     assert f"medium snapshot at step {med_step}" in sets["medium-replay"].storage.metadata["description"]
     for k in ("random", "medium", "expert"):  # whole 20-step episodes, at least n_transitions steps
         assert sets[k].total_steps == 200
+    # describe(): the data's size and its episodes' normalised score, against minari's own episodes
+    from smac_jax.data.dataset import load_dataset
+    lo, hi = next(iter(ref))
+    scores = [100 * (float(np.sum(e.rewards)) - lo) / (hi - lo) for e in sets["medium"].iterate_episodes()]
+    assert load_dataset(ids["medium"]).describe() == (
+        f"200 transitions, 10 episodes, episodes scoring {np.mean(scores):.1f} on average, best {np.max(scores):.1f}")
     with pytest.raises(DatasetError, match="factorytest/factoryaim/random-v0 already exists"):
         generate_datasets("FactoryAim-v0", kinds=["random"], **kw)
     with pytest.raises(DatasetError, match="snapshot_every must be >= 1, got 0"):
         generate_datasets("FactoryAim-v0", kinds=["random"], **{**kw, "snapshot_every": 0, "namespace": "x"})
+
+
+def test_ensure_dataset_generates_a_missing_dataset_and_says_what_it_holds(minari_store, monkeypatch, capsys):
+    import ml_collections
+
+    from smac_jax.training import dataset_factory as df
+
+    made = []
+
+    def fake_generate(env_id, kinds, seed, **kw):  # the recipe's arguments reach the factory
+        made.append((env_id, tuple(kinds), seed, kw))
+        df.random_episodes_dataset(gym.make(env_id, max_episode_steps=10), "smac_jax/pendulum/medium-v0", 3,
+                                   ref_min_score=-100.0, ref_max_score=0.0)
+
+    monkeypatch.setattr(df, "generate_datasets", fake_generate)
+    dc = ml_collections.ConfigDict(dict(id="smac_jax/pendulum/medium-v0", generate=True, generate_env="Pendulum-v1",
+                                        generate_kind="medium", generate_seed=4, generate_kwargs={"train_steps": 7}))
+    df.ensure_dataset(dc)
+    assert made == [("Pendulum-v1", ("medium",), 4, {"train_steps": 7})]
+    out = capsys.readouterr().out
+    assert "[smac_jax] dataset 'smac_jax/pendulum/medium-v0': 30 transitions, 3 episodes, episodes scoring" in out
+    df.ensure_dataset(dc)  # now local: nothing generated
+    assert len(made) == 1

@@ -171,6 +171,16 @@ class OfflineDataset:
         returns[episode[first]] = np.asarray(t.traj_return)[first]
         return returns
 
+    def describe(self) -> str:
+        """One line on what the data holds: transitions, episodes and the episodes' normalised score
+        (mean, best; raw returns where the dataset has no reference scores)."""
+        rets = self.episode_returns()
+        head = f"{self.transitions.obs.shape[0]:,} transitions, {self.n_episodes:,} episodes"
+        if self.ref_min_score is None or self.ref_max_score is None:
+            return f"{head}, episode return {rets.mean():.1f} on average, best {rets.max():.1f}"
+        scores = normalized_score(rets, self.ref_min_score, self.ref_max_score)
+        return f"{head}, episodes scoring {scores.mean():.1f} on average, best {scores.max():.1f}"
+
     def top_n_episodes(self, n: int) -> Transitions:
         """The transitions of the ``n`` highest-return episodes (ACA's ``top_n`` replay init).
 

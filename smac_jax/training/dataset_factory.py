@@ -385,7 +385,7 @@ def generate_datasets(
 def ensure_dataset(dataset_config) -> None:
     """Generate the configured dataset if it is not local and ``dataset.generate`` is set (an
     announced step of the launch scripts; ``pipeline.run`` itself only loads)."""
-    from smac_jax.data.dataset import list_local_datasets
+    from smac_jax.data.dataset import list_local_datasets, load_dataset
 
     dc = dataset_config
     if dc.id in list_local_datasets() or not dc.generate:
@@ -397,3 +397,4 @@ def ensure_dataset(dataset_config) -> None:
     print(f"[smac_jax] dataset {dc.id!r} is not local: generating it from {dc.generate_env} "
           f"(SAC trained {dc.generate_kwargs.get('train_steps', 100_000)} steps, seed {dc.generate_seed}) ...")
     generate_datasets(dc.generate_env, kinds=[dc.generate_kind], seed=dc.generate_seed, **dict(dc.generate_kwargs))
+    print(f"[smac_jax] dataset {dc.id!r}: {load_dataset(dc.id).describe()}")
