@@ -85,6 +85,13 @@ def _evaluate(env: gym.Env, policy, episodes: int, seed: int) -> float:
     return float(np.mean(rets))
 
 
+def _snapshot_return(learner, env: gym.Env, state, episodes: int, seed: int) -> float:
+    """A training snapshot's evaluation return: its deterministic actor on ``episodes`` episodes
+    from the run's evaluation seeds (the same for every snapshot, so returns compare)."""
+    policy = _Policy(learner, state, env.observation_space, env.action_space, True)
+    return _evaluate(env, policy, episodes, seed + 7)
+
+
 def _random_return(env: gym.Env, episodes: int, seed: int) -> float:
     env.action_space.seed(seed)
     return _evaluate(env, lambda o, k: env.action_space.sample(), episodes, seed)
@@ -229,10 +236,10 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
             step = end
             if step % eval_every and step % snapshot_every and step != train_steps:
                 continue
-            st = actor_state(jax.device_get(states.params["actor"]), lane=0)
+            st = actor_state(jax.tree.map(lambda x: np.asarray(x[0]), states.params["actor"]))
             ret = None
             if step % eval_every == 0 or step == train_steps:
-                ret = _evaluate(eval_env, _Policy(learner, st, obs_space, act_space, True), eval_episodes, seed + 7)
+                ret = _snapshot_return(learner, eval_env, st, eval_episodes, seed)
             snapshots.append((step, ret, st))
     episodes = env.episodes
     if env.cur["actions"]:
@@ -241,11 +248,8 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     return learner, snapshots, episodes, raw
 
 
-def actor_state(actor, lane: int | None = None) -> TrainState:
-    """A train state holding only an actor's parameters (what ``learner.act`` reads), of lane
-    ``lane`` of a seed-stacked tree when given."""
-    if lane is not None:
-        actor = jax.tree.map(lambda x: x[lane], actor)
+def actor_state(actor) -> TrainState:
+    """A train state holding only an actor's parameters (what ``learner.act`` reads)."""
     return TrainState(params={"actor": actor}, opt_state={}, step=np.zeros((), np.int32))
 
 
@@ -334,8 +338,7 @@ def generate_datasets(
             f"so normalised scores would be meaningless; nothing was written. Train the expert longer "
             f"(train_steps, now {train_steps}) or with other SAC settings (agent_overrides)")
     target = ref_min + medium_fraction * (ref_max - ref_min)
-    evaluate = lambda snap: _evaluate(eval_env, _Policy(learner, snap[2], obs_space, act_space, True),
-                                      eval_episodes, seed + 7)
+    evaluate = lambda snap: _snapshot_return(learner, eval_env, snap[2], eval_episodes, seed)
     med, warning = medium_snapshot(snaps, target, ref_max, snapshot_every, evaluate)
     print(f"[smac_jax] {env_id}: random return {ref_min:.1f}, expert return {ref_max:.1f}; medium snapshot "
           f"at step {med[0]} (eval return {med[1]:.1f}, target {target:.1f})")
