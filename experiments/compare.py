@@ -20,7 +20,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 
 from smac_jax.cli import apply_override, run_cli  # noqa: E402
-from smac_jax.analysis.compare import load_labelled, offline_table, plot_runs, table  # noqa: E402
+from smac_jax.analysis.landscape import LandscapeInputError  # noqa: E402
+from smac_jax.errors import SmacJaxError  # noqa: E402
+from smac_jax.analysis.compare import drop_noise, load_labelled, offline_table, plot_runs, table  # noqa: E402
 from smac_jax.runtime import tune_host_allocator  # noqa: E402
 from smac_jax.training.dataset_factory import ensure_dataset  # noqa: E402
 from smac_jax.training.pipeline import run  # noqa: E402
@@ -37,6 +39,38 @@ _RESUME = flags.DEFINE_bool("resume", True, "Resume/skip runs that already have 
 _ONLY_REPORT = flags.DEFINE_bool("only_report", False, "Only write the page from existing runs.")
 _OFFLINE_ONLY = flags.DEFINE_string("offline_table", None, "Write an offline-score table relative to this "
                                     "learner (e.g. bc) instead of the transfer table; use with online.steps=0.")
+_NOISE = flags.DEFINE_integer("noise_episodes", 50, "Evaluate each run's final offline actor over this many episodes "
+                              "and add to the table how often its drop column would exceed 5 for a policy that "
+                              "did not change (evaluation noise alone); 0 = off.")
+
+
+_NOISE_NOTE = """
+The drop is the last offline evaluation minus the lowest online evaluation in the first 10% of the
+online phase, each the mean of {per_eval} episodes from different start states. The last column
+is what evaluation noise alone produces on that schedule: each run's final offline actor evaluated
+over {episodes} more episodes, its evaluations resampled, and the share of draws with a drop above 5
+although the policy never changed. Where that share is large, a drop in this table does not show
+that the policy got worse; `experiments/transfer_check.py` measures it on common start states
+(docs/analysis.md, "Is the drop real?").
+"""
+
+
+def _noise(runs: dict) -> dict:
+    """drop_noise per run that has an online phase ({} with --noise_episodes=0)."""
+    if _NOISE.value <= 0:
+        return {}
+    out = {}
+    logging.set_verbosity(logging.ERROR)  # orbax warns about every checkpoint's optional metadata file
+    try:
+        for label, r in runs.items():
+            if r["config"]["online"]["steps"] > 0:
+                print(f"[compare] {label}: evaluation noise of the drop ({_NOISE.value} episodes per seed)", flush=True)
+                out[label] = drop_noise(r, _NOISE.value)
+    except LandscapeInputError as e:
+        raise SmacJaxError(f"--noise_episodes: {e}") from None
+    finally:
+        logging.set_verbosity(logging.WARNING)
+    return out
 
 
 def main(argv):
@@ -69,7 +103,10 @@ def main(argv):
             if _OFFLINE_ONLY.value:
                 f.write(offline_table({k.split(" ->")[0]: v for k, v in runs.items()}, _OFFLINE_ONLY.value) + "\n")
             else:
-                f.write(table(runs) + "\n")
+                noise = _noise(runs)
+                f.write(table(runs, noise) + "\n")
+                if noise:
+                    f.write(_NOISE_NOTE.format(episodes=_NOISE.value, per_eval=any_cfg["eval"]["episodes"]))
         print(open(page).read())
 
 

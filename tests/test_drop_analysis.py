@@ -101,6 +101,52 @@ def test_transfer_check_command_line(tmp_path, make_tiny_config, minari_store):
         "online.ckpt_every"]
 
 
+def test_compare_page_states_the_drop_noise(tmp_path, make_tiny_config, minari_store):
+    """experiments/compare.py's last column: per seed, null_drop of the final offline actor's episode
+    scores on the run's own schedule. The scores are recomputed with gymnasium and a float64 NumPy
+    forward pass of the saved actor, from the start states the column uses (reset seeds 1e6 + e)."""
+    import jax
+    from np_reference import np_episode, np_gaussian
+
+    from smac_jax.analysis import landscape as ls
+    from smac_jax.data.dataset import load_dataset_from_config
+
+    config = make_tiny_config("sac", "sac")
+    wd = str(tmp_path / "root" / "sac-sac")
+    pipeline.run(config, wd, progress=False)
+    _, _, params = ls.load_params(wd, "offline", None, ("actor",))
+    dataset = load_dataset_from_config(config.dataset)
+    lo, hi = dataset.ref_min_score, dataset.ref_max_score
+    on_steps, _ = MetricsLog(os.path.join(wd, "metrics.jsonl")).evaluations("online", "eval_score")
+    n_early = int((on_steps <= 0.1 * config.online.steps).sum())
+    episodes, expected = 4, []
+    for i in range(config.n_seeds):
+        actor = jax.tree.map(lambda x: x[i], params["actor"])
+        policy = lambda o: np.tanh(np_gaussian(actor, o[None])[0])[0]  # noqa: E731
+        scores = []
+        for e in range(episodes):
+            env_ = dataset.make_env()
+            scores.append(100.0 * (np_episode(env_, policy, 1_000_000 + e, 1.0)[1] - lo) / (hi - lo))
+            env_.close()
+        expected.append(null_drop(np.array(scores), config.eval.episodes, n_early, 5.0, seed=i).rate)
+    page = tmp_path / "page.md"
+    args = [f"--root={tmp_path / 'root'}", "--offline=sac", "--online=sac", "--only_report", f"--page={page}"]
+    proc = run_script("compare.py", args + [f"--noise_episodes={episodes}"], minari_store, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = open(page).read().splitlines()
+    header, (row,) = lines[[i for i, ln in enumerate(lines) if ln.startswith("| run |")][0]], \
+        [ln for ln in lines if ln.startswith("| sac -> sac |")]
+    assert header.endswith("| P(drop > 5) if the policy had not changed (per seed) |")
+    got = [float(x) for x in row.rstrip(" |").split(" | ")[-1].split(", ")]
+    assert got == pytest.approx(expected, abs=0.006)  # printed to two decimals
+    assert any("although the policy never changed" in ln for ln in lines)
+    # off: the table as before
+    proc = run_script("compare.py", args + ["--noise_episodes=0"], minari_store, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = open(page).read()
+    assert "if the policy had not changed" not in text and "| sac -> sac |" in text
+
+
 def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_store):
     """continue_offline.py continues the checked run's offline phase past its hand-over (step 200);
     transfer_check --continuation evaluates it at the hand-over and at its offline checkpoints within

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from smac_jax.analysis.drop import NullDrop, null_drop
 from smac_jax.errors import SmacJaxError
 from smac_jax.training.logger import MetricsLog
 from smac_jax.training.vmap_sweep import is_swept, pair_label, setting_dirs
@@ -20,7 +21,8 @@ def load_run(workdir: str) -> dict:
                            f"outputs are a run of their own: {os.path.join(workdir, 'settings', '<k>')}")
     with open(os.path.join(workdir, "config.json")) as f:
         config = json.load(f)
-    return {"summary": summary, "config": config, "log": MetricsLog(os.path.join(workdir, "metrics.jsonl"))}
+    return {"summary": summary, "config": config, "log": MetricsLog(os.path.join(workdir, "metrics.jsonl")),
+            "workdir": workdir}
 
 
 def load_labelled(workdir: str) -> dict[str, dict]:
@@ -83,9 +85,37 @@ def plot_runs(runs: dict[str, dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def table(runs: dict[str, dict]) -> str:
+def drop_noise(run: dict, episodes: int = 50, eval_seed: int = 1_000_000, threshold: float = 5.0) -> list[NullDrop]:
+    """Per seed: the transfer drop the run's own protocol would report had the policy not changed
+    after the hand-over (:func:`smac_jax.analysis.drop.null_drop`). The run's final offline actor is
+    evaluated over ``episodes`` episodes (episode ``e`` from reset seed ``eval_seed + e``), and its
+    evaluations are resampled on the run's schedule: ``eval.episodes`` episodes per evaluation, as
+    many online evaluations as fall in the drop's window (the first 10% of the online steps, the
+    one at hand-over included). ``rate`` is then how often a drop above ``threshold`` is reported
+    for a policy that did not change: the false-alarm rate of the run's "smooth" column."""
+    from smac_jax.analysis import landscape as ls
+
+    config, s = run["config"], run["summary"]
+    on_steps, _ = run["log"].evaluations("online", s["metric"])
+    n_early = int((on_steps <= 0.1 * config["online"]["steps"]).sum())
+    if n_early == 0:
+        raise SmacJaxError(f"{run['workdir']}: no online evaluation in the drop's window")
+    env_fn, value, _ = ls.evaluation_environment({run["workdir"]: config})
+    learner, (actor,) = ls.common_actors([ls.load_actor(run["workdir"], "offline")])
+    scores = value(ls.evaluate_stacked(learner, actor, env_fn, episodes, eval_seed))  # (seeds, episodes)
+    return [null_drop(scores[i], config["eval"]["episodes"], n_early, threshold, seed=i)
+            for i in range(scores.shape[0])]
+
+
+def table(runs: dict[str, dict], noise: dict[str, list[NullDrop]] | None = None) -> str:
+    """Scores and transfer drops per run (mean ± s.e. over seeds; drops per seed). With ``noise``
+    (:func:`drop_noise` per run label) a last column: per seed, how often a drop above the
+    threshold would be reported had the policy not changed."""
     rows = ["| run | offline final | online final | transfer drop (per seed) | mean drop | smooth (<= 5) |",
             "|---|---|---|---|---|---|"]
+    if noise:
+        t = next(iter(noise.values()))[0].threshold
+        rows = [rows[0] + f" P(drop > {t:g}) if the policy had not changed (per seed) |", rows[1] + "---|"]
     for label, run in runs.items():
         s = run["summary"]
         off = np.asarray(s.get("offline_final", [np.nan]))
@@ -96,6 +126,8 @@ def table(runs: dict[str, dict]) -> str:
             f"| {label} | {off.mean():.1f} ± {se(off):.1f} | {on.mean():.1f} ± {se(on):.1f} | "
             f"{', '.join(f'{d:.1f}' for d in drops)} | {np.mean(drops):.1f} | "
             f"{sum(d <= 5 for d in drops)}/{len(drops)} |"
+            + ((f" {', '.join(f'{n.rate:.2f}' for n in noise[label])} |" if label in noise else " - |")
+               if noise else "")
         )
     return "\n".join(rows)
 
