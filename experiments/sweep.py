@@ -11,6 +11,9 @@ fine-tuned by every online learner; seeds vmapped inside each run (docs/sweeps.m
     python experiments/sweep.py ... --set=vmap_sweep="online.agent.actor_lr=1e-4,3e-4"
     # or of the offline learner (the pretrain runs them; every fine-tune continues its lanes):
     python experiments/sweep.py ... --set=vmap_sweep="offline.agent.cql_alpha=1,5,10"
+    # other online settings from the same offline phases, in a root of their own:
+    python experiments/sweep.py ... --root=runs/sweep-mix --pretrain_from=runs/sweep \
+        --set=online.replay.init=mix
 
 Run the same command again to resume: finished runs are skipped, interrupted ones continued.
 Then: python experiments/report.py --root=runs/sweep
@@ -38,6 +41,9 @@ _SEEDS = flags.DEFINE_integer("n_seeds", 3, "Seeds per run (vmapped inside the r
 _SET = flags.DEFINE_multi_string("set", [], "Overrides KEY=VALUE applied to every run's config.")
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run the i-th of n parts of the grid.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+_PRETRAIN_FROM = flags.DEFINE_string("pretrain_from", None, "Another sweep's root: start from a copy of its finished "
+                                     "pretrains (same offline settings) instead of running them again, e.g. to "
+                                     "fine-tune with other online settings in a root of their own.")
 
 
 def config_fn(task: str, offline: str, online: str):
@@ -52,7 +58,8 @@ def main(argv):
     if unknown:
         raise ConfigError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(o2o_configs.TASKS)}")
     records = run_sweep(_TASKS.value, _OFF.value, _ON.value, _ROOT.value, config_fn, n_seeds=_SEEDS.value,
-                        overrides=_SET.value, shard=parse_shard(_SHARD.value), progress=_PROGRESS.value)
+                        overrides=_SET.value, shard=parse_shard(_SHARD.value), progress=_PROGRESS.value,
+                        pretrain_from=_PRETRAIN_FROM.value)
     print(f"[sweep] {len(records)} runs done in {_ROOT.value}; report: python experiments/report.py --root={_ROOT.value}")
 
 

@@ -219,3 +219,25 @@ def test_an_override_of_an_online_learners_own_field_reuses_a_pretrain_made_with
     assert stored["online"]["agent"]["policy_delay"] == 3
     with pytest.raises(ConfigError, match="no field 'online.agent.nope'"):
         sweep(tmp_path / "other", config_fn, overrides=["online.agent.nope=1"])
+
+
+def test_a_sweep_starts_from_another_roots_pretrain(reference, config_fn, tmp_path):
+    """pretrain_from: the pretrain is copied from the other root, nothing offline runs again, and the
+    fine-tune is byte-identical to the one of the original sweep; a root without a finished pretrain
+    or other offline settings is refused before anything is written."""
+    root = tmp_path / "other"
+    counter = {}
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()):
+        count_calls(mp, phases, "make_offline_step", counter)
+        records = run_sweep([TASK], [OFF], ("sac",), str(root), config_fn, progress=False,
+                            pretrain_from=str(reference["root"]))
+    assert [r["status"] for r in records] == ["skipped", "ran"] and "make_offline_step" not in counter
+    for d in run_dirs(root)[:2]:
+        rel = os.path.relpath(d, root)
+        assert (read(os.path.join(d, "metrics.jsonl")), read(os.path.join(d, "summary.json"))) == reference["files"][rel]
+    with pytest.raises(ConfigError, match="holds no finished pretrain"):
+        sweep(tmp_path / "third", config_fn, pretrain_from=str(tmp_path / "nothing"))
+    with pytest.raises(ConfigError, match=r"offline settings differ from the pretrain's \(offline.steps\)"):
+        sweep(tmp_path / "third", config_fn, pretrain_from=str(reference["root"]), overrides=["offline.steps=100"])
+    assert not os.path.exists(tmp_path / "third")
+

@@ -180,11 +180,14 @@ def _has_field(config, key: str) -> bool:
 
 def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str], root: str, config_fn: ConfigFn,
               *, n_seeds: int | None = None, overrides: Sequence[str] = (), shard: tuple[int, int] = (0, 1),
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, pretrain_from: str | None = None) -> list[dict]:
     """Run this shard's part of the grid ``tasks x offline x online`` under ``root``.
 
     ``config_fn(task, offline, online)`` builds a run's config; ``n_seeds`` (when given) and the
     ``overrides`` (``KEY=VALUE``, :func:`smac_jax.cli.apply_override`) are applied to every one.
+    ``pretrain_from``: another sweep's root; a group without a pretrain under ``root`` starts from a
+    copy of that root's finished pretrain (its offline settings must be this sweep's), so fine-tunes
+    with other online settings (replay, learning starts, ...) reuse one offline phase.
     Returns one record per run (pretrains included): task, offline, online (None for a pretrain),
     workdir, status ("skipped", "resumed", "ran" or "failed: ..."), summary. A run that diverges or
     cannot be handed over is recorded as failed and the sweep goes on; the other errors stop it.
@@ -204,11 +207,19 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
 
     mine = groups(tasks, offline, shard)
     plan = {}  # every config built and checked before anything runs
+    copies = []  # (source, destination) pretrains to copy from pretrain_from
     for task, off in mine:
         configs = {on: make(task, off, on) for on in online}
         pre_dir = os.path.join(root, task, off, PRETRAIN)
         pre_cfg = pretrain_config(configs[online[0]])
         stored = _read_json(os.path.join(pre_dir, "config.json"))
+        if pretrain_from and stored is None:
+            src = os.path.join(pretrain_from, task, off, PRETRAIN)
+            if _read_json(os.path.join(src, "summary.json")) is None:
+                raise ConfigError(f"pretrain_from: {src} holds no finished pretrain")
+            stored = _read_json(os.path.join(src, "config.json"))
+            check_offline_parts(stored, pre_cfg, f"the pretrain in {src}")
+            copies.append((src, pre_dir))
         if stored is not None:
             check_offline_parts(stored, pre_cfg, f"the pretrain in {pre_dir}")
             if stored["online"]["learner"] != online[0]:  # made by a sweep with other online learners
@@ -223,6 +234,10 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
             check_offline_parts(pre_cfg, c, f"{task} {off}->{on}")
             check_stored(os.path.join(root, task, f"{off}-{on}"), c)
         plan[task, off] = pre_dir, pre_cfg, configs
+    for src, dst in copies:  # built beside, renamed into place: a pretrain exists only when whole
+        shutil.rmtree(dst + ".copying", ignore_errors=True)
+        shutil.copytree(src, dst + ".copying")
+        os.rename(dst + ".copying", dst)
     bar = tqdm(total=len(mine) * (1 + len(online)), disable=not progress, unit="run", desc="sweep",
                dynamic_ncols=True)
     records: list[dict] = []
