@@ -17,7 +17,8 @@ Save online checkpoints inside the window for the paired drop, e.g. a run with
 offline training past their hand-over (their pretrain copied, with a larger ``offline.steps`` and
 offline checkpoints inside the window). Its offline actors after the hand-over, up to as many
 updates as the online window holds (window - learning_starts), are evaluated on the same start
-states: the drop that continuing offline for the same number of updates would have caused. A
+states: the drop that continuing offline for the same number of updates would have caused (for
+runs with different ``learning_starts``, one such drop per number of updates). A
 transfer drop no larger than this one is not caused by going online.
 
     python experiments/transfer_check.py --workdirs=runs/sweep/hopper/smac-sac --episodes=50 --out=runs/check
@@ -112,29 +113,42 @@ def _check(wd: str, label: str | None, env_fn, value, value_name: str) -> dict:
 
 def _control(wd: str, checked: list[dict], configs: dict, env_fn, value) -> dict:
     """The paired drop of the continued offline phase of ``wd`` over the checked runs' window
-    (``configs``: every run's config by workdir)."""
+    (``configs``: every run's config by workdir). Each checked run's window holds ``window_steps -
+    learning_starts`` updates; the control covers the largest of these, and where the runs differ
+    (``by_updates``) also each smaller one, over the checkpoints within it."""
     cfgs = [configs[r["workdir"]] for r in checked]
     handover = {c["offline"]["steps"] for c in cfgs}
-    updates = {r["window_steps"] - c["online"]["learning_starts"] for r, c in zip(checked, cfgs)}
-    if len(handover) != 1 or len(updates) != 1:
-        raise ls.LandscapeInputError("--continuation: the checked runs differ in their hand-over step or in the "
-                                     "updates their window holds; check them separately")
-    h, u = handover.pop(), updates.pop()
-    if u < 1:
-        raise ls.LandscapeInputError(f"--continuation: the window holds no online update ({u})")
+    if len(handover) != 1:
+        raise ls.LandscapeInputError("--continuation: the checked runs differ in their hand-over step; check them "
+                                     "separately")
+    h = handover.pop()
+    per_run = [r["window_steps"] - c["online"]["learning_starts"] for r, c in zip(checked, cfgs)]
+    for r, n in zip(checked, per_run):
+        if n < 1:
+            raise ls.LandscapeInputError(f"--continuation: the window of {r['workdir']} holds no online update ({n})")
+        r["control_updates"] = n
+    u = max(per_run)
     saved = ls.checkpoint_steps(wd, "offline")
     steps = [s for s in saved if h < s <= h + u]
-    if h not in saved or not steps:
+    if h not in saved or not steps or steps[0] > h + min(per_run):
         raise ls.LandscapeInputError(f"--continuation: {wd} needs offline checkpoints at the hand-over ({h}) and "
-                                     f"within {u} updates after it (saved: {saved})")
+                                     f"within {min(per_run)} updates after it (saved: {saved})")
     learner, actors = ls.common_actors([ls.load_actor(wd, "offline", s) for s in [h] + steps])
     scores = np.stack([value(ls.evaluate_stacked(learner, a, env_fn, _EPISODES.value, _EVAL_SEED.value))
                        for a in actors])
     pd = paired_drop(scores[0], scores[1:])
-    return {"workdir": wd, "handover_step": h, "updates": u, "checkpoint_steps": [h] + steps,
-            "mean_scores": np.concatenate([pd.offline[None], pd.means]).tolist(),
-            "paired_drop": pd.drop.tolist(), "paired_se": pd.se.tolist(),
-            "paired_worst_step": [steps[i] for i in pd.worst]}
+    out = {"workdir": wd, "handover_step": h, "updates": u, "checkpoint_steps": [h] + steps,
+           "mean_scores": np.concatenate([pd.offline[None], pd.means]).tolist(),
+           "paired_drop": pd.drop.tolist(), "paired_se": pd.se.tolist(),
+           "paired_worst_step": [steps[i] for i in pd.worst]}
+    if len(set(per_run)) > 1:
+        out["by_updates"] = {}
+        for n in sorted(set(per_run)):
+            k = sum(s <= h + n for s in steps)
+            sub = paired_drop(scores[0], scores[1:1 + k])
+            out["by_updates"][str(n)] = {"paired_drop": sub.drop.tolist(), "paired_se": sub.se.tolist(),
+                                         "paired_worst_step": [steps[i] for i in sub.worst]}
+    return out
 
 
 def _plot(results: list[dict], control: dict | None, value_name: str, out: str) -> None:
@@ -210,11 +224,14 @@ def main(argv):
                   f"{r['paired_worst_step'][i]}) | unchanged policy: P(protocol drop > {_THRESHOLD.value:g}) = "
                   f"{r['null_drop_rate'][i]:.2f}")
     if control is not None:
-        print(f"control: the offline phase continued for {control['updates']} updates after the hand-over "
-              f"(step {control['handover_step']}), {_EPISODES.value} common episodes:")
-        for i in range(len(control["paired_drop"])):
-            print(f"  seed {i}: paired drop {control['paired_drop'][i]:5.1f} +- {control['paired_se'][i]:.1f} "
-                  f"(worst at offline step {control['paired_worst_step'][i]})")
+        for n, c in (control.get("by_updates") or {str(control["updates"]): control}).items():
+            runs_n = ", ".join(r["label"] for r in results if r["control_updates"] == int(n))
+            print(f"control: the offline phase continued for {n} updates after the hand-over "
+                  f"(step {control['handover_step']}), {_EPISODES.value} common episodes"
+                  + (f" (the window of {runs_n})" if "by_updates" in control else "") + ":")
+            for i in range(len(c["paired_drop"])):
+                print(f"  seed {i}: paired drop {c['paired_drop'][i]:5.1f} +- {c['paired_se'][i]:.1f} "
+                      f"(worst at offline step {c['paired_worst_step'][i]})")
 
 
 if __name__ == "__main__":

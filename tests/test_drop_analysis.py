@@ -2,6 +2,7 @@
 scores with known answers, and the experiments/transfer_check.py command line on a tiny real run."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -177,6 +178,25 @@ def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_
     # the same offline training up to the hand-over: the same actor, the same start states
     assert m[0] == pytest.approx(r["mean_scores"][0], rel=1e-5)
     assert c["paired_drop"] == pytest.approx(np.maximum(0, m[0] - m[1:].min(0)))
+    assert "by_updates" not in c
+    # a second run whose window holds fewer updates (learning starts at 70: 50 updates, checkpoint 250 only):
+    # the control per number of updates, each over the continuation's checkpoints within it
+    late = str(tmp_path / "late")
+    shutil.copytree(wd, late)
+    stored["online"]["learning_starts"] = 70
+    json.dump(stored, open(os.path.join(late, "config.json"), "w"))
+    out2 = tmp_path / "out2"
+    proc = run_script("transfer_check.py", [f"--workdirs={wd},{late}", "--labels=early,late", f"--out={out2}",
+                                            "--episodes=3", "--window_steps=120", f"--continuation={cont}"],
+                      minari_store)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    c2 = json.load(open(out2 / "continuation_control.json"))
+    assert c2["updates"] == 100 and c2["checkpoint_steps"] == [200, 250, 300]
+    assert np.asarray(c2["mean_scores"]) == pytest.approx(m)
+    assert c2["by_updates"]["100"]["paired_drop"] == pytest.approx(c["paired_drop"])
+    assert c2["by_updates"]["50"]["paired_drop"] == pytest.approx(np.maximum(0, m[0] - m[1]))
+    assert c2["by_updates"]["50"]["paired_worst_step"] == [250] * m.shape[1]
+    assert "for 50 updates after the hand-over (step 200), 3 common episodes (the window of late)" in proc.stdout
     # a continuation without offline checkpoints inside the window: one line, exit status 2
     proc = run_script("transfer_check.py", args + [f"--continuation={wd}"], minari_store)
     assert proc.returncode == 2
