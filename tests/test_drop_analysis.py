@@ -151,7 +151,8 @@ def test_compare_page_states_the_drop_noise(tmp_path, make_tiny_config, minari_s
 def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_store):
     """continue_offline.py continues the checked run's offline phase past its hand-over (step 200);
     transfer_check --continuation evaluates it at the hand-over and at its offline checkpoints within
-    the window's updates (window 120 - learning_starts 20 = 100: steps 250 and 300, not 350)."""
+    the window's updates (window 120 - learning_starts 20 = 100: steps 250 and 300, not 350), and for a
+    run with fewer updates in its window over the checkpoints within those."""
     wd, cont = str(tmp_path / "run"), str(tmp_path / "cont")
     pipeline.run(make_tiny_config("sac", "sac"), wd, progress=False)
     # a run made before a config field existed: the continuation gives that field its default
@@ -166,37 +167,31 @@ def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_
     rows = [json.loads(line) for line in open(os.path.join(cont, "metrics.jsonl"))]
     assert sorted({r["step"] for r in rows if r["phase"] == "offline"}) == [50, 100, 150, 200, 250, 300, 350]
     assert not os.path.exists(os.path.join(wd, "checkpoints", "offline", "250"))  # the source is untouched
+    # with a second run whose window holds fewer updates (a copy with learning starts at 70: 50 updates,
+    # checkpoint 250 only): the control over 100 updates, and per number of updates over the checkpoints within it
+    late = str(tmp_path / "late")
+    shutil.copytree(wd, late)
+    json.dump({**stored, "online": {**stored["online"], "learning_starts": 70}},
+              open(os.path.join(late, "config.json"), "w"))
     out = tmp_path / "out"
     args = [f"--workdirs={wd}", f"--out={out}", "--episodes=3", "--window_steps=120"]
-    proc = run_script("transfer_check.py", args + [f"--continuation={cont}"], minari_store)
+    proc = run_script("transfer_check.py", [f"--workdirs={wd},{late}", "--labels=early,late", f"--out={out}",
+                                            "--episodes=3", "--window_steps=120", f"--continuation={cont}"],
+                      minari_store)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "control: the offline phase continued for 100 updates after the hand-over (step 200)" in proc.stdout
-    (r,) = json.load(open(out / "transfer_check.json"))
+    assert ("control: the offline phase continued for 100 updates after the hand-over (step 200), 3 common "
+            "episodes (the window of early)") in proc.stdout
+    assert "for 50 updates after the hand-over (step 200), 3 common episodes (the window of late)" in proc.stdout
+    r, _ = json.load(open(out / "transfer_check.json"))
     c = json.load(open(out / "continuation_control.json"))
     assert c["handover_step"] == 200 and c["updates"] == 100 and c["checkpoint_steps"] == [200, 250, 300]
     m = np.asarray(c["mean_scores"])
     # the same offline training up to the hand-over: the same actor, the same start states
     assert m[0] == pytest.approx(r["mean_scores"][0], rel=1e-5)
     assert c["paired_drop"] == pytest.approx(np.maximum(0, m[0] - m[1:].min(0)))
-    assert "by_updates" not in c
-    # a second run whose window holds fewer updates (learning starts at 70: 50 updates, checkpoint 250 only):
-    # the control per number of updates, each over the continuation's checkpoints within it
-    late = str(tmp_path / "late")
-    shutil.copytree(wd, late)
-    stored["online"]["learning_starts"] = 70
-    json.dump(stored, open(os.path.join(late, "config.json"), "w"))
-    out2 = tmp_path / "out2"
-    proc = run_script("transfer_check.py", [f"--workdirs={wd},{late}", "--labels=early,late", f"--out={out2}",
-                                            "--episodes=3", "--window_steps=120", f"--continuation={cont}"],
-                      minari_store)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    c2 = json.load(open(out2 / "continuation_control.json"))
-    assert c2["updates"] == 100 and c2["checkpoint_steps"] == [200, 250, 300]
-    assert np.asarray(c2["mean_scores"]) == pytest.approx(m)
-    assert c2["by_updates"]["100"]["paired_drop"] == pytest.approx(c["paired_drop"])
-    assert c2["by_updates"]["50"]["paired_drop"] == pytest.approx(np.maximum(0, m[0] - m[1]))
-    assert c2["by_updates"]["50"]["paired_worst_step"] == [250] * m.shape[1]
-    assert "for 50 updates after the hand-over (step 200), 3 common episodes (the window of late)" in proc.stdout
+    assert c["by_updates"]["100"]["paired_drop"] == pytest.approx(c["paired_drop"])
+    assert c["by_updates"]["50"]["paired_drop"] == pytest.approx(np.maximum(0, m[0] - m[1]))
+    assert c["by_updates"]["50"]["paired_worst_step"] == [250] * m.shape[1]
     # a continuation without offline checkpoints inside the window: one line, exit status 2
     proc = run_script("transfer_check.py", args + [f"--continuation={wd}"], minari_store)
     assert proc.returncode == 2
