@@ -41,7 +41,7 @@ from smac_jax.analysis import landscape as ls
 from smac_jax.analysis.drop import null_drop, paired_drop
 from smac_jax.cli import fail, run_cli
 from smac_jax.training.logger import MetricsLog
-from smac_jax.training.summary import transfer_drop
+from smac_jax.training.summary import DROP_WINDOW, transfer_drop
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Finished (or partly finished) offline-to-online run workdirs.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -59,7 +59,7 @@ _CONTINUATION = flags.DEFINE_string("continuation", None, "A run continuing the 
 
 def _check_run(wd: str) -> tuple[dict, int]:
     config = ls.read_run_config(wd)
-    window = _WINDOW.value if _WINDOW.value is not None else int(0.1 * config["online"]["steps"])
+    window = _WINDOW.value if _WINDOW.value is not None else int(DROP_WINDOW * config["online"]["steps"])
     if window < 1:
         raise ls.LandscapeInputError(f"{wd}: the drop's window is {window} online steps; pass --window_steps")
     return config, window

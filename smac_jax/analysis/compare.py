@@ -10,6 +10,7 @@ import numpy as np
 from smac_jax.analysis.drop import NullDrop, null_drop
 from smac_jax.errors import SmacJaxError
 from smac_jax.training.logger import MetricsLog
+from smac_jax.training.summary import DROP_WINDOW
 from smac_jax.training.vmap_sweep import is_swept, pair_label, setting_dirs
 
 
@@ -97,7 +98,7 @@ def drop_noise(run: dict, episodes: int = 50, eval_seed: int = 1_000_000, thresh
 
     config, s = run["config"], run["summary"]
     on_steps, _ = run["log"].evaluations("online", s["metric"])
-    n_early = int((on_steps <= 0.1 * config["online"]["steps"]).sum())
+    n_early = int((on_steps <= DROP_WINDOW * config["online"]["steps"]).sum())
     if n_early == 0:
         raise SmacJaxError(f"{run['workdir']}: no online evaluation in the drop's window")
     env_fn, value, _ = ls.evaluation_environment({run["workdir"]: config})

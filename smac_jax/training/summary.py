@@ -9,8 +9,12 @@ import numpy as np
 from smac_jax.training.logger import MetricsLog
 
 
+#: The transfer drop's window: the first this fraction of the online phase (docs/algorithms.md, Metrics).
+DROP_WINDOW = 0.1
+
+
 def transfer_drop(offline_final: float, online_steps: Sequence[int], online_scores: Sequence[float],
-                  online_total_steps: int, window: float = 0.1) -> float:
+                  online_total_steps: int, window: float = DROP_WINDOW) -> float:
     """max(0, S_off - min of the online evaluations in the first ``window`` of the online phase).
 
     Evaluations at steps ``<= window * online_total_steps`` count (the evaluation right after
@@ -25,7 +29,7 @@ def transfer_drop(offline_final: float, online_steps: Sequence[int], online_scor
 
 
 def drop_window_warning(online_steps: Sequence[int], online_total_steps: int, learning_starts: int,
-                        window: float = 0.1) -> str | None:
+                        window: float = DROP_WINDOW) -> str | None:
     """Why a run's transfer drop measures nothing, or None: when no online evaluation after the
     first update (step > ``learning_starts``) falls in the drop's window, the drop only compares
     evaluations of the handed-over policy. None as well for a run without online updates
