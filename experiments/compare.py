@@ -1,6 +1,6 @@
 """Run several offline learners -> one online learner with the same budgets, then write a results
 page (curves + transfer-drop table). The README's first command: SMAC -> SAC against
-TD3+BC -> SAC on the generated Pendulum-v1 medium dataset (task ``quickstart``: 10k offline
+TD3+BC -> SAC on the generated Pendulum-v1 medium dataset (task ``quickstart``: 20k offline
 updates, 10k online steps), page and plot in ``<root>/results.md``:
 
     python experiments/compare.py --root=runs/quickstart
@@ -28,7 +28,7 @@ from smac_jax.training.dataset_factory import ensure_dataset  # noqa: E402
 from smac_jax.training.pipeline import run  # noqa: E402
 
 _TASK = flags.DEFINE_string("task", "quickstart", "Task in configs/o2o.py (default: the README's first job, "
-                            "Pendulum-v1 medium at 10k offline updates + 10k online steps).")
+                            "Pendulum-v1 medium at 20k offline updates + 10k online steps).")
 _OFF = flags.DEFINE_list("offline", ["smac", "td3bc"], "Offline learners.")
 _ON = flags.DEFINE_string("online", "sac", "Online learner.")
 _ROOT = flags.DEFINE_string("root", None, "Parent directory of the run workdirs.", required=True)

@@ -122,9 +122,10 @@ def test_every_task_evaluates_an_updated_policy_inside_the_drop_window():
         on = mod.get_config(task).online
         steps = list(range(0, on.steps + 1, on.eval_every))
         assert drop_window_warning(steps, on.steps, on.learning_starts) is None, task
-    # The default job is the pendulum-medium dataset at a smaller budget.
+    # The default job is the pendulum-medium dataset and offline budget with a shorter online phase.
     quick, full = mod.get_config("quickstart"), mod.get_config("pendulum-medium")
-    assert quick.dataset == full.dataset and quick.offline.steps < full.offline.steps
+    assert quick.dataset == full.dataset and quick.offline.steps == full.offline.steps
+    assert quick.online.steps < full.online.steps
     # The check bites: the quickstart budget with the other tasks' learning_starts (1,000) and
     # evaluations every 1,000 steps warns.
     n = quick.online.steps
