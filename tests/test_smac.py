@@ -291,6 +291,55 @@ def test_direction_target_shrinks_the_action_gradient_and_rotation_does_not(sm_t
     np.testing.assert_allclose(ortho, -2 * norm * (unit_s[None] - cos[..., None] * g0 / norm) / 7, rtol=1e-4, atol=1e-5)
 
 
+def _matching_loss_with_linalg_norm(g, score, alpha, sm_target, shrink):
+    """The same loss written with jnp.linalg.norm (NaN gradient at g = 0): the reference elsewhere."""
+    sg = jax.lax.stop_gradient
+    nrm = lambda x, **kw: jnp.linalg.norm(x, axis=-1, **kw)
+    cos = jnp.sum(g * score[None], -1) / (nrm(g) * nrm(score)[None] + 1e-8)
+    if sm_target == "alpha_score":
+        per = jnp.sum((g - alpha[None, :, None] * score[None]) ** 2, -1)
+    else:
+        per = 2.0 * sg(jnp.sum(g**2, -1)) * (1.0 - cos)
+        if sm_target == "direction":
+            unit = score / (nrm(score, keepdims=True) + 1e-8)
+            per = per + shrink * (jnp.sum((g - sg(nrm(g, keepdims=True)) * unit[None]) ** 2, -1) - per)
+    return jnp.sum(per, axis=0).mean()
+
+
+@pytest.mark.parametrize("sm_target", ["direction", "rotation", "alpha_score"])
+def test_matching_loss_gradient_is_finite_where_an_action_gradient_is_zero(sm_target):
+    """A ReLU critic's action gradient can be exactly zero at a sampled action (it was, for one of
+    64 states, in a 6-seed SMAC run on Pendulum that then diverged). The loss's gradient must stay
+    finite there, and be unchanged elsewhere: equal to that of the loss written with
+    jnp.linalg.norm, whose gradient at g = 0 is NaN."""
+    from smac_jax.learners.smac import matching_loss
+
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(2, 5, ACT)).astype(np.float32)
+    s = jnp.asarray(rng.normal(size=(5, ACT)), jnp.float32)
+    alpha = jnp.asarray(np.abs(rng.normal(size=5)), jnp.float32)
+    loss_fn = lambda x: matching_loss(x, s, alpha, sm_target, 0.3)[0]
+    ref_fn = lambda x: _matching_loss_with_linalg_norm(x, s, alpha, sm_target, 0.3)
+    # without a zero: the same value and gradient, bit for bit
+    assert float(loss_fn(jnp.asarray(g))) == float(ref_fn(jnp.asarray(g)))
+    np.testing.assert_array_equal(jax.grad(loss_fn)(jnp.asarray(g)), jax.grad(ref_fn)(jnp.asarray(g)))
+    g0 = g.copy()
+    g0[1, 3] = 0.0
+    if sm_target != "alpha_score":
+        assert not np.all(np.isfinite(np.asarray(jax.grad(ref_fn)(jnp.asarray(g0)))))  # the failure this guards
+    loss, cos = matching_loss(jnp.asarray(g0), s, alpha, sm_target, 0.3)
+    grad = np.asarray(jax.grad(loss_fn)(jnp.asarray(g0)))
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(grad)) and float(cos[1, 3]) == 0.0
+    if sm_target == "alpha_score":  # d/dg ||g - alpha s||^2 / B at g = 0
+        np.testing.assert_allclose(grad[1, 3], -2 * np.asarray(alpha)[3] * np.asarray(s)[3] / 5, rtol=1e-6)
+    else:  # 2 |g|^2 (1 - cos) and ||g - |g| s/|s|||^2 are flat at g = 0
+        np.testing.assert_array_equal(grad[1, 3], 0.0)
+    # every other state's gradient is the reference's (states enter the mean independently)
+    mask = np.ones(g.shape[:2], bool)
+    mask[1, 3] = False
+    np.testing.assert_array_equal(grad[mask], np.asarray(jax.grad(ref_fn)(jnp.asarray(g)))[mask])
+
+
 def test_sm_shrink_out_of_range_is_a_one_line_error():
     with pytest.raises(ConfigError, match="sm_shrink must be in \\[0, 1\\], got 1.5"):
         smac({"sm_shrink": 1.5})
