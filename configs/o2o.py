@@ -37,7 +37,7 @@ from smac_jax.learners import resolve_config
 # offline) is the same dataset and offline budget with half the online steps (online updates from
 # step 500, evaluations every 1k offline / 500 online steps), so that it runs in under 20 minutes on
 # 2 CPU cores. (After 10k offline updates SMAC's hand-over to SAC dropped on 4 of 9 seeds, after 20k on
-# none of them: docs/results/handover_replay.md.)
+# none of 21: docs/results/handover_replay.md.)
 def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_000, eval_interval: int = 2_000,
           online_eval_interval: int | None = None, learning_starts: int = 1_000, generate: bool = True,
           reward: str = "env", reward_scale: float = 1.0, reward_bias: float = 0.0,
