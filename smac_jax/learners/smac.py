@@ -76,13 +76,11 @@ def sample_bA(params, obs: jax.Array, key, config) -> jax.Array:
     return sg(jnp.where(use_pi, a_pi, a_u))
 
 
-def _norm(x: jax.Array, keepdims: bool = False) -> jax.Array:
+def _norm(x: jax.Array) -> jax.Array:
     """||x|| over the last axis with a zero gradient at x = 0, where jnp.linalg.norm's is NaN (a ReLU
     critic's action gradient can be exactly zero); elsewhere jnp.linalg.norm, value and gradient."""
-    nonzero = jnp.any(x != 0, axis=-1, keepdims=True)
-    n = jnp.linalg.norm(jnp.where(nonzero, x, 1.0), axis=-1, keepdims=True)
-    n = jnp.where(nonzero, n, 0.0)
-    return n if keepdims else n[..., 0]
+    nonzero = jnp.any(x != 0, axis=-1)
+    return jnp.where(nonzero, jnp.linalg.norm(jnp.where(nonzero[..., None], x, 1.0), axis=-1), 0.0)
 
 
 def matching_loss(g, score, alpha, sm_target: str, shrink: float = 1.0):
@@ -98,7 +96,8 @@ def matching_loss(g, score, alpha, sm_target: str, shrink: float = 1.0):
       is trained).
 
     Where a critic's action gradient is exactly zero its cosine is 0 and its gradient finite."""
-    cos = jnp.sum(g * score[None], -1) / (_norm(g) * _norm(score)[None] + 1e-8)
+    # only g's norm needs _norm: the score is a constant and the norm in "direction" is stop-gradient
+    cos = jnp.sum(g * score[None], -1) / (_norm(g) * jnp.linalg.norm(score, axis=-1)[None] + 1e-8)
     if sm_target == "alpha_score":
         per = jnp.sum((g - alpha[None, :, None] * score[None]) ** 2, -1)
     else:
@@ -106,8 +105,8 @@ def matching_loss(g, score, alpha, sm_target: str, shrink: float = 1.0):
         # rotation + shrink * (direction - rotation) keeps the value and scales that part.
         per = 2.0 * sg(jnp.sum(g**2, -1)) * (1.0 - cos)
         if sm_target == "direction":
-            unit = score / (_norm(score, keepdims=True) + 1e-8)
-            direction = jnp.sum((g - sg(_norm(g, keepdims=True)) * unit[None]) ** 2, -1)
+            unit = score / (jnp.linalg.norm(score, axis=-1, keepdims=True) + 1e-8)
+            direction = jnp.sum((g - sg(jnp.linalg.norm(g, axis=-1, keepdims=True)) * unit[None]) ** 2, -1)
             per = per + shrink * (direction - per)
     return jnp.sum(per, axis=0).mean(), cos
 
