@@ -89,10 +89,11 @@ def trained():
     config = small_config()
     s, w, a = synthetic_data(np.random.default_rng(0), N_DATA)
     init_state = sm.init_score_model(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config)
-    state, metrics = sm.train_steps(
-        init_state, jnp.asarray(s), jnp.asarray(a), jnp.asarray(w), jax.random.PRNGKey(1),
-        N_STEPS, config,
-    )
+    args = (init_state, jnp.asarray(s), jnp.asarray(a), jnp.asarray(w), jax.random.PRNGKey(1))
+    # The suite compiles at a low XLA optimisation level (conftest.py); this one long training loop
+    # runs several times faster at XLA's usual level, so it is compiled at that level.
+    train = jax.jit(lambda *xs: sm.train_steps(*xs, N_STEPS, config))
+    state, metrics = train.lower(*args).compile(compiler_options={"xla_backend_optimization_level": 2})(*args)
     return dict(config=config, init_state=init_state, state=state, losses=np.asarray(metrics["loss"]))
 
 
