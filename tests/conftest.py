@@ -17,6 +17,8 @@ import tempfile
 # it is compiled at XLA's usual level in its test. SMAC_JAX_TEST_XLA_OPT_LEVEL picks the level,
 # `default` keeps XLA's own.
 _OPT_LEVEL = os.environ.get("SMAC_JAX_TEST_XLA_OPT_LEVEL", "0")
+if _OPT_LEVEL not in ("default", "0", "1", "2", "3"):
+    raise SystemExit(f"SMAC_JAX_TEST_XLA_OPT_LEVEL must be 0, 1, 2, 3 or default, got {_OPT_LEVEL!r}")
 if _OPT_LEVEL != "default" and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_backend_optimization_level={_OPT_LEVEL}").strip()
 
