@@ -185,7 +185,7 @@ _HEAVY_FILES_FIRST = (
 
 def pytest_collection_modifyitems(config, items):
     def rank(item) -> int:
-        name = os.path.basename(str(item.fspath))
+        name = item.path.name
         return _HEAVY_FILES_FIRST.index(name) if name in _HEAVY_FILES_FIRST else len(_HEAVY_FILES_FIRST)
 
     items.sort(key=rank)  # stable: a file's tests keep their order and stay together
