@@ -158,6 +158,8 @@ def _agent_config(name: str, task: dict) -> ml_collections.ConfigDict:
 
 def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     parts = [p.strip() for p in arg.split(",")] if arg else ["pendulum-medium"]
+    if len(parts) > 3:
+        raise ConfigError(f"config {arg!r}: expected TASK[,OFFLINE[,ONLINE]], got {len(parts)} parts")
     task = parts[0]
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -219,4 +221,7 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
         wandb_project="smac_jax",  # the W&B project the runs go to
         wandb_mode="offline",  # "offline": no network, files in <workdir>/wandb (`wandb sync` uploads them); "online"; "disabled"
     ))
+    # Every field exists now: a misspelt one (config.online.learing_starts = 90) is an error where it is
+    # written instead of a field the run never reads. Existing fields can still be changed.
+    c.lock()
     return c

@@ -25,7 +25,7 @@ from smac_jax.errors import SmacJaxError  # noqa: E402
 from smac_jax.analysis.compare import drop_noise, load_labelled, offline_table, plot_runs, table  # noqa: E402
 from smac_jax.runtime import tune_host_allocator  # noqa: E402
 from smac_jax.training.dataset_factory import ensure_dataset  # noqa: E402
-from smac_jax.training.pipeline import run  # noqa: E402
+from smac_jax.training.pipeline import check_start, run, same_config  # noqa: E402
 
 _TASK = flags.DEFINE_string("task", "quickstart", "Task in configs/o2o.py (default: the README's first job, "
                             "Pendulum-v1 medium at 20k offline updates + 10k online steps).")
@@ -35,7 +35,9 @@ _ROOT = flags.DEFINE_string("root", None, "Parent directory of the run workdirs.
 _PAGE = flags.DEFINE_string("page", None, "Markdown results page to write, the plot beside it "
                             "(default: <root>/results.md).")
 _SET = flags.DEFINE_multi_string("set", [], "Overrides KEY=VALUE applied to every run's config.")
-_RESUME = flags.DEFINE_bool("resume", True, "Resume/skip runs that already have results.")
+_RESUME = flags.DEFINE_bool("resume", True, "Resume unfinished runs and reuse finished ones (a finished run "
+                             "of another config is an error, not reused).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the runs already under --root, finished or not.")
 _ONLY_REPORT = flags.DEFINE_bool("only_report", False, "Only write the page from existing runs.")
 _OFFLINE_ONLY = flags.DEFINE_string("offline_table", None, "Write an offline-score table relative to this "
                                     "learner (e.g. bc) instead of the transfer table; use with online.steps=0.")
@@ -77,37 +79,49 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     tune_host_allocator()
+    if _RESUME.value and _OVERWRITE.value:
+        raise SmacJaxError("pass --overwrite (replace the runs under --root) or keep --resume, not both: "
+                           "--overwrite --noresume")
     runs = {}
     for off in _OFF.value:
         wd = os.path.join(_ROOT.value, f"{off}-{_ON.value}")
-        if not _ONLY_REPORT.value and not os.path.exists(os.path.join(wd, "summary.json")):
+        if not _ONLY_REPORT.value:
             cfg = o2o_configs.get_config(f"{_TASK.value},{off},{_ON.value}")
             for a in _SET.value:
                 apply_override(cfg, a)
-            ensure_dataset(cfg.dataset)
-            run(cfg, wd, resume=_RESUME.value and os.path.exists(os.path.join(wd, "config.json")))
+            finished = os.path.exists(os.path.join(wd, "summary.json"))
+            if finished and not _OVERWRITE.value and not same_config(wd, cfg):
+                raise SmacJaxError(f"{wd} holds a finished run of another config than this command's (task, "
+                                   "learners or --set); pass --overwrite --noresume to replace it, or choose another --root")
+            if not finished or _OVERWRITE.value:
+                resume = _RESUME.value and os.path.exists(os.path.join(wd, "config.json"))
+                check_start(cfg, wd, resume, _OVERWRITE.value)  # before a dataset is generated
+                ensure_dataset(cfg.dataset)
+                run(cfg, wd, resume=resume, overwrite=_OVERWRITE.value)
         if os.path.exists(os.path.join(wd, "summary.json")):
             runs.update(load_labelled(wd))  # a vmap_sweep run (--set=vmap_sweep=...): each setting
+    if not runs:
+        raise SmacJaxError(f"no finished runs under {_ROOT.value} for offline learners {', '.join(_OFF.value)} -> "
+                           f"{_ON.value}; nothing to report (run without --only_report first)")
     page = _PAGE.value or os.path.join(_ROOT.value, "results.md")
-    if runs:
-        png = os.path.splitext(page)[0] + ".png"
-        os.makedirs(os.path.dirname(page) or ".", exist_ok=True)
-        plot_runs(runs, png, f"{_TASK.value}: offline -> {_ON.value}")
-        any_cfg = next(iter(runs.values()))["config"]
-        with open(page, "w") as f:
-            f.write(f"# {_TASK.value}: {', '.join(runs)}\n\n")
-            f.write(f"Dataset `{any_cfg['dataset']['id']}`, {any_cfg['n_seeds']} seeds, "
-                    f"{any_cfg['offline']['steps']} offline updates, {any_cfg['online']['steps']} online steps "
-                    f"(UTD {any_cfg['online']['utd']}, replay `{any_cfg['online']['replay']['init']}`).\n\n")
-            f.write(f"![curves]({os.path.basename(png)})\n\n")
-            if _OFFLINE_ONLY.value:
-                f.write(offline_table({k.split(" ->")[0]: v for k, v in runs.items()}, _OFFLINE_ONLY.value) + "\n")
-            else:
-                noise = _noise(runs)
-                f.write(table(runs, noise) + "\n")
-                if noise:
-                    f.write(_NOISE_NOTE.format(episodes=_NOISE.value, per_eval=any_cfg["eval"]["episodes"]))
-        print(open(page).read())
+    png = os.path.splitext(page)[0] + ".png"
+    os.makedirs(os.path.dirname(page) or ".", exist_ok=True)
+    plot_runs(runs, png, f"{_TASK.value}: offline -> {_ON.value}")
+    any_cfg = next(iter(runs.values()))["config"]
+    with open(page, "w") as f:
+        f.write(f"# {_TASK.value}: {', '.join(runs)}\n\n")
+        f.write(f"Dataset `{any_cfg['dataset']['id']}`, {any_cfg['n_seeds']} seeds, "
+                f"{any_cfg['offline']['steps']} offline updates, {any_cfg['online']['steps']} online steps "
+                f"(UTD {any_cfg['online']['utd']}, replay `{any_cfg['online']['replay']['init']}`).\n\n")
+        f.write(f"![curves]({os.path.basename(png)})\n\n")
+        if _OFFLINE_ONLY.value:
+            f.write(offline_table({k.split(" ->")[0]: v for k, v in runs.items()}, _OFFLINE_ONLY.value) + "\n")
+        else:
+            noise = _noise(runs)
+            f.write(table(runs, noise) + "\n")
+            if noise:
+                f.write(_NOISE_NOTE.format(episodes=_NOISE.value, per_eval=any_cfg["eval"]["episodes"]))
+    print(open(page).read())
 
 
 if __name__ == "__main__":

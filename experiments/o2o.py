@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -14,9 +15,12 @@ from ml_collections import config_flags
 from smac_jax.cli import run_cli
 from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.dataset_factory import ensure_dataset
-from smac_jax.training.pipeline import run
+from smac_jax.training.pipeline import check_start, run
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/o2o.py:pendulum-medium", "Job config.", lock_config=True)
+# the default found from any working directory; a --config path is relative to the working directory
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "o2o.py")
+_CONFIG = config_flags.DEFINE_config_file("config", f"{os.path.normpath(_DEFAULT_CONFIG)}:pendulum-medium",
+                                          "Job config.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (config, metrics, plot, checkpoints).", required=True)
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --workdir.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the run already in --workdir.")
@@ -27,6 +31,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     tune_host_allocator()
+    check_start(_CONFIG.value, _WORKDIR.value, _RESUME.value, _OVERWRITE.value)  # before a dataset is generated
     ensure_dataset(_CONFIG.value.dataset)
     summary = run(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value, progress=_PROGRESS.value,
                   overwrite=_OVERWRITE.value)

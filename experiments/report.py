@@ -15,7 +15,7 @@ from smac_jax.cli import run_cli
 _ROOT = flags.DEFINE_string("root", None, "The sweep's --root.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Markdown page to write (default <root>/report.md; a path not ending "
                            "in .md is a directory that gets report.md); figures beside it.")
-_REPS = flags.DEFINE_integer("reps", 50_000, "Bootstrap replicates of the confidence intervals.")
+_REPS = flags.DEFINE_integer("reps", 50_000, "Bootstrap replicates of the confidence intervals (>= 1).", lower_bound=1)
 
 
 def main(argv):

@@ -97,6 +97,16 @@ def run_cli(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except SmacJaxError as e:
             fail(str(e))
+        except OSError as e:  # ml_collections raises a config file's load failure when the config is first read
+            if "Configuration is not available" not in str(e):
+                raise
+            cause = e.__cause__ or e.__context__
+            fail(f"--config: the config file could not be loaded ({cause or e}); give its path, e.g. "
+                 "--config=configs/o2o.py:TASK from the repository's root")
+        except KeyboardInterrupt:
+            print("interrupted; the checkpoints written so far are kept, and a run resumes from them "
+                  "(o2o.py: the same command with --resume)", file=sys.stderr)
+            sys.exit(130)
 
     enable_compilation_cache()  # compiled programs kept on disk across launches (SMAC_JAX_XLA_CACHE=0: off)
     app.run(guarded, flags_parser=parse)

@@ -24,6 +24,11 @@ class DivergenceError(SmacJaxError, RuntimeError):
     """A loss, parameter or optimiser state became NaN/inf during training."""
 
 
+class ShapeError(SmacJaxError, ValueError):
+    """Arrays given to a learner, a loss or a training program have the wrong shape (a batch's
+    field, the seed axis)."""
+
+
 class CheckpointMismatchError(SmacJaxError, ValueError):
     """A checkpoint whose tree does not match the state this run builds (another config, or a
     checkpoint written by another version of the library), or one that cannot be read."""

@@ -42,3 +42,23 @@ class Transitions:
     @property
     def size(self) -> int:
         return self.reward.shape[0]
+
+    def check_shapes(self, obs_dim: int | None = None, act_dim: int | None = None, where: str = "batch") -> None:
+        """Raise :class:`~smac_jax.errors.ShapeError` naming the field unless every field has the
+        shape documented above (leading row axis N; ``obs_dim`` / ``act_dim`` checked when given).
+        Shapes are static, so under ``jax.jit`` this costs nothing at run time."""
+        from smac_jax.errors import ShapeError
+
+        n = self.obs.shape[0] if self.obs.ndim else None
+        rows = {"obs": obs_dim, "next_obs": obs_dim, "action": act_dim}  # (N, width): width checked if given
+        for f in ("obs", "next_obs", "action", "reward", "terminated", "truncated", "episode", "rtg",
+                  "mc_return", "traj_return"):
+            got = tuple(getattr(self, f).shape)
+            if f in rows:
+                width = rows[f]
+                ok = len(got) == 2 and got[0] == n and (width is None or got[1] == width)
+                expected = f"(N, {width if width is not None else f.replace('next_', '') + '_dim'})"
+            else:
+                ok, expected = got == (n,), "(N,)"
+            if not ok:
+                raise ShapeError(f"{where}.{f} has shape {got}; expected {expected} with N = {n}, the rows of {where}.obs")

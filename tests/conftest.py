@@ -15,7 +15,9 @@ import tempfile
 # save. Level 0 (set before JAX starts its backend; the launch scripts the tests run inherit it)
 # cuts the compile time of the suite by about 40%; the one long training loop that runs slower at
 # it is compiled at XLA's usual level in its test. SMAC_JAX_TEST_XLA_OPT_LEVEL picks the level,
-# `default` keeps XLA's own.
+# `default` keeps XLA's own. (Not combinable with XLA CPU's older fusion emitters,
+# `--xla_cpu_use_fusion_emitters=false`: they halve the compile time, but at level 0 the dataset
+# factory's SAC run produced NaN actions within a few updates; at levels 1-2 it did not.)
 _OPT_LEVEL = os.environ.get("SMAC_JAX_TEST_XLA_OPT_LEVEL", "0")
 if _OPT_LEVEL not in ("default", "0", "1", "2", "3"):
     raise SystemExit(f"SMAC_JAX_TEST_XLA_OPT_LEVEL must be 0, 1, 2, 3 or default, got {_OPT_LEVEL!r}")

@@ -146,6 +146,10 @@ def test_compare_page_states_the_drop_noise(tmp_path, make_tiny_config, minari_s
 
     plain = table(load_labelled(wd)).splitlines()
     assert "if the policy had not changed" not in plain[0] and plain[2] == row[:len(plain[2])]
+    # a finished run of another config than the command's is not reused as if it were the command's
+    args = [f"--root={tmp_path / 'root'}", "--offline=sac", "--online=sac", "--task=pendulum", "--noise_episodes=0"]
+    proc = run_script("compare.py", args, minari_store, timeout=180)
+    assert proc.returncode == 2 and "holds a finished run of another config" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_store):

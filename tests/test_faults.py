@@ -275,7 +275,7 @@ def test_unwritable_workdir_is_one_clear_error(make_tiny_config, tmp_path):
     ({"offline.agent.batch_size": 0}, r"offline\.agent: learner 'sac': batch_size=0 must be >= 1"),
     ({"offline.agent.batch_size": 5000}, r"offline\.agent\.batch_size=5000 must be between 1 and the dataset's 1000"),
     ({"online.agent.batch_size": 2000}, r"online\.agent\.batch_size=2000 must be between 1 and online\.replay\.capacity"),
-    ({"offline.agent.hidden_dims": (0, 0)}, r"hidden_dims=\(0, 0\) must be one or more layer widths"),
+    ({"offline.agent.hidden_dims": (0, 0)}, r"hidden_dims=\(0, 0\) must be one or more integer layer widths"),
     ({"offline.agent.critic_lr": -1.0}, r"critic_lr=-1\.0 must be a learning rate > 0"),
     ({"offline.agent.gamma": 1.5}, r"gamma=1\.5 must be in \(0, 1\]"),
     ({"online.agent.optimizer": "sgd"}, r"optimizer='sgd' must be one of"),
@@ -283,16 +283,23 @@ def test_unwritable_workdir_is_one_clear_error(make_tiny_config, tmp_path):
     ({"eval.episodes": 0}, r"eval\.episodes must be >= 1"),
     ({"online.replay.capacity": 0}, r"online\.replay\.capacity must be >= 1"),
     ({"online.critic_warmup": -5}, r"online\.critic_warmup must be >= 0, got -5"),
+    ({"offline.ckpt_every": 0}, r"offline\.ckpt_every must be > 0, got 0"),
+    ({"seed": -1}, r"seed must be >= 0 \(environments take non-negative seeds\), got -1"),
+    ({"dataset.gamma": 2.0}, r"dataset\.gamma must be in \(0, 1\], got 2\.0"),
+    ({"ref_min_score": 5.0, "ref_max_score": 5.0}, r"ref_max_score \(5\.0\) must be above ref_min_score \(5\.0\)"),
+    ({"offline.agent.hidden_dims": (32.5, 32)}, r"hidden_dims=\(32\.5, 32\) must be one or more integer layer widths"),
 ])
 def test_bad_config_values_are_named(make_tiny_config, tmp_path, overrides, match):
     cfg = make_tiny_config(**overrides)
     with pytest.raises(ConfigError, match=match):
         quiet_run(cfg, str(tmp_path / "run"))
-    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+    # a start that failed writes nothing, so the corrected command runs without --overwrite
+    assert not os.path.exists(tmp_path / "run" / "config.json")
 
 
 def test_unused_lr_key_is_rejected(make_tiny_config, tmp_path):
     cfg = make_tiny_config()
+    cfg.unlock()  # the task config is locked (tests/test_config_checks.py); one built another way is not
     cfg.offline.agent.lr = 1e-4  # there is no single "lr": every learner has per-network *_lr
     with pytest.raises(ConfigError, match=r"'lr' is not a hyperparameter of learner 'sac'"):
         quiet_run(cfg, str(tmp_path / "run"))
@@ -326,6 +333,16 @@ def test_non_finite_optimizer_state_is_caught_before_saving():
     (["experiments/score_policy.py", "--out=W", "--ws=0,2"], r"^error: --steps and --widths must be >= 1 and every --ws"),
     (["experiments/score_policy.py", "--out=W", "--task=nope"], r"^error: --task: unknown task 'nope'"),
     (["experiments/cvae_check.py", "--out=W", "--decoder_action=maybe"], r"^error: --decoder_action takes true / false"),
+    (["experiments/o2o.py", "--config=configs/nothere.py:pendulum", "--workdir=W"],
+     r"^error: --config: the config file could not be loaded \(.*No such file or directory: 'configs/nothere\.py'\)"),
+    (["experiments/o2o.py", "--config=configs/o2o.py:pendulum,sac,sac,td3", "--workdir=W"],
+     r"expected TASK\[,OFFLINE\[,ONLINE\]\], got 4 parts$"),
+    (["experiments/o2o.py", "--config=configs/o2o.py:pendulum", "--config.seed=-1", "--workdir=W"],
+     r"^error: seed must be >= 0"),  # before the task's dataset would be generated
+    (["experiments/make_dataset.py", "--env=NoSuchEnv-v0", "--kinds=random"],
+     r"^error: dataset factory: cannot make environment 'NoSuchEnv-v0': .*doesn't exist"),
+    (["experiments/report.py", "--root=W", "--reps=0"], r"^error: flag --reps=0: 0 is not a positive integer$"),
+    (["experiments/compare.py", "--root=W", "--only_report"], r"^error: no finished runs under .* nothing to report"),
 ])
 def test_launch_scripts_print_one_line(argv, match, tmp_path):
     argv = [a.replace("=W", f"={tmp_path / 'w'}") for a in argv]

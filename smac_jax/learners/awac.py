@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, TrainState, base_config, register, sg
+from smac_jax.learners.base import ensemble_td_loss, TrainState, above, base_config, register, sg
 from smac_jax.learners.sac import SAC, target_critic_q
 from smac_jax.types import Transitions
 
@@ -81,6 +81,7 @@ def actor_loss(params, batch: Transitions, key, config):
 class AWAC(SAC):
     """SAC's structure (Gaussian actor, clipped double-Q, Polyak targets) with AWAC's two losses
     and no temperature: parameter groups ``actor``, ``critic``, ``target_critic``."""
+    bounds = {"awac_lambda": above(0), "max_weight": above(0)}
 
     critic_loss_fn = staticmethod(critic_loss)
     actor_loss_fn = staticmethod(actor_loss)

@@ -7,7 +7,8 @@ pure and written for ONE seed (the training loops ``jax.vmap`` them over the see
 * ``update(state, batch, key) -> (TrainState, metrics)``: one gradient step of every network.
 * ``act(state, obs, key, deterministic) -> action`` in [-1, 1].
 * ``transfer(key, src_state, src_learner) -> TrainState``: take over another learner's state
-  (docs/algorithms.md, "Hand-over"). The default implementation copies every parameter group both sides have,
+  (docs/algorithms.md, "Hand-over"). The default implementation copies every parameter group of
+  ``handover.TRANSFERABLE`` (actor, critic, targets, temperature, value) that both sides have,
   converts the actor between stochastic and deterministic, and re-initialises optimisers.
 
 Every learner keeps its trainable and target parameters in ``TrainState.params``, a dict with
@@ -17,6 +18,7 @@ functions ``loss(params, batch, key, config)`` that a notebook can import and di
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, ClassVar
 
@@ -83,9 +85,69 @@ def resolve_config(name: str, overrides: Any = None) -> ml_collections.ConfigDic
                 raise ConfigError(
                     f"{k!r} is not a hyperparameter of learner {name!r} (known: {', '.join(sorted(cfg))})"
                 )
-            cfg[k] = v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
+            if isinstance(v, np.generic):  # a NumPy scalar (np.float32(1e-3)) as the Python number it holds
+                v = v.item()
+            try:
+                cfg[k] = v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
+            except TypeError:
+                raise ConfigError(f"learner {name!r}: {k}={v!r} has the wrong type; the default is "
+                                  f"{cfg[k]!r} ({type(cfg[k]).__name__})") from None
     validate_hyperparameters(name, cfg)
     return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The range of a numeric hyperparameter: ``lo``/``hi`` (None: unbounded), each inclusive unless
+    ``*_open``; ``integer`` for counts. ``allow_none``: None is a valid value (a derived default)."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+    allow_none: bool = False
+
+    def holds(self, v: Any) -> bool:
+        if v is None:
+            return self.allow_none
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.integer and int(v) != v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+    def describe(self) -> str:
+        what = "an integer" if self.integer else "a number"
+        if self.lo is not None and self.hi is not None:
+            rng = f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            rng = f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        else:
+            rng = f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return f"must be {what} {rng}" + (" (or None)" if self.allow_none else "")
+
+
+def above(x: float, **kw) -> Bound:
+    """``> x``."""
+    return Bound(lo=x, lo_open=True, **kw)
+
+
+def at_least(x: float, **kw) -> Bound:
+    """``>= x``."""
+    return Bound(lo=x, **kw)
+
+
+def count(minimum: int = 1) -> Bound:
+    """An integer ``>= minimum``."""
+    return Bound(lo=minimum, integer=True)
+
+
+def learner_bounds(cls: type["Learner"]) -> dict[str, Bound]:
+    """The ``bounds`` of ``cls`` and of every learner it derives from (a subclass's entry wins)."""
+    merged: dict[str, Bound] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get("bounds", {}))
+    return merged
 
 
 ENSEMBLE_LAYOUTS = ("auto", "batched", "separate")
@@ -111,7 +173,9 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
             need(int(cfg[k]) >= 1, k, "must be >= 1")
     if "hidden_dims" in cfg:
         dims = cfg.hidden_dims
-        need(len(dims) >= 1 and all(int(d) >= 1 for d in dims), "hidden_dims", "must be one or more layer widths >= 1")
+        need(isinstance(dims, (tuple, list)) and len(dims) >= 1
+             and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in dims),
+             "hidden_dims", "must be one or more integer layer widths >= 1, e.g. (256, 256)")
     if "ensemble_layout" in cfg:
         need(cfg.ensemble_layout in ENSEMBLE_LAYOUTS, "ensemble_layout", f"must be one of {ENSEMBLE_LAYOUTS}")
     if "optimizer" in cfg:
@@ -120,6 +184,10 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
         need(cfg.muon_scope in MUON_SCOPES, "muon_scope", f"must be one of {MUON_SCOPES}")
     if "log_std_min" in cfg and "log_std_max" in cfg:
         need(cfg.log_std_min < cfg.log_std_max, "log_std_min", f"must be below log_std_max={cfg.log_std_max}")
+    if name in REGISTRY:  # each learner's own fields (its class's ``bounds``)
+        for field, bound in learner_bounds(REGISTRY[name]).items():
+            if field in cfg:
+                need(bound.holds(cfg[field]), field, bound.describe())
 
 
 def make_learner(name: str, obs_dim: int, act_dim: int, overrides: Any = None) -> "Learner":
@@ -155,6 +223,10 @@ class Learner:
     name: ClassVar[str] = "base"
     #: "gaussian" (tanh-Gaussian, has a log-std head) or "deterministic".
     actor_kind: ClassVar[str] = "gaussian"
+    #: Ranges of this learner's own numeric hyperparameters (e.g. ``{"cql_alpha": at_least(0)}``),
+    #: checked with the shared ones whenever its config is resolved; a learner's entries add to those
+    #: of the learners it derives from.
+    bounds: ClassVar[dict[str, Bound]] = {}
 
     def __init__(self, config: ml_collections.ConfigDict, obs_dim: int, act_dim: int):
         self.config = config
@@ -319,6 +391,10 @@ def ensemble_td_loss(critic_params: Any, batch: Transitions, y: jax.Array, confi
     """sum_i mean_batch (Q_i(s, a) - y)^2 over the critic ensemble, no gradient through ``y``."""
     from smac_jax import networks
 
+    batch.check_shapes()
+    if y.shape != batch.reward.shape:
+        from smac_jax.errors import ShapeError
+        raise ShapeError(f"TD target has shape {tuple(y.shape)}; expected {tuple(batch.reward.shape)}, one per row of the batch")
     y = sg(y)
     q = networks.critic_net(config).apply(critic_params, batch.obs, batch.action)
     loss = ((q - y[None]) ** 2).mean(axis=1).sum()

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import Learner, TrainState, base_config, register
+from smac_jax.learners.base import Bound, Learner, TrainState, base_config, register
 from smac_jax.learners.sac import gaussian_act
 from smac_jax.types import Transitions
 
@@ -53,6 +53,7 @@ def bc_loss(params, batch: Transitions, key, config):
 @register("bc")
 class BC(Learner):
     actor_kind = "gaussian"
+    bounds = {"action_clip_eps": Bound(0, 1, lo_open=True, hi_open=True)}
     actor_loss_fn = staticmethod(bc_loss)
 
     @classmethod

@@ -40,7 +40,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import TrainState, register, sg
+from smac_jax.learners.base import TrainState, above, at_least, count, register, sg
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
@@ -203,6 +203,8 @@ def cql_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 @register("cql")
 class CQL(sac.SAC):
+    bounds = {"cql_alpha": at_least(0), "cql_n_actions": count(), "cql_temp": above(0),
+              "cql_alpha_prime_init": above(0)}
     critic_loss_fn = staticmethod(critic_loss)
 
     @classmethod

@@ -29,7 +29,14 @@ def transfer_params(fresh: dict, src: dict, src_learner: Any, dst_learner: Any) 
             src_actor = src.get(group, src.get("actor"))
             if src_actor is None:
                 raise TransferError(f"{pair}: {src_learner.name} has no actor")
-            log_std_init = dst_learner.config.transfer_log_std_init if dst_learner.actor_kind == "gaussian" else None
+            log_std_init = None
+            if src_learner.actor_kind == "deterministic" and dst_learner.actor_kind == "gaussian":
+                if "transfer_log_std_init" not in dst_learner.config:
+                    raise TransferError(
+                        f"{pair}: {dst_learner.name} has a Gaussian actor but no config field "
+                        f"transfer_log_std_init, the log-std its actor starts from when it takes over the "
+                        f"deterministic actor of {src_learner.name}; add it to {dst_learner.name}'s default_config")
+                log_std_init = dst_learner.config.transfer_log_std_init
             params[group] = convert_actor(src_actor, src_learner.actor_kind, dst_learner.actor_kind,
                                           dst_learner.act_dim, log_std_init, pair)
         elif group == "target_critic" and "target_critic" not in src and "critic" in src:

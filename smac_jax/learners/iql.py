@@ -34,7 +34,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners.awac import advantage_weights, clipped_log_prob
-from smac_jax.learners.base import ConfigError, Learner, TrainState, base_config, polyak, register, sg
+from smac_jax.learners.base import ConfigError, Learner, TrainState, above, at_least, base_config, polyak, register, sg
 from smac_jax.learners.sac import gaussian_act
 from smac_jax.types import Transitions
 
@@ -104,6 +104,7 @@ def actor_loss(params, batch: Transitions, key, config):
 @register("iql")
 class IQL(Learner):
     actor_kind = "gaussian"
+    bounds = {"beta": at_least(0), "max_weight": above(0), "expl_noise": at_least(0)}
     value_loss_fn = staticmethod(value_loss)
     critic_loss_fn = staticmethod(critic_loss)
     actor_loss_fn = staticmethod(actor_loss)

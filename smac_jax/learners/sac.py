@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, base_config, polyak, register, sg
+from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, above, base_config, polyak, register, sg
 from smac_jax.types import Transitions
 
 
@@ -78,6 +78,7 @@ def gaussian_act(config, act_dim, actor_params, obs, key, deterministic: bool):
 @register("sac")
 class SAC(Learner):
     actor_kind = "gaussian"
+    bounds = {"init_temperature": above(0)}
     #: The critic loss this learner minimises; a variant (e.g. SMAC) swaps only this.
     critic_loss_fn = staticmethod(critic_loss)
     actor_loss_fn = staticmethod(actor_loss)

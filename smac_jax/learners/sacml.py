@@ -42,7 +42,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import ConfigError, TrainState, register, sg
+from smac_jax.learners.base import ConfigError, TrainState, at_least, register, sg
 from smac_jax.learners.bc import ACTION_CLIP_EPS, dataset_log_prob
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
@@ -112,6 +112,7 @@ def baseline_loss(params, batch: Transitions, key, config):
 
 @register("sacml")
 class SACML(sac.SAC):
+    bounds = {"ml_weight": at_least(0)}
     actor_loss_fn = staticmethod(actor_loss)
 
     def __init__(self, config, obs_dim: int, act_dim: int):

@@ -7,7 +7,9 @@ Offline SAC whose critic loss carries a score-matching term,
 
 where ``score(s, a)`` is the frozen, return-conditioned diffusion model's estimate of the
 dataset's score (``smac_jax.score``), B(A) mixes policy and uniform actions 50/50, and
-alpha_psi(s) >= 0 is a learned state-dependent scale trained jointly with the critic. Trained
+alpha_psi(s) >= 0 is a learned state-dependent scale trained jointly with the critic. That is the
+paper's form (``sm_target="alpha_score"``); the default, ``"direction"``, matches only the
+direction of grad_a Q to the score's (:func:`matching_loss`, docs/algorithms.md, SMAC). Trained
 with Muon by default (docs/algorithms.md, "Optimiser"). The actor and temperature losses are SAC's, unchanged.
 
 The frozen score network lives in ``params["score"]`` (never optimised, never handed over); the
@@ -24,7 +26,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import ConfigError, TrainState, register, sg
+from smac_jax.learners.base import Bound, ConfigError, TrainState, at_least, count, register, sg
 from smac_jax.networks.mlp import MLP, QNetwork
 from smac_jax.optim import make_optimizer
 from smac_jax.score import model as score_model
@@ -112,11 +114,16 @@ def matching_loss(g, score, alpha, sm_target: str, shrink: float = 1.0):
 
 
 def score_matching_loss(params, batch: Transitions, key, config):
-    """L_SM: mean over states of sum_i || grad_a Q_i(s, a) - alpha_psi(s) score(s, a) ||^2, a ~ B(A).
+    """L_SM: mean over states of sum_i of a per-member matching term, a ~ B(A), whose form is
+    ``config.sm_target`` (:func:`matching_loss`): with ``"alpha_score"`` (the paper's form)
+    || grad_a Q_i(s, a) - alpha_psi(s) score(s, a) ||^2; with ``"direction"`` (the default) and
+    ``"rotation"`` only the direction of grad_a Q_i is pulled toward the score's, its norm kept.
 
-    Differentiable w.r.t. ``params["critic"]`` (theta) and ``params["alpha"]`` (psi); the score
-    network and the sampled actions are constants. The expectation is estimated on the first
-    ``sm_batch_size`` states of the (uniformly sampled) batch; 0 means all of them.
+    Differentiable w.r.t. ``params["critic"]`` (theta); w.r.t. ``params["alpha"]`` (psi) only with
+    ``"alpha_score"`` (the other two forms do not use alpha_psi, so its gradient is zero and the
+    reported ``alpha_mean`` stays at its initial value). The score network and the sampled actions are
+    constants. The expectation is estimated on the first ``sm_batch_size`` states of the (uniformly
+    sampled) batch; 0 means all of them.
     """
     obs = batch.obs[: config.sm_batch_size] if config.sm_batch_size else batch.obs
     a = sample_bA(params, obs, key, config)
@@ -148,6 +155,8 @@ def critic_loss(params, batch: Transitions, key, config):
 
 @register("smac")
 class SMAC(sac.SAC):
+    bounds = {"kappa": at_least(0), "policy_prob": Bound(0, 1), "score_w": Bound(0, 1),
+              "sm_batch_size": count(0)}
     critic_loss_fn = staticmethod(critic_loss)
 
     @classmethod

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, base_config, polyak, register
+from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, at_least, base_config, count, polyak, register
 from smac_jax.types import Transitions
 
 
@@ -37,6 +37,8 @@ def actor_loss(params, batch: Transitions, key, config):
 @register("td3")
 class TD3(Learner):
     actor_kind = "deterministic"
+    bounds = {"policy_delay": count(), "target_noise": at_least(0), "noise_clip": at_least(0),
+              "expl_noise": at_least(0)}
     critic_loss_fn = staticmethod(critic_loss)
     actor_loss_fn = staticmethod(actor_loss)
 

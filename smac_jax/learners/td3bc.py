@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ConfigError, TrainState, register, sg
+from smac_jax.learners.base import ConfigError, TrainState, at_least, register, sg
 from smac_jax.learners.td3 import TD3
 from smac_jax.types import Transitions
 
@@ -56,6 +56,7 @@ def actor_loss(params, batch: Transitions, key, config):
 
 @register("td3bc")
 class TD3BC(TD3):
+    bounds = {"alpha": at_least(0), "bc_final_weight": at_least(0)}
     actor_loss_fn = staticmethod(actor_loss)
 
     @classmethod

@@ -316,6 +316,10 @@ def generate_datasets(
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise DatasetError(f"unknown dataset kind(s) {bad}; the generator writes {list(KINDS)}")
+    try:  # an environment that cannot be made fails here, before anything is trained or deleted
+        gym.make(env_id).close()
+    except gym.error.Error as e:
+        raise DatasetError(f"dataset factory: cannot make environment {env_id!r}: {e}") from None
     ids = {k: dataset_id(env_id, k, namespace) for k in kinds}
     local = set(minari.list_local_datasets())
     for k, i in ids.items():

@@ -30,8 +30,8 @@ from smac_jax.training.online import OnlineCollector, make_act_step, make_online
 from smac_jax.training import vmap_sweep
 from smac_jax.training.steps import make_offline_step, unalias
 
-_ADVICE = ("Lower the learning rate, scale the rewards (dataset.reward_scale) or enable layer norm; "
-           "the checkpoints written so far are intact, and --resume continues from the last one.")
+_ADVICE = ("Lower the learning rate, scale the rewards (dataset.reward_scale) or enable layer norm, and start "
+           "again with a new --workdir or --overwrite (a non-finite state is never checkpointed).")
 
 #: Key streams of a run, each folded from every seed's key (fixed numbers: changing them changes results).
 KEY_STREAMS = {"init": 0, "transfer": 1, "offline": 2, "online": 3}

@@ -18,7 +18,7 @@ from smac_jax.data import replay
 from smac_jax.data.dataset import load_dataset_from_config
 from smac_jax.envs import REWARDS
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, WorkdirError  # noqa: F401  (re-exported)
-from smac_jax.learners import resolve_config
+from smac_jax.learners import available_learners, resolve_config
 from smac_jax.training.logger import check_sinks, plot_evaluations
 from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     RunContext,
@@ -41,12 +41,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     A workdir that already holds a run is continued with ``resume=True`` (same config) or replaced
     with ``overwrite=True``; otherwise it is left untouched and :class:`WorkdirError` is raised.
     The dataset must exist locally (``experiments/o2o.py`` generates a missing one first)."""
-    validate_config(config)
-    prepare_workdir(workdir, config, resume, overwrite)
+    check_start(config, workdir, resume, overwrite)
     dc = config.dataset
     dataset = load_dataset_from_config(dc)
     check_batch_sizes(config, int(dataset.transitions.reward.shape[0]))
     check_env_fits(dataset)
+    # only now, with every check passed, is the run written: a start that failed leaves the workdir as it was
+    prepare_workdir(workdir, config, resume, overwrite)
     ctx = RunContext.build(config, workdir, dataset, resume, progress)
     try:
         off_states = offline_phase(ctx)  # None when resuming inside the online phase
@@ -79,6 +80,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(msg)
 
     need(config.n_seeds >= 1, f"n_seeds must be >= 1, got {config.n_seeds}")
+    need(config.seed >= 0, f"seed must be >= 0 (environments take non-negative seeds), got {config.seed}")
+    lo, hi = config.get("ref_min_score"), config.get("ref_max_score")
+    need(lo is None or hi is None or hi > lo,
+         f"ref_max_score ({hi}) must be above ref_min_score ({lo}): scores are 100 * (return - min) / (max - min)")
+    need(0.0 < config.dataset.gamma <= 1.0, f"dataset.gamma must be in (0, 1], got {config.dataset.gamma}")
     need(config.eval.episodes >= 1, f"eval.episodes must be >= 1, got {config.eval.episodes}")
     need(config.ckpt_keep >= 1, f"ckpt_keep must be >= 1, got {config.ckpt_keep}")
     check_sinks(config)  # a missing optional package fails here, before any data is loaded
@@ -88,6 +94,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for name, ph in (("offline", off), ("online", on)):
         need(ph.steps >= 0, f"{name}.steps must be >= 0, got {ph.steps}")
         need(ph.eval_every > 0, f"{name}.eval_every must be > 0, got {ph.eval_every}")
+        need(ph.ckpt_every > 0, f"{name}.ckpt_every must be > 0, got {ph.ckpt_every}")
     need(off.scan_steps > 0, f"offline.scan_steps must be > 0, got {off.scan_steps}")
     for k in ("steps", "eval_every", "ckpt_every"):
         need(off[k] % off.scan_steps == 0,
@@ -95,15 +102,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              "(updates are fused in chunks of scan_steps)")
     need(on.utd >= 1, f"online.utd must be >= 1, got {on.utd}")
     need(on.scan_steps >= 1, f"online.scan_steps must be >= 1, got {on.scan_steps}")
-    need(on.ckpt_every >= 1, f"online.ckpt_every must be >= 1, got {on.ckpt_every}")
     need(on.learning_starts >= 0, f"online.learning_starts must be >= 0, got {on.learning_starts}")
     need(on.critic_warmup >= 0, f"online.critic_warmup must be >= 0, got {on.critic_warmup}")
     need(on.replay.capacity >= 1, f"online.replay.capacity must be >= 1, got {on.replay.capacity}")
     need(on.replay.init in replay.REPLAY_INITS,
          f"online.replay.init must be one of {replay.REPLAY_INITS}, got {on.replay.init!r}")
     need(0.0 <= on.replay.mixing_ratio < 1.0, f"online.replay.mixing_ratio must be in [0, 1), got {on.replay.mixing_ratio}")
+    need(on.replay.init != "top_n" or on.replay.top_n >= 1,
+         f"online.replay.top_n must be >= 1 with online.replay.init='top_n', got {on.replay.top_n}")
     # unknown learner names and hyperparameters fail here, before any data is loaded
     for phase in ("offline", "online"):
+        need(config[phase].learner in available_learners(),
+             f"{phase}.learner: unknown learner {config[phase].learner!r}; available: {', '.join(available_learners())}")
         try:
             resolve_config(config[phase].learner, config[phase].agent)
         except ConfigError as e:
@@ -126,21 +136,37 @@ RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval.png", "checkp
              "tensorboard", "wandb", *vmap_sweep.RUN_FILES)
 
 
-def prepare_workdir(workdir: str, config, resume: bool, overwrite: bool) -> None:
-    """Never touch another run by accident: an existing run needs ``resume`` (same config) or
-    ``overwrite``; then write ``config.json``."""
+def check_start(config, workdir: str, resume: bool = False, overwrite: bool = False) -> None:
+    """What :func:`run` checks before it reads any data, for a launcher to call before it spends time
+    on a missing dataset: the config (:func:`validate_config`) and the workdir (an existing run needs
+    ``resume`` with the same config, or ``overwrite``). Nothing is written."""
+    validate_config(config)
+    _check_workdir(workdir, config, resume, overwrite)
+
+
+def _check_workdir(workdir: str, config, resume: bool, overwrite: bool) -> list[str]:
+    """The run files already in ``workdir``, after checking that this start may touch them."""
     if resume and overwrite:
         raise ConfigError("pass either --resume (continue the run in the workdir) or --overwrite (replace it), not both")
     existing = [f for f in RUN_FILES if os.path.exists(os.path.join(workdir, f))]
     cfg_path = os.path.join(workdir, "config.json")
     if existing and not (resume or overwrite):
-        raise WorkdirError(f"{workdir} already holds a run ({', '.join(existing)}); pass --resume to continue "
-                           "it, --overwrite to replace it, or choose another --workdir")
+        raise WorkdirError(f"{workdir} already holds a run ({', '.join(existing)}); pass --resume (resume=True "
+                           "from Python) to continue it, --overwrite (overwrite=True) to replace it, or choose another "
+                           "--workdir")
     if resume and os.path.exists(cfg_path):
         with open(cfg_path) as f:
             if f.read() != _config_json(config):
                 raise ConfigError(f"--resume: {cfg_path} holds a different config than the one given; "
                                   "resume with the same config, or use a new workdir")
+    return existing
+
+
+def prepare_workdir(workdir: str, config, resume: bool, overwrite: bool) -> None:
+    """Never touch another run by accident: an existing run needs ``resume`` (same config) or
+    ``overwrite``; then write ``config.json``."""
+    existing = _check_workdir(workdir, config, resume, overwrite)
+    cfg_path = os.path.join(workdir, "config.json")
     try:
         os.makedirs(workdir, exist_ok=True)
         if overwrite and existing:
@@ -156,3 +182,12 @@ def prepare_workdir(workdir: str, config, resume: bool, overwrite: bool) -> None
 
 def _config_json(config) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def same_config(workdir: str, config) -> bool:
+    """Whether ``workdir/config.json`` holds ``config`` (as :func:`run` wrote it)."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            return f.read() == _config_json(config)
+    except OSError:
+        return False

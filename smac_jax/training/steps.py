@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from smac_jax.data import replay
+from smac_jax.errors import ShapeError
 from smac_jax.types import Transitions
 
 
@@ -22,7 +23,14 @@ def seed_vmap(fn, in_axes):
     batched = jax.vmap(fn, in_axes=in_axes)
 
     def call(*args):
-        sizes = {leaf.shape[0] for a, ax in zip(args, in_axes) if ax == 0 for leaf in jax.tree.leaves(a)}
+        shapes = [jnp.shape(leaf) for a, ax in zip(args, in_axes) if ax == 0 for leaf in jax.tree.leaves(a)]
+        if any(len(s) == 0 for s in shapes):
+            raise ShapeError("a train state (or another per-seed argument) has no leading seed axis: stack one "
+                             "state per seed, e.g. jax.vmap(learner.init)(jax.random.split(key, n_seeds))")
+        sizes = {s[0] for s in shapes}
+        if len(sizes) > 1:
+            raise ShapeError(f"the per-seed arguments disagree on the number of seeds (leading axis sizes "
+                             f"{sorted(sizes)}); observations and keys need the states' seed axis too")
         if sizes != {1}:
             return batched(*args)
         squeezed = [jax.tree.map(lambda x: x[0], a) if ax == 0 else a for a, ax in zip(args, in_axes)]
@@ -73,7 +81,13 @@ def make_offline_step(learner, n_updates: int):
         state, ms = jax.lax.scan(body, state, keys.reshape(n_updates // period, period, *keys.shape[1:]))
         return state, _mean_metrics(ms)
 
-    plain = seed_vmap(per_seed, (0, None, 0, None))
+    def checked(fn):  # the data's shapes, checked once when the program is traced
+        def run(states, data, seed_keys, step):
+            data.check_shapes(learner.obs_dim, learner.act_dim, where="data")
+            return fn(states, data, seed_keys, step)
+        return run
+
+    plain = checked(seed_vmap(per_seed, (0, None, 0, None)))
     if period == 1 or n_updates % period:
         return jax.jit(plain, donate_argnums=0)
     phased = seed_vmap(per_seed_phased, (0, None, 0, None))

@@ -1,0 +1,140 @@
+"""Mistakes in configs, batches and hand-overs stop with one error naming the field, before any
+training: learner hyperparameters out of range, misspelt run-config fields, an unknown learner,
+batches and train states of the wrong shape, a learner that cannot take over a deterministic actor."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from conftest import load_o2o_config_module, tiny_config
+
+from smac_jax.errors import ConfigError, ShapeError, TransferError
+from smac_jax.learners import make_learner, sac
+from smac_jax.learners.base import Bound, Learner, REGISTRY, above, at_least, count, learner_bounds, register
+from smac_jax.training import pipeline
+from smac_jax.training.evaluation import make_act_fn
+from smac_jax.training.steps import make_offline_step
+from smac_jax.types import Transitions
+
+OBS, ACT, N = 3, 1, 8
+
+
+@pytest.mark.parametrize("name, field, value, message", [
+    ("cql", "cql_n_actions", 0, "cql_n_actions=0 must be an integer >= 1"),
+    ("cql", "cql_alpha", -5.0, "cql_alpha=-5.0 must be a number >= 0"),
+    ("cql", "cql_temp", 0.0, "cql_temp=0.0 must be a number > 0"),
+    ("calql", "cql_temp", 0.0, "cql_temp=0.0 must be a number > 0"),  # inherited from CQL
+    ("td3", "policy_delay", 0, "policy_delay=0 must be an integer >= 1"),
+    ("td3bc", "policy_delay", 0, "policy_delay=0 must be an integer >= 1"),
+    ("td3bc", "alpha", -2.5, "alpha=-2.5 must be a number >= 0"),
+    ("iql", "beta", -1.0, "beta=-1.0 must be a number >= 0"),
+    ("awac", "awac_lambda", 0.0, "awac_lambda=0.0 must be a number > 0"),
+    ("smac", "policy_prob", 2.0, r"policy_prob=2.0 must be a number in \[0, 1\]"),
+    ("smac", "kappa", -1.0, "kappa=-1.0 must be a number >= 0"),
+    ("sac", "init_temperature", 0.0, "init_temperature=0.0 must be a number > 0"),
+    ("bc", "action_clip_eps", 0.0, r"action_clip_eps=0.0 must be a number in \(0, 1\)"),
+    ("td3", "policy_delay", 1.5, "policy_delay=1.5 has the wrong type; the default is 2"),
+])
+def test_out_of_range_hyperparameters_are_named(name, field, value, message):
+    with pytest.raises(ConfigError, match=f"learner '{name}': {message}"):
+        make_learner(name, OBS, ACT, {field: value})
+
+
+def test_bounds_accept_their_edges_and_numpy_scalars():
+    make_learner("cql", OBS, ACT, {"cql_alpha": 0.0, "cql_n_actions": 1})
+    make_learner("smac", OBS, ACT, {"policy_prob": 1.0, "sm_batch_size": 0})
+    learner = make_learner("sac", OBS, ACT, {"batch_size": np.int64(64), "critic_lr": np.float32(1e-3)})
+    assert learner.config.batch_size == 64 and isinstance(learner.config.batch_size, int)
+    assert Bound(0, 1, lo_open=True).describe() == "must be a number in (0, 1]"
+    assert count(0).holds(0) and not count(1).holds(0) and not above(0).holds(0.0) and at_least(0).holds(0.0)
+    assert not at_least(0).holds(True) and not at_least(0).holds("1")
+
+
+def test_a_learners_bounds_add_to_those_it_derives_from():
+    assert {"cql_alpha", "init_temperature"} <= set(learner_bounds(REGISTRY["calql"]))
+    assert "policy_delay" in learner_bounds(REGISTRY["td3bc"]) and "alpha" in learner_bounds(REGISTRY["td3bc"])
+    assert "cql_alpha" not in learner_bounds(REGISTRY["sac"])
+
+
+def test_the_task_config_is_locked_against_misspelt_fields():
+    c = load_o2o_config_module().get_config("pendulum,sac,td3")
+    c.online.learning_starts = 90  # existing fields change as before
+    with pytest.raises(AttributeError, match="learing_starts"):
+        c.online.learing_starts = 90
+    with pytest.raises(AttributeError, match="n_seed"):
+        c.n_seed = 5
+
+
+@pytest.mark.parametrize("offline, overrides, match", [
+    ("sac", {"offline.learner": "sacc"}, r"offline\.learner: unknown learner 'sacc'; available: .*smac"),
+    ("sac", {"online.learner": "nope"}, r"online\.learner: unknown learner 'nope'"),
+    ("sac", {"online.replay.init": "top_n", "online.replay.top_n": 0},
+     r"online\.replay\.top_n must be >= 1 with online\.replay\.init='top_n', got 0"),
+    ("smac", {"offline.agent.policy_prob": 1.5},
+     r"offline\.agent: learner 'smac': policy_prob=1\.5 must be a number in \[0, 1\]"),
+])
+def test_run_config_mistakes_name_the_field(offline, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        pipeline.validate_config(tiny_config(offline=offline, **overrides))
+
+
+def _batch(n=N, obs=OBS, act=ACT, reward_shape=None):
+    z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
+    return Transitions(obs=z(n, obs), action=z(n, act), reward=z(*(reward_shape or (n,))), next_obs=z(n, obs),
+                       terminated=z(n), truncated=z(n), episode=jnp.zeros((n,), jnp.int32), rtg=z(n),
+                       mc_return=z(n), traj_return=z(n))
+
+
+def test_a_batch_of_the_wrong_shape_is_named_by_its_field():
+    learner = make_learner("sac", OBS, ACT, {"hidden_dims": (8,), "batch_size": 4})
+    state = learner.init(jax.random.PRNGKey(0))
+    # a (N, 1) reward would broadcast the TD target to (N, N) without a word
+    with pytest.raises(ShapeError, match=r"batch\.reward has shape \(8, 1\); expected \(N,\) with N = 8"):
+        sac.critic_loss(state.params, _batch(reward_shape=(N, 1)), jax.random.PRNGKey(1), learner.config)
+    loss, _ = sac.critic_loss(state.params, _batch(), jax.random.PRNGKey(1), learner.config)
+    assert np.isfinite(loss)
+    # the offline program checks the data against the learner's sizes when it is traced
+    states = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(0), 2))
+    step = make_offline_step(learner, 2)
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    with pytest.raises(ShapeError, match=r"data\.obs has shape \(8, 5\); expected \(N, 3\)"):
+        step(states, _batch(obs=5), keys, 0)
+
+
+def test_a_state_without_its_seed_axis_is_one_clear_error():
+    learner = make_learner("sac", OBS, ACT, {"hidden_dims": (8,), "batch_size": 4})
+    act = make_act_fn(learner)
+    with pytest.raises(ShapeError, match="no leading seed axis"):
+        act(learner.init(jax.random.PRNGKey(0)), jnp.zeros((5, OBS)))
+    states = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(0), 2))
+    with pytest.raises(ShapeError, match=r"disagree on the number of seeds \(leading axis sizes \[2, 5\]\)"):
+        act(states, jnp.zeros((5, OBS)))
+    assert act(states, jnp.zeros((2, 5, OBS))).shape == (2, 5, ACT)
+
+
+def test_a_gaussian_learner_without_transfer_log_std_init_takes_over_gaussian_actors_only():
+    @register("test_plain_gaussian")
+    class Plain(sac.SAC):
+        @classmethod
+        def default_config(cls) -> ml_collections.ConfigDict:
+            cfg = super().default_config()
+            del cfg["transfer_log_std_init"]
+            return cfg
+
+    try:
+        small = {"hidden_dims": (8,), "batch_size": 4}
+        dst = make_learner("test_plain_gaussian", OBS, ACT, small)
+        key = jax.random.PRNGKey(0)
+        for src_name in ("sac", "test_plain_gaussian"):  # Gaussian -> Gaussian: the field is not needed
+            src = make_learner(src_name, OBS, ACT, small)
+            moved = dst.transfer(key, src.init(key), src)
+            np.testing.assert_array_equal(jax.tree.leaves(moved.params["actor"])[0],
+                                          jax.tree.leaves(src.init(key).params["actor"])[0])
+        td3 = make_learner("td3", OBS, ACT, small)
+        with pytest.raises(TransferError, match="td3 -> test_plain_gaussian: .* no config field transfer_log_std_init"):
+            dst.transfer(key, td3.init(key), td3)
+    finally:
+        REGISTRY.pop("test_plain_gaussian", None)
+    assert issubclass(Plain, Learner)
