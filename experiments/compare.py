@@ -37,7 +37,8 @@ _PAGE = flags.DEFINE_string("page", None, "Markdown results page to write, the p
 _SET = flags.DEFINE_multi_string("set", [], "Overrides KEY=VALUE applied to every run's config.")
 _RESUME = flags.DEFINE_bool("resume", True, "Resume unfinished runs and reuse finished ones (a finished run "
                              "of another config is an error, not reused).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the runs already under --root, finished or not.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the runs already under --root, finished or not "
+                                "(instead of --resume).")
 _ONLY_REPORT = flags.DEFINE_bool("only_report", False, "Only write the page from existing runs.")
 _OFFLINE_ONLY = flags.DEFINE_string("offline_table", None, "Write an offline-score table relative to this "
                                     "learner (e.g. bc) instead of the transfer table; use with online.steps=0.")
@@ -79,9 +80,6 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     tune_host_allocator()
-    if _RESUME.value and _OVERWRITE.value:
-        raise SmacJaxError("pass --overwrite (replace the runs under --root) or keep --resume, not both: "
-                           "--overwrite --noresume")
     runs = {}
     for off in _OFF.value:
         wd = os.path.join(_ROOT.value, f"{off}-{_ON.value}")
@@ -92,9 +90,9 @@ def main(argv):
             finished = os.path.exists(os.path.join(wd, "summary.json"))
             if finished and not _OVERWRITE.value and not same_config(wd, cfg):
                 raise SmacJaxError(f"{wd} holds a finished run of another config than this command's (task, "
-                                   "learners or --set); pass --overwrite --noresume to replace it, or choose another --root")
+                                   "learners or --set); pass --overwrite to replace it, or choose another --root")
             if not finished or _OVERWRITE.value:
-                resume = _RESUME.value and os.path.exists(os.path.join(wd, "config.json"))
+                resume = _RESUME.value and not _OVERWRITE.value and os.path.exists(os.path.join(wd, "config.json"))
                 check_start(cfg, wd, resume, _OVERWRITE.value)  # before a dataset is generated
                 ensure_dataset(cfg.dataset)
                 run(cfg, wd, resume=resume, overwrite=_OVERWRITE.value)
