@@ -35,6 +35,9 @@ OBS, ACT, N = 3, 1, 8
     ("smac", "kappa", -1.0, "kappa=-1.0 must be a number >= 0"),
     ("sac", "init_temperature", 0.0, "init_temperature=0.0 must be a number > 0"),
     ("bc", "action_clip_eps", 0.0, r"action_clip_eps=0.0 must be a number in \(0, 1\)"),
+    ("iql", "expectile", 1.0, r"expectile=1.0 must be a number in \(0, 1\)"),
+    ("samg_iql", "p_threshold", 1.5, r"p_threshold=1.5 must be a number in \[0, 1\]"),
+    ("samg_cql", "cql_n_actions", 0, "cql_n_actions=0 must be an integer >= 1"),  # CQL's, through the SAMG class
     ("td3", "policy_delay", 1.5, "policy_delay=1.5 has the wrong type; the default is 2"),
 ])
 def test_out_of_range_hyperparameters_are_named(name, field, value, message):

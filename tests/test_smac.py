@@ -341,5 +341,5 @@ def test_matching_loss_gradient_is_finite_where_an_action_gradient_is_zero(sm_ta
 
 
 def test_sm_shrink_out_of_range_is_a_one_line_error():
-    with pytest.raises(ConfigError, match="sm_shrink must be in \\[0, 1\\], got 1.5"):
+    with pytest.raises(ConfigError, match=r"sm_shrink=1\.5 must be a number in \[0, 1\]"):
         smac({"sm_shrink": 1.5})

@@ -34,7 +34,8 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners.awac import advantage_weights, clipped_log_prob
-from smac_jax.learners.base import ConfigError, Learner, TrainState, above, at_least, base_config, polyak, register, sg
+from smac_jax.learners.base import (Bound, ConfigError, Learner, TrainState, above, at_least, base_config, count, polyak,
+                                   register, sg)
 from smac_jax.learners.sac import gaussian_act
 from smac_jax.types import Transitions
 
@@ -104,7 +105,8 @@ def actor_loss(params, batch: Transitions, key, config):
 @register("iql")
 class IQL(Learner):
     actor_kind = "gaussian"
-    bounds = {"beta": at_least(0), "max_weight": above(0), "expl_noise": at_least(0)}
+    bounds = {"beta": at_least(0), "max_weight": above(0), "expl_noise": at_least(0),
+              "expectile": Bound(0, 1, lo_open=True, hi_open=True), "value_warmup_steps": count(0)}
     value_loss_fn = staticmethod(value_loss)
     critic_loss_fn = staticmethod(critic_loss)
     actor_loss_fn = staticmethod(actor_loss)
@@ -128,10 +130,6 @@ class IQL(Learner):
             raise ConfigError(
                 f"iql: policy_extraction must be one of {POLICY_EXTRACTIONS}, got {config.policy_extraction!r}"
             )
-        if not 0.0 < config.expectile < 1.0:
-            raise ConfigError(f"iql: expectile must lie in (0, 1), got {config.expectile}")
-        if config.value_warmup_steps < 0:
-            raise ConfigError(f"iql: value_warmup_steps must be >= 0, got {config.value_warmup_steps}")
 
     lr_fields = {"actor": "actor_lr", "critic": "critic_lr", "value": "value_lr"}
 

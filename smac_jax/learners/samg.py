@@ -47,7 +47,7 @@ import numpy as np
 
 from smac_jax import networks
 from smac_jax.learners import awac, calql, cql, iql, sac
-from smac_jax.learners.base import ConfigError, TransferError, register, sg
+from smac_jax.learners.base import Bound, ConfigError, TransferError, count, register, sg
 from smac_jax.learners.handover import check_same_structure
 from smac_jax.samg import adaptive, confidence
 from smac_jax.samg import cvae as cvae_mod
@@ -116,6 +116,8 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
     hook_kw, guided, frozen_group, source_group, target_group = _KINDS[kind]
 
     class SAMGLearner(base):
+        bounds = {"p_threshold": Bound(0, 1), "even_p": Bound(0, 1), "adaptive_frac": Bound(0, 1, lo_open=True),
+                  "refit_rows": count(), "adaptive_steps": count(0)}
         critic_loss_fn = staticmethod(functools.partial(base.critic_loss_fn, **{hook_kw: guided}))
         base_learner = base
 
@@ -136,11 +138,6 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
             if c.coefficient not in confidence.COEFFICIENTS:
                 raise ConfigError(f"{self.name}: coefficient must be one of {confidence.COEFFICIENTS}, "
                                   f"got {c.coefficient!r}")
-            for field in ("p_threshold", "even_p"):
-                if not 0.0 <= c[field] <= 1.0:
-                    raise ConfigError(f"{self.name}: {field} must lie in [0, 1], got {c[field]}")
-            if not 0.0 < c.adaptive_frac <= 1.0:
-                raise ConfigError(f"{self.name}: adaptive_frac must lie in (0, 1], got {c.adaptive_frac}")
             if c.adaptive and c.adaptive_every < 1:
                 raise ConfigError(f"{self.name}: adaptive_every must be >= 1, got {c.adaptive_every}")
             self.cvae_params = None

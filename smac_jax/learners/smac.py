@@ -156,7 +156,7 @@ def critic_loss(params, batch: Transitions, key, config):
 @register("smac")
 class SMAC(sac.SAC):
     bounds = {"kappa": at_least(0), "policy_prob": Bound(0, 1), "score_w": Bound(0, 1),
-              "sm_batch_size": count(0)}
+              "sm_batch_size": count(0), "sm_shrink": Bound(0, 1)}
     critic_loss_fn = staticmethod(critic_loss)
 
     @classmethod
@@ -196,8 +196,6 @@ class SMAC(sac.SAC):
             raise ConfigError(f"alpha_param must be one of {ALPHA_PARAMS}, got {config.alpha_param!r}")
         if config.sm_target not in SM_TARGETS:
             raise ConfigError(f"sm_target must be one of {SM_TARGETS}, got {config.sm_target!r}")
-        if not 0.0 <= config.sm_shrink <= 1.0:
-            raise ConfigError(f"sm_shrink must be in [0, 1], got {config.sm_shrink!r}")
         self.score_params = None
 
     # -- the score model ------------------------------------------------------------------

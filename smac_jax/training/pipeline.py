@@ -41,13 +41,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     A workdir that already holds a run is continued with ``resume=True`` (same config) or replaced
     with ``overwrite=True``; otherwise it is left untouched and :class:`WorkdirError` is raised.
     The dataset must exist locally (``experiments/o2o.py`` generates a missing one first)."""
-    check_start(config, workdir, resume, overwrite)
+    validate_config(config)
+    existing = _check_workdir(workdir, config, resume, overwrite)
     dc = config.dataset
     dataset = load_dataset_from_config(dc)
     check_batch_sizes(config, int(dataset.transitions.reward.shape[0]))
     check_env_fits(dataset)
     # only now, with every check passed, is the run written: a start that failed leaves the workdir as it was
-    prepare_workdir(workdir, config, resume, overwrite)
+    _write_workdir(workdir, config, existing, overwrite)
     ctx = RunContext.build(config, workdir, dataset, resume, progress)
     try:
         off_states = offline_phase(ctx)  # None when resuming inside the online phase
@@ -145,7 +146,8 @@ def check_start(config, workdir: str, resume: bool = False, overwrite: bool = Fa
 
 
 def _check_workdir(workdir: str, config, resume: bool, overwrite: bool) -> list[str]:
-    """The run files already in ``workdir``, after checking that this start may touch them."""
+    """The run files already in ``workdir``, after checking that this start may touch them: never
+    another run by accident (an existing run needs ``resume`` with the same config, or ``overwrite``)."""
     if resume and overwrite:
         raise ConfigError("pass either --resume (continue the run in the workdir) or --overwrite (replace it), not both")
     existing = [f for f in RUN_FILES if os.path.exists(os.path.join(workdir, f))]
@@ -162,10 +164,8 @@ def _check_workdir(workdir: str, config, resume: bool, overwrite: bool) -> list[
     return existing
 
 
-def prepare_workdir(workdir: str, config, resume: bool, overwrite: bool) -> None:
-    """Never touch another run by accident: an existing run needs ``resume`` (same config) or
-    ``overwrite``; then write ``config.json``."""
-    existing = _check_workdir(workdir, config, resume, overwrite)
+def _write_workdir(workdir: str, config, existing: list[str], overwrite: bool) -> None:
+    """Write ``config.json`` (after :func:`_check_workdir`), removing the ``existing`` run first with ``overwrite``."""
     cfg_path = os.path.join(workdir, "config.json")
     try:
         os.makedirs(workdir, exist_ok=True)
