@@ -102,6 +102,7 @@ class AimEnv(gym.Env):
 
 def test_generate_writes_four_minari_datasets_cut_at_the_medium_snapshot(minari_store, capsys):
     import minari
+    import ml_collections
     import pytest
 
     from smac_jax.errors import DatasetError
@@ -133,6 +134,23 @@ def test_generate_writes_four_minari_datasets_cut_at_the_medium_snapshot(minari_
     scores = [100 * (float(np.sum(e.rewards)) - lo) / (hi - lo) for e in sets["medium"].iterate_episodes()]
     assert load_dataset(ids["medium"]).describe() == (
         f"200 transitions, 10 episodes, episodes scoring {np.mean(scores):.1f} on average, best {np.max(scores):.1f}")
+    # the description records the generator's settings, and a launch script warns when a task's
+    # config would have generated the local dataset with other ones
+    from smac_jax.training.dataset_factory import ensure_dataset, recipe, recorded_recipe
+    settings = {k: v for k, v in kw.items() if k != "namespace"}
+    assert recorded_recipe(sets["medium"].storage.metadata["description"]) == recipe("medium", **settings)
+    assert "n_transitions" not in recorded_recipe(sets["medium-replay"].storage.metadata["description"])
+    dc = lambda **gk: ml_collections.ConfigDict(dict(
+        id=ids["medium"], generate=True, generate_env="FactoryAim-v0", generate_kind="medium", generate_seed=1,
+        generate_kwargs={**{k: v for k, v in settings.items() if k != "seed"}, **gk}))
+    capsys.readouterr()
+    ensure_dataset(dc())
+    assert capsys.readouterr().out == ""
+    ensure_dataset(dc(n_transitions=300, eval_every=200))
+    assert capsys.readouterr().out.strip() == (
+        f"[smac_jax] warning: dataset {ids['medium']!r} was generated with eval_every=300, n_transitions=200, not "
+        "this config's eval_every=200, n_transitions=300; training on it as it is (replace it with "
+        "experiments/make_dataset.py --overwrite and those settings to get the config's dataset)")
     with pytest.raises(DatasetError, match="factorytest/factoryaim/random-v0 already exists"):
         generate_datasets("FactoryAim-v0", kinds=["random"], **kw)
     with pytest.raises(DatasetError, match="snapshot_every must be >= 1, got 0"):
