@@ -28,7 +28,8 @@ from smac_jax.learners import resolve_config
 #   Muon on hidden layers only, SMAC-Adam and SMAC-Muon ended within 2 points on Pendulum medium).
 # * Networks 128x128 and a 128-wide score model on both tasks: the 256-wide defaults cost 4x more
 #   per Muon step on a 2-core CPU (docs/README.md, benchmarks) and would not fit three methods x
-#   three seeds into a few hours. Use --config.offline.agent.hidden_dims=256,256 on an accelerator.
+#   three seeds into a few hours. On an accelerator use --config.offline.agent.hidden_dims=256,256
+#   --config.online.agent.hidden_dims=256,256 (both sides: the hand-over needs equal widths).
 #
 # Per task: the dataset and the budgets (the same for every task but quickstart: 20k offline updates,
 # 20k online environment steps, 3 seeds, 128x128 networks, a 128-wide score model fit for 10k steps; raise

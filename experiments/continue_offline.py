@@ -33,6 +33,7 @@ import o2o as o2o_configs  # noqa: E402
 from smac_jax.analysis import landscape as ls  # noqa: E402
 from smac_jax.cli import fail, run_cli  # noqa: E402
 from smac_jax.errors import ConfigError  # noqa: E402
+from smac_jax.runtime import tune_host_allocator  # noqa: E402
 from smac_jax.training import pipeline  # noqa: E402
 from smac_jax.training.sweep import seed_finetune  # noqa: E402
 
@@ -74,6 +75,7 @@ def continuation_config(source: dict, handover: int, updates: int, ckpt_every: i
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)  # orbax warns about every checkpoint's optional metadata file
+    tune_host_allocator()
     if not _RUN.value or not _WORKDIR.value or _UPDATES.value is None:
         fail("give --run, --updates and --workdir")
     if _UPDATES.value < 1 or _CKPT_EVERY.value < 1:

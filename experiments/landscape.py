@@ -21,6 +21,7 @@ from absl import flags, logging
 
 from smac_jax.cli import fail, run_cli
 from smac_jax.analysis import landscape as ls
+from smac_jax.runtime import tune_host_allocator
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Run workdirs: the 1-D interpolation from each run's final offline "
                               "actor to its final online actor, and the t-SNE of their checkpoints.")
@@ -299,6 +300,7 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.ERROR)  # orbax's notes on partial restores
+    tune_host_allocator()
     if not _OUT.value:
         fail("--out is required")
     try:

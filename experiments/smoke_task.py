@@ -27,6 +27,7 @@ import o2o as o2o_configs  # noqa: E402
 from smac_jax.cli import fail, run_cli  # noqa: E402
 from smac_jax.envs import ensure_registered  # noqa: E402
 from smac_jax.errors import DatasetError  # noqa: E402
+from smac_jax.runtime import tune_host_allocator  # noqa: E402
 
 _TASK = flags.DEFINE_string("task", None, "Task in configs/o2o.py.", required=True)
 _OFF = flags.DEFINE_string("offline", "sac", "Offline learner.")
@@ -66,6 +67,7 @@ def _write_dataset(env: gym.Env, dataset_id: str) -> None:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    tune_host_allocator()
     if _TASK.value not in o2o_configs.TASKS:
         fail(f"--task: unknown task {_TASK.value!r}; known: {', '.join(o2o_configs.TASKS)}")
     if _EPISODES.value < 1 or _STEPS.value < 2:

@@ -40,6 +40,7 @@ from absl import flags, logging
 from smac_jax.analysis import landscape as ls
 from smac_jax.analysis.drop import null_drop, paired_drop
 from smac_jax.cli import fail, run_cli
+from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.logger import MetricsLog
 from smac_jax.training.summary import DROP_WINDOW, transfer_drop
 
@@ -189,6 +190,7 @@ def _plot(results: list[dict], control: dict | None, value_name: str, out: str) 
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)  # orbax warns about every checkpoint's optional metadata file
+    tune_host_allocator()
     if not _WORKDIRS.value or not _OUT.value:
         fail("give --workdirs and --out")
     if _EPISODES.value < 2:

@@ -30,6 +30,7 @@ from absl import flags, logging
 from smac_jax.analysis import landscape as ls
 from smac_jax.cli import fail, run_cli
 from smac_jax.learners.base import TrainState
+from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.evaluation import in_critic_units, make_act_fn, make_value_fn, run_episodes
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir.")
@@ -99,6 +100,7 @@ def _plot(rows: list[dict], value_name: str, title: str, path: str) -> None:
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)  # orbax warns about every checkpoint's optional metadata file
+    tune_host_allocator()
     if not _WORKDIR.value:
         fail("give --workdir")
     if _EPISODES.value < 1:
