@@ -323,9 +323,11 @@ def _peer_arm(jaxcorl_bench, algo: str, without_layer_norm: bool = False):
     return call, n, flops
 
 
-def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int, peak_gflops: float) -> dict:
+def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int, peak_gflops: float,
+                    on_row=None) -> dict:
     """Updates/s (median over alternating rounds) of JAX-CORL and of this library, per algorithm,
-    with each program's FLOPs per update and FLOP rate as a share of the matmul peak."""
+    with each program's FLOPs per update and FLOP rate as a share of the matmul peak.
+    ``on_row(results)`` is called after each algorithm (so a run stopped part-way keeps its rows)."""
     data = offline_data(harness)  # the harness's synthetic dataset; puts the harness on sys.path
     try:
         import jaxcorl_bench
@@ -371,6 +373,8 @@ def peer_comparison(harness: str, algos, rounds: int, updates: int, scan: int, p
             row["layer_norm_cost"] = med["smac_jax@8 no LayerNorm"] / med["smac_jax@8"]
             row["peer_layer_norm_cost"] = med["jax-corl no LayerNorm"] / med["jax-corl"]
         results[algo] = row
+        if on_row is not None:
+            on_row(results)
         print(f"{algo:<7}" + "  ".join(f"{lab} {v:.1f} ({flops[lab] / 1e6:.0f} MFLOP, "
                                       f"{100 * row['share_of_matmul_peak'][lab]:.0f}% peak)" for lab, v in med.items())
               + "  | ratio " + ", ".join(f"{lab}: {r:.2f}" for lab, r in row["ratio_vs_peer"].items())
@@ -454,11 +458,14 @@ def main(argv):
                "updates_per_round": _PEER_UPDATES.value}
         print(f"device {out['device']}; 2048x2048 float32 matmul peak {out['matmul_peak_gflops']:.1f} GFLOP/s; "
               f"updates/s, 1 seed, median of {_PEER_ROUNDS.value} alternating rounds")
-        out["peer"] = peer_comparison(_PEER.value, _PEER_ALGOS.value, _PEER_ROUNDS.value, _PEER_UPDATES.value,
-                                      _SCAN.value, out["matmul_peak_gflops"])
-        if _JSON.value:
-            with open(_JSON.value, "w") as f:
-                json.dump(out, f, indent=2, default=str)
+
+        def save(results):
+            if _JSON.value:
+                with open(_JSON.value, "w") as f:
+                    json.dump({**out, "peer": results}, f, indent=2, default=str)
+
+        peer_comparison(_PEER.value, _PEER_ALGOS.value, _PEER_ROUNDS.value, _PEER_UPDATES.value, _SCAN.value,
+                        out["matmul_peak_gflops"], on_row=save)
         return
     data = fake_data()
     out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "malloc_tuned": tuned}
