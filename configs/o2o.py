@@ -187,9 +187,11 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     # reward: "env" (the stored / environment reward) or "success" (1 on a step whose info["success"]
     # is true, else 0, in the data and online; the score is then the success rate in percent).
     # reward_scale / reward_bias: reward * scale + bias, in the data and online.
+    # action_tolerance: stored actions may exceed the action space's bounds by this much (clipped
+    # to them); a dataset with actions further out is refused.
     c.dataset = ml_collections.ConfigDict(dict(
         id=d["id"], normalize_obs=False, reward=d["reward"], reward_scale=d["reward_scale"],
-        reward_bias=d["reward_bias"], gamma=0.99,
+        reward_bias=d["reward_bias"], gamma=0.99, action_tolerance=1e-3,
         generate=d["generate"], generate_env=d["generate_env"], generate_kind=d["generate_kind"],
         generate_seed=0, generate_kwargs=d["generate_kwargs"],
     ))

@@ -46,18 +46,24 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
 def play(params, score_config, dataset, w: float, episodes: int, seed: int) -> np.ndarray:
-    """Normalised score of ``episodes`` episodes with a ~ p(a | s, w) sampled at every step."""
+    """Normalised score of ``episodes`` episodes with a ~ p(a | s, w) sampled at every step (a
+    binary task's: 100 for an episode in which some step reported ``info["success"]``, else 0)."""
     envs = dataset.make_vector_env(episodes, seeds=seed)
     act = jax.jit(lambda o, k: sm.sample(params, o, w, k, score_config))
     obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
     returns, active = np.zeros(episodes), np.ones(episodes, bool)
+    succeeded = np.zeros(episodes, bool)
     key = jax.random.PRNGKey(seed)
     while active.any():
         key, k = jax.random.split(key)
-        obs, rew, term, trunc, _ = envs.step(np.asarray(act(np.asarray(obs, np.float32), k)))
+        obs, rew, term, trunc, info = envs.step(np.asarray(act(np.asarray(obs, np.float32), k)))
         returns += rew * active
+        if "success" in info:
+            succeeded |= np.asarray(info["success"], bool) & active
         active &= ~(term | trunc)
     envs.close()
+    if dataset.reward == "success":  # the dataset's scores count an episode with a success as 1
+        return np.asarray(dataset.normalized_score(succeeded.astype(np.float64)))
     return np.asarray(dataset.normalized_score(returns))
 
 

@@ -3,6 +3,8 @@ training: learner hyperparameters out of range, misspelt run-config fields, an u
 batches and train states of the wrong shape, a learner that cannot take over a deterministic actor."""
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -141,3 +143,30 @@ def test_a_gaussian_learner_without_transfer_log_std_init_takes_over_gaussian_ac
     finally:
         REGISTRY.pop("test_plain_gaussian", None)
     assert issubclass(Plain, Learner)
+
+
+def test_dataset_loading_values_are_checked(pendulum_dataset_id):
+    """reward_scale / reward_bias / action_tolerance of a run config and of load_dataset: a
+    non-finite or out-of-range value is named before any data is read (NaN rewards used to surface
+    as a learner's divergence); the run config's action_tolerance reaches the loader."""
+    import ml_collections
+
+    from smac_jax.data.dataset import load_dataset, load_dataset_from_config
+    from smac_jax.errors import ConfigError, DatasetError
+    from smac_jax.training.pipeline import validate_config
+
+    for field, value, msg in (("reward_scale", float("nan"), "dataset.reward_scale must be a finite number, got nan"),
+                              ("reward_bias", float("inf"), "dataset.reward_bias must be a finite number, got inf"),
+                              ("action_tolerance", -1.0, "dataset.action_tolerance must be a finite number >= 0")):
+        cfg = tiny_config(pendulum_dataset_id)
+        cfg.dataset[field] = value
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            validate_config(cfg)
+    with pytest.raises(DatasetError, match=r"reward_scale must be a finite number, got nan"):
+        load_dataset(pendulum_dataset_id, reward_scale=float("nan"))
+    with pytest.raises(DatasetError, match=r"gamma must be in \(0, 1\], got 5.0"):
+        load_dataset(pendulum_dataset_id, gamma=5.0)
+    dc = ml_collections.ConfigDict(dict(id=pendulum_dataset_id, normalize_obs=False, reward_scale=1.0, reward_bias=0.0,
+                                        gamma=0.99, action_tolerance=-0.5))
+    with pytest.raises(DatasetError, match="action_tolerance must be >= 0, got -0.5"):
+        load_dataset_from_config(dc)

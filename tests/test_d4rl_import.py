@@ -164,3 +164,28 @@ def test_cli_imports_every_file_of_a_pattern_and_fails_in_one_line(rows, tmp_pat
     errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: d4rl/hopper/clione-v2 is already a local dataset; pass --overwrite to replace it"]
     assert "Traceback" not in again.stderr
+
+
+def test_an_unflagged_reset_in_next_observations_ends_an_episode(rows, tmp_path, minari_store):
+    """A row whose next observation is not the following row's observation (a reset the file does
+    not flag) ends its episode there, truncated: every stored transition stays the file's own."""
+    flagged = rows["terminals"] | rows["timeouts"]
+    cut = int(np.flatnonzero(~flagged[:-1])[1])  # an inner row of an episode
+    broken = dict(rows, next_observations=rows["next_observations"].copy())
+    broken["next_observations"][cut] += 1000.0
+    import_d4rl_file(write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5", broken), dataset_id="test-d4rl/hopper/reset-v2")
+    d = load_dataset("test-d4rl/hopper/reset-v2")
+    np.testing.assert_allclose(d.transitions.next_obs, broken["next_observations"], rtol=0, atol=1e-4)
+    assert d.n_episodes == int(flagged.sum()) + 2  # the unfinished tail, and the cut
+    assert d.transitions.truncated[cut] == 1.0 and d.transitions.terminated[cut] == 0.0
+
+
+def test_a_malformed_dataset_id_is_refused_before_anything_is_written(rows, tmp_path, minari_store):
+    import minari
+
+    good = write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5", rows)
+    for bad in ("hopper-medium", "bad ns/hopper/medium-v2"):
+        with pytest.raises(DatasetError, match=r"--dataset_id '.*' is not a Minari dataset id: \(namespace/\)name-vN"):
+            import_d4rl_file(good, dataset_id=bad)
+    minari.list_local_datasets()  # the store still lists (a malformed id's directory broke every listing)
+    assert not os.path.exists(os.path.join(str(minari_store), "hopper-medium"))

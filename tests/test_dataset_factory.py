@@ -138,7 +138,7 @@ def test_generate_writes_four_minari_datasets_cut_at_the_medium_snapshot(minari_
     # config would have generated the local dataset with other ones
     from smac_jax.training.dataset_factory import ensure_dataset, recipe, recorded_recipe
     settings = {k: v for k, v in kw.items() if k != "namespace"}
-    assert recorded_recipe(sets["medium"].storage.metadata["description"]) == recipe("medium", **settings)
+    assert recorded_recipe(sets["medium"].storage.metadata["description"]) == recipe("medium", env="FactoryAim-v0", **settings)
     assert "n_transitions" not in recorded_recipe(sets["medium-replay"].storage.metadata["description"])
     dc = lambda **gk: ml_collections.ConfigDict(dict(
         id=ids["medium"], generate=True, generate_env="FactoryAim-v0", generate_kind="medium", generate_seed=1,
@@ -178,3 +178,33 @@ def test_ensure_dataset_generates_a_missing_dataset_and_says_what_it_holds(minar
     assert "[smac_jax] dataset 'smac_jax/pendulum/medium-v0': 30 transitions, 3 episodes, episodes scoring" in out
     df.ensure_dataset(dc)  # now local: nothing generated
     assert len(made) == 1
+
+
+def test_a_failed_regeneration_keeps_the_existing_datasets(minari_store, monkeypatch):
+    """--overwrite replaces a dataset only when its replacement is about to be written: a run that
+    fails (or is interrupted) during the SAC training loses nothing; bad kinds and namespaces are
+    refused before training."""
+    import minari
+    import pytest
+
+    from smac_jax.errors import DatasetError
+    from smac_jax.training import dataset_factory as df
+
+    if "FactoryAim-v0" not in gym.registry:
+        gym.register("FactoryAim-v0", entry_point=f"{__name__}:AimEnv", max_episode_steps=20)
+    ids = [df.dataset_id("FactoryAim-v0", k, "keeptest") for k in ("random", "expert")]
+    for i in ids:
+        df.random_episodes_dataset(gym.make("FactoryAim-v0"), i, 2)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(df, "_train_sac", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        df.generate_datasets("FactoryAim-v0", ["random", "expert"], namespace="keeptest", overwrite=True)
+    assert set(ids) <= set(minari.list_local_datasets())
+    with pytest.raises(DatasetError, match=r"dataset kinds \['random', 'random'\] name a kind twice"):
+        df.generate_datasets("FactoryAim-v0", ["random", "random"], namespace="other")
+    with pytest.raises(DatasetError, match=r"namespace 'bad ns': the dataset id 'bad ns/factoryaim/random-v0' is "
+                                           r"not a Minari dataset id"):
+        df.generate_datasets("FactoryAim-v0", ["random"], namespace="bad ns")

@@ -168,6 +168,10 @@ def test_binary_door_data_and_environment(door_dataset_id):
     np.testing.assert_array_equal(t.traj_return[::DOOR_STEPS], np.full(4, DOOR_STEPS // EVERY))  # raw 0 / 1 rewards
     dense = load_dataset(door_dataset_id)
     assert len(np.unique(dense.transitions.reward)) > 2  # the environment's own (dense) reward
+    # scores in the binary task's unit, as its evaluations: 100 for an episode with a success
+    assert d.describe() == f"{4 * DOOR_STEPS:,} transitions, 4 episodes, 100.0% of them successful"
+    np.testing.assert_array_equal(d.normalized_score(np.array([0.0, 1.0, 3.0])), [0.0, 100.0, 100.0])
+    assert not dense.describe().endswith("successful")
     check_env_fits(d)
     env = d.make_env()
     env.reset(seed=0)

@@ -12,7 +12,9 @@ D4RL scores papers report.
 Episodes (docs/algorithms.md, "D4RL files"):
 
 * with ``next_observations``, every row is a transition; an episode's last observation is its
-  last row's next observation;
+  last row's next observation; a row whose next observation is not the following row's
+  observation also ends an episode (truncated), flagged or not, so that every stored transition
+  is the file's own;
 * without them, a row's next observation is the following row's observation, so the last row of
   an episode that ended by a time limit has none and is dropped (as D4RL's own
   ``qlearning_dataset`` does); an episode that ended by termination keeps its last row, whose
@@ -135,7 +137,14 @@ def _episodes(data: dict[str, np.ndarray]) -> list[Any]:
     nxt = data.get("next_observations")
     goal = data.get("goal_achieved")
     n = obs.shape[0]
-    ends = np.flatnonzero(term | tout)
+    flags = term | tout
+    if nxt is not None and n > 1:
+        # a row whose next observation is not the following row's observation ends its episode
+        # even where the file flags nothing (a reset the file does not mark): truncated there
+        nxt32 = nxt.astype(np.float32)  # compared as stored (observations are written as float32)
+        follows = np.all(nxt32[:-1].reshape(n - 1, -1) == obs[1:].reshape(n - 1, -1), axis=1)
+        flags = flags | np.r_[~follows, False]
+    ends = np.flatnonzero(flags)
     bounds = [(s, e) for s, e in zip(np.r_[0, ends[:-1] + 1], ends)] if ends.size else []
     last = ends[-1] + 1 if ends.size else 0
     if last < n:
@@ -185,7 +194,7 @@ def import_d4rl_file(path: str, dataset_id: str | None = None, env_id: str | Non
     ``ref_scores`` the reference returns (default D4RL's for the environment). A dataset of that
     id that is already local is an error unless ``overwrite``.
     """
-    from smac_jax.data.dataset import list_local_datasets
+    from smac_jax.data.dataset import check_dataset_id, list_local_datasets
 
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: no such file")
@@ -204,6 +213,7 @@ def import_d4rl_file(path: str, dataset_id: str | None = None, env_id: str | Non
         raise DatasetError(f"{path}: no Gymnasium environment known for D4RL's {env_name!r} "
                            f"(known: {', '.join(D4RL_ENVS)}); pass one with --env")
     dataset_id = dataset_id or f"d4rl/{parsed[0]}/{parsed[1]}-{parsed[2]}"
+    check_dataset_id(dataset_id, "--dataset_id")
     if ref_scores is None:
         ref_scores = D4RL_REFERENCE_SCORES.get(env_name)
     exists = dataset_id in list_local_datasets()

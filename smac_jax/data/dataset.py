@@ -110,8 +110,14 @@ class OfflineDataset:
     def normalized_score(self, returns: Any) -> np.ndarray | float:
         """D4RL-style normalised score ``100 (R - ref_min) / (ref_max - ref_min)``.
 
-        ``returns`` are raw (unscaled) undiscounted episode returns, a scalar or an array.
+        ``returns`` are raw (unscaled) undiscounted episode returns, a scalar or an array. A dataset
+        loaded with ``reward="success"`` scores an episode 100 if it succeeded (a return of the
+        success reward above 0) and 0 otherwise, so that the mean is the success rate in percent,
+        as the pipeline's evaluations score the binary tasks.
         """
+        if self.reward == "success":
+            score = 100.0 * (np.asarray(returns, np.float64) > 0)
+            return float(score) if score.ndim == 0 else score
         if self.ref_min_score is None or self.ref_max_score is None:
             raise DatasetError(
                 f"Dataset {self.dataset_id!r} has no reference scores (ref_min_score="
@@ -176,6 +182,8 @@ class OfflineDataset:
         (mean, best; raw returns where the dataset has no reference scores)."""
         rets = self.episode_returns()
         head = f"{self.transitions.obs.shape[0]:,} transitions, {self.n_episodes:,} episodes"
+        if self.reward == "success":
+            return f"{head}, {np.mean(rets > 0) * 100:.1f}% of them successful"
         if self.ref_min_score is None or self.ref_max_score is None:
             return f"{head}, episode return {rets.mean():.1f} on average, best {rets.max():.1f}"
         scores = normalized_score(rets, self.ref_min_score, self.ref_max_score)
@@ -446,6 +454,19 @@ def validate_transitions(
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
+def check_dataset_id(dataset_id: str, where: str = "dataset id") -> None:
+    """A DatasetError unless ``dataset_id`` is a Minari dataset id, ``(namespace/)name-vN``
+    (checked before anything is written: Minari creates the directory of a malformed id, and every
+    later listing of the local store then fails)."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    try:
+        parse_dataset_id(dataset_id)
+    except (ValueError, TypeError):
+        raise DatasetError(f"{where} {dataset_id!r} is not a Minari dataset id: (namespace/)name-vN, "
+                           f"e.g. d4rl/hopper/medium-v2") from None
+
+
 def list_local_datasets() -> list[str]:
     """Ids of the Minari datasets in the local store (``MINARI_DATASETS_PATH`` or ``~/.minari``)."""
     import minari
@@ -530,6 +551,14 @@ def load_dataset(
     """
     if reward not in envs_lib.REWARDS:
         raise DatasetError(f"{dataset_id}: reward must be one of {envs_lib.REWARDS}, got {reward!r}")
+    for name, v in (("reward_scale", reward_scale), ("reward_bias", reward_bias), ("gamma", gamma),
+                    ("action_tolerance", action_tolerance)):
+        if not np.isfinite(v):
+            raise DatasetError(f"{dataset_id}: {name} must be a finite number, got {v}")
+    if not 0.0 < gamma <= 1.0:
+        raise DatasetError(f"{dataset_id}: gamma must be in (0, 1], got {gamma}")
+    if action_tolerance < 0:
+        raise DatasetError(f"{dataset_id}: action_tolerance must be >= 0, got {action_tolerance}")
     try:
         return _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance, reward)
     except DatasetError:
@@ -543,10 +572,12 @@ def load_dataset(
 
 def load_dataset_from_config(dataset_config: Any) -> OfflineDataset:
     """:func:`load_dataset` with the loading options of a run config's ``dataset`` section
-    (``id``, ``normalize_obs``, ``reward_scale``, ``reward_bias``, ``gamma``, ``reward``)."""
+    (``id``, ``normalize_obs``, ``reward_scale``, ``reward_bias``, ``gamma``, ``reward``,
+    ``action_tolerance``)."""
     dc = dataset_config
     return load_dataset(dc.id, normalize_obs=dc.normalize_obs, reward_scale=dc.reward_scale,
-                        reward_bias=dc.reward_bias, gamma=dc.gamma, reward=dc.get("reward", "env"))
+                        reward_bias=dc.reward_bias, gamma=dc.gamma, reward=dc.get("reward", "env"),
+                        action_tolerance=dc.get("action_tolerance", 1e-3))
 
 
 def success_rewards(infos: Any, steps: int, where: str) -> np.ndarray:

@@ -40,6 +40,7 @@ from minari.data_collector import EpisodeBuffer
 from tqdm.auto import tqdm
 
 from smac_jax.data import replay
+from smac_jax.data.dataset import check_dataset_id
 from smac_jax.errors import DatasetError
 from smac_jax.learners import make_learner
 from smac_jax.learners.base import TrainState
@@ -58,7 +59,7 @@ def dataset_id(env_id: str, kind: str, namespace: str = "smac_jax") -> str:
 
 #: The generator settings a dataset's description records (``Recipe: field=value ...``), so that a
 #: launch script can tell a dataset made with other settings from the one its task would generate.
-RECIPE_FIELDS = ("seed", "train_steps", "eval_every", "snapshot_every", "eval_episodes", "learning_starts",
+RECIPE_FIELDS = ("env", "seed", "train_steps", "eval_every", "snapshot_every", "eval_episodes", "learning_starts",
                  "n_transitions", "medium_fraction", "agent_overrides")
 
 
@@ -67,12 +68,17 @@ def recipe(kind: str, **settings) -> dict[str, str]:
     ``generate_datasets``' defaults), as strings; ``n_transitions`` only for the rolled-out kinds
     (``medium-replay`` is the training stream up to the medium snapshot)."""
     unknown = sorted(set(settings) - set(RECIPE_FIELDS) - {"namespace", "overwrite", "kinds"})
+    if "env" not in settings:
+        raise DatasetError("dataset factory: a recipe needs the environment id (env)")
     if unknown:
         raise DatasetError(f"dataset factory: unknown setting(s) {unknown}; known: {list(RECIPE_FIELDS)}")
     defaults = _GENERATE_DEFAULTS
     out = {}
     for f in RECIPE_FIELDS:
-        v = settings.get(f, defaults[f])
+        v = settings[f] if f == "env" else settings.get(f, defaults[f])
+        if f == "env":
+            out[f] = str(v)
+            continue
         if f == "n_transitions":
             if kind == "medium-replay":
                 continue
@@ -142,8 +148,10 @@ def _random_return(env: gym.Env, episodes: int, seed: int) -> float:
     return _evaluate(env, lambda o, k: env.action_space.sample(), episodes, seed)
 
 
-def _collect(env_id: str, policy_fn, n_steps: int, seed: int, ds_id: str, meta: dict, desc: str):
-    """Roll ``policy_fn`` through a ``minari.DataCollector`` for whole episodes, >= n_steps steps."""
+def _collect(env_id: str, policy_fn, n_steps: int, seed: int, ds_id: str, meta: dict, desc: str,
+             before_write=lambda ds_id: None):
+    """Roll ``policy_fn`` through a ``minari.DataCollector`` for whole episodes, >= n_steps steps
+    (``before_write(ds_id)`` runs once they are collected, before the dataset is written)."""
     env = minari.DataCollector(gym.make(env_id), record_infos=False, data_format="hdf5")
     key = jax.random.PRNGKey(seed)
     steps, ep = 0, 0
@@ -158,6 +166,7 @@ def _collect(env_id: str, policy_fn, n_steps: int, seed: int, ds_id: str, meta: 
                 steps += 1
                 bar.update(1)
             ep += 1
+    before_write(ds_id)
     ds = env.create_dataset(dataset_id=ds_id, eval_env=env_id, **meta)
     env.close()
     return ds
@@ -361,17 +370,24 @@ def generate_datasets(
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise DatasetError(f"unknown dataset kind(s) {bad}; the generator writes {list(KINDS)}")
+    if len(set(kinds)) < len(kinds):
+        raise DatasetError(f"dataset kinds {list(kinds)} name a kind twice")
     try:  # an environment that cannot be made fails here, before anything is trained or deleted
         gym.make(env_id).close()
     except gym.error.Error as e:
         raise DatasetError(f"dataset factory: cannot make environment {env_id!r}: {e}") from None
     ids = {k: dataset_id(env_id, k, namespace) for k in kinds}
+    for i in ids.values():
+        check_dataset_id(i, f"namespace {namespace!r}: the dataset id")
     local = set(minari.list_local_datasets())
     for k, i in ids.items():
+        if i in local and not overwrite:
+            raise DatasetError(f"dataset {i} already exists; pass overwrite=True (--overwrite) to replace it")
+
+    def replace(i):  # an existing dataset is deleted only when its replacement is about to be written
         if i in local:
-            if not overwrite:
-                raise DatasetError(f"dataset {i} already exists; pass overwrite=True (--overwrite) to replace it")
             minari.delete_dataset(i)
+
     n_transitions = n_transitions or train_steps
 
     learner, snaps, episodes, raw = _train_sac(env_id, train_steps, eval_every, eval_episodes, seed,
@@ -396,7 +412,7 @@ def generate_datasets(
 
     common = dict(algorithm_name="smac_jax SAC", ref_min_score=ref_min, ref_max_score=ref_max,
                   author="smac_jax dataset factory", code_permalink="https://github.com/smac-jax/smac_jax")
-    settings = dict(seed=seed, train_steps=train_steps, eval_every=eval_every, snapshot_every=snapshot_every,
+    settings = dict(env=env_id, seed=seed, train_steps=train_steps, eval_every=eval_every, snapshot_every=snapshot_every,
                     eval_episodes=eval_episodes, learning_starts=learning_starts, n_transitions=n_transitions,
                     medium_fraction=medium_fraction, agent_overrides=agent_overrides)
     for kind in kinds:
@@ -422,6 +438,7 @@ def generate_datasets(
                     truncations=truncs,
                 ))
                 steps += n
+            replace(ids[kind])
             minari.create_dataset_from_buffers(
                 ids[kind], buf, env=env_id, eval_env=env_id, description=desc, data_format="hdf5", **common
             )
@@ -434,7 +451,7 @@ def generate_datasets(
                 st = expert_state if kind == "expert" else med[2]
                 fn = _Policy(learner, st, obs_space, act_space, deterministic=False)
             _collect(env_id, fn, n_transitions, seed + KINDS.index(kind) * 1_000_000, ids[kind],
-                     dict(description=desc, **common), desc=f"{kind} rollouts")
+                     dict(description=desc, **common), desc=f"{kind} rollouts", before_write=replace)
     return ids
 
 
@@ -469,7 +486,7 @@ def _warn_other_recipe(dc, description: str | None) -> None:
     have = recorded_recipe(description)
     if have is None:
         return
-    want = recipe(dc.generate_kind, seed=dc.generate_seed, **dict(dc.generate_kwargs))
+    want = recipe(dc.generate_kind, env=dc.generate_env, seed=dc.generate_seed, **dict(dc.generate_kwargs))
     diff = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
     if diff:
         fmt = lambda r: ", ".join(f"{k}={r.get(k, 'unset')}" for k in diff)

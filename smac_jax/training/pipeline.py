@@ -9,6 +9,7 @@ updates (offline) or of environment steps with their updates (online).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
@@ -86,6 +87,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(lo is None or hi is None or hi > lo,
          f"ref_max_score ({hi}) must be above ref_min_score ({lo}): scores are 100 * (return - min) / (max - min)")
     need(0.0 < config.dataset.gamma <= 1.0, f"dataset.gamma must be in (0, 1], got {config.dataset.gamma}")
+    for k in ("reward_scale", "reward_bias"):
+        v = config.dataset.get(k, 0.0)
+        need(isinstance(v, (int, float)) and math.isfinite(v), f"dataset.{k} must be a finite number, got {v!r}")
+    tol = config.dataset.get("action_tolerance", 1e-3)
+    need(isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0,
+         f"dataset.action_tolerance must be a finite number >= 0, got {tol!r}")
     need(config.eval.episodes >= 1, f"eval.episodes must be >= 1, got {config.eval.episodes}")
     need(config.ckpt_keep >= 1, f"ckpt_keep must be >= 1, got {config.ckpt_keep}")
     check_sinks(config)  # a missing optional package fails here, before any data is loaded
