@@ -80,6 +80,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     tune_host_allocator()
+    if _NOISE.value < 0 or _NOISE.value == 1:
+        raise SmacJaxError(f"--noise_episodes must be 0 (off) or >= 2 (a spread needs two scores), got {_NOISE.value}")
     runs = {}
     for off in _OFF.value:
         wd = os.path.join(_ROOT.value, f"{off}-{_ON.value}")
@@ -104,22 +106,24 @@ def main(argv):
     page = _PAGE.value or os.path.join(_ROOT.value, "results.md")
     png = os.path.splitext(page)[0] + ".png"
     os.makedirs(os.path.dirname(page) or ".", exist_ok=True)
-    plot_runs(runs, png, f"{_TASK.value}: offline -> {_ON.value}")
     any_cfg = next(iter(runs.values()))["config"]
+    # the whole page is computed before it is written: a failure leaves an earlier page as it was
+    text = (f"# {_TASK.value}: {', '.join(runs)}\n\n"
+            f"Dataset `{any_cfg['dataset']['id']}`, {any_cfg['n_seeds']} seeds, "
+            f"{any_cfg['offline']['steps']} offline updates, {any_cfg['online']['steps']} online steps "
+            f"(UTD {any_cfg['online']['utd']}, replay `{any_cfg['online']['replay']['init']}`).\n\n"
+            f"![curves]({os.path.basename(png)})\n\n")
+    if _OFFLINE_ONLY.value:
+        text += offline_table({k.split(" ->")[0]: v for k, v in runs.items()}, _OFFLINE_ONLY.value) + "\n"
+    else:
+        noise = _noise(runs)
+        text += table(runs, noise) + "\n"
+        if noise:
+            text += _NOISE_NOTE.format(episodes=_NOISE.value, per_eval=any_cfg["eval"]["episodes"])
+    plot_runs(runs, png, f"{_TASK.value}: offline -> {_ON.value}")
     with open(page, "w") as f:
-        f.write(f"# {_TASK.value}: {', '.join(runs)}\n\n")
-        f.write(f"Dataset `{any_cfg['dataset']['id']}`, {any_cfg['n_seeds']} seeds, "
-                f"{any_cfg['offline']['steps']} offline updates, {any_cfg['online']['steps']} online steps "
-                f"(UTD {any_cfg['online']['utd']}, replay `{any_cfg['online']['replay']['init']}`).\n\n")
-        f.write(f"![curves]({os.path.basename(png)})\n\n")
-        if _OFFLINE_ONLY.value:
-            f.write(offline_table({k.split(" ->")[0]: v for k, v in runs.items()}, _OFFLINE_ONLY.value) + "\n")
-        else:
-            noise = _noise(runs)
-            f.write(table(runs, noise) + "\n")
-            if noise:
-                f.write(_NOISE_NOTE.format(episodes=_NOISE.value, per_eval=any_cfg["eval"]["episodes"]))
-    print(open(page).read())
+        f.write(text)
+    print(text)
 
 
 if __name__ == "__main__":

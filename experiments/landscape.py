@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from smac_jax.cli import fail, run_cli
+from smac_jax.cli import earlier_outputs, fail, remove_outputs, run_cli
 from smac_jax.analysis import landscape as ls
 from smac_jax.runtime import tune_host_allocator
 
@@ -29,8 +29,13 @@ _PLANE = flags.DEFINE_list("plane", [], "Two run workdirs A,B fine-tuned from th
                            "SAC and TD3+BC online): the plane through A's final offline actor (0,0), A's final "
                            "online actor (1,0) and B's final online actor (0,1).")
 _OUT = flags.DEFINE_string("out", None, "Output directory for the figures and their data.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the figures and data an earlier run wrote to --out "
+                               "(all of them, so none of the earlier run's stays beside the new ones).")
+OUTPUTS = ("interpolation.png", "interpolation.csv", "interpolation_summary.json", "plane.png", "plane.npz",
+           "tsne.png", "tsne.csv")
 _POINTS = flags.DEFINE_integer("points", 21, "Interpolation points on [0, 1].")
-_EXTEND = flags.DEFINE_bool("extend", False, "Interpolate on [-0.25, 1.25] with the same spacing.")
+_EXTEND = flags.DEFINE_bool("extend", False, "Also interpolate beyond the checkpoints, up to 0.25 on each side, "
+                            "with the same spacing (the verdict still covers [0, 1] only).")
 _PLANE_POINTS = flags.DEFINE_integer("plane_points", 11, "Grid points per plane axis.")
 _PLANE_RANGE = flags.DEFINE_list("plane_range", ["-0.5", "1.5"], "Range of both plane coordinates.")
 _SEED_INDEX = flags.DEFINE_integer("seed_index", 0, "Which training seed's actors span the plane.")
@@ -63,6 +68,8 @@ def _check_args(runs):
         raise ls.LandscapeInputError("give --workdirs and/or --plane")
     if _PLANE.value and len(_PLANE.value) != 2:
         raise ls.LandscapeInputError(f"--plane takes two workdirs (A,B), got {len(_PLANE.value)}")
+    if _PLANE.value and os.path.realpath(_PLANE.value[0]) == os.path.realpath(_PLANE.value[1]):
+        raise ls.LandscapeInputError(f"--plane takes two different runs, got {_PLANE.value[0]} twice")
     if _POINTS.value < 2 or _PLANE_POINTS.value < 2 or _EPISODES.value < 1:
         raise ls.LandscapeInputError("--points and --plane_points must be >= 2, --episodes >= 1")
     try:
@@ -111,16 +118,20 @@ def _write_interpolation(jobs, ts, value, value_name, out):
         vals = value(rets)
         n_seeds = rets.shape[0]
         samples = vals.mean(2).T if n_seeds > 1 else vals[0]  # (T, seeds), or (T, episodes) for one seed
-        verdict = ls.connectivity(samples)
-        (line,) = ax.plot(ts, verdict.mean, marker=".",
+        inside = (ts > -1e-9) & (ts < 1 + 1e-9)  # the verdict: between the two checkpoints
+        verdict = ls.connectivity(samples[inside])
+        t_in = ts[inside]
+        mean_all = samples.mean(1)
+        se_all = samples.std(1, ddof=1) / np.sqrt(samples.shape[1])
+        (line,) = ax.plot(ts, mean_all, marker=".",
                           label=f"{job.name}: drop {verdict.drop:.1f}, "
                                 f"{'connected' if verdict.connected else 'not connected'}")
-        ax.fill_between(ts, verdict.mean - verdict.se, verdict.mean + verdict.se, alpha=0.2, color=line.get_color())
+        ax.fill_between(ts, mean_all - se_all, mean_all + se_all, alpha=0.2, color=line.get_color())
         summary[job.name] = {"drop": verdict.drop, "threshold": verdict.threshold, "pooled_se": verdict.pooled_se,
-                             "connected": bool(verdict.connected), "peak_t": float(ts[verdict.peak_index]),
-                             "dip_t": float(ts[verdict.dip_index]), "value": value_name,
+                             "connected": bool(verdict.connected), "peak_t": float(t_in[verdict.peak_index]),
+                             "dip_t": float(t_in[verdict.dip_index]), "value": value_name,
                              "se_over": "seeds" if n_seeds > 1 else "episodes (one seed)",
-                             "t": ts.tolist(), "mean": verdict.mean.tolist(), "se": verdict.se.tolist()}
+                             "t": ts.tolist(), "mean": mean_all.tolist(), "se": se_all.tolist()}
         print(f"[interpolation] {job.name}: {verdict.describe()}")
         for s in range(n_seeds):
             for k, t in enumerate(ts):
@@ -269,8 +280,7 @@ def run(out: str) -> None:
     labels = {wd: named.get(wd) or _label(wd, configs[wd], used) for wd in runs_wd}
     env_fn, value, value_name = ls.evaluation_environment(configs)
 
-    step = 1.0 / (_POINTS.value - 1)
-    ts = np.linspace(-0.25, 1.25, int(round(1.5 / step)) + 1) if _EXTEND.value else np.linspace(0, 1, _POINTS.value)
+    ts = ls.interpolation_grid(_POINTS.value, _EXTEND.value)
     xs = ys = np.linspace(lo, hi, _PLANE_POINTS.value)
     jobs = {}
     if expanded:
@@ -281,9 +291,17 @@ def run(out: str) -> None:
     if _TSNE.value:
         tsne_job, tsne = _tsne_job({labels[wd]: wd for wd in runs_wd})
         jobs["tsne"] = [tsne_job]
+        n = len(tsne[1])  # checked before anything is evaluated
+        if n < 3:
+            raise ls.LandscapeInputError(f"t-SNE needs at least 3 snapshots (checkpoints x seeds), got {n}; "
+                                         "pass --notsne")
+        if _PERPLEXITY.value is not None and not 0.0 < _PERPLEXITY.value < n:
+            raise ls.LandscapeInputError(f"--perplexity must be in (0, {n}) for {n} snapshots, got {_PERPLEXITY.value:g}")
 
-    os.makedirs(out, exist_ok=True)
+    earlier = earlier_outputs(out, OUTPUTS, _OVERWRITE.value)  # before the evaluations
     _evaluate([j for js in jobs.values() for j in js], env_fn)
+    remove_outputs(out, earlier)
+    os.makedirs(out, exist_ok=True)
     import matplotlib
 
     matplotlib.use("Agg")

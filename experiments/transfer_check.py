@@ -34,18 +34,21 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import numpy as np
 from absl import flags, logging
 
 from smac_jax.analysis import landscape as ls
 from smac_jax.analysis.drop import null_drop, paired_drop
-from smac_jax.cli import fail, run_cli
+from smac_jax.cli import earlier_outputs, fail, remove_outputs, run_cli
 from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.logger import MetricsLog
 from smac_jax.training.summary import DROP_WINDOW, transfer_drop
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Finished (or partly finished) offline-to-online run workdirs.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the results an earlier run wrote to --out (all of them).")
+OUTPUTS = ("transfer_check.json", "continuation_control.json", "transfer_check.png")
 _EPISODES = flags.DEFINE_integer("episodes", 50, "Episodes per actor, from the same start states for every actor.")
 _EVAL_SEED = flags.DEFINE_integer("eval_seed", 1_000_000, "Episode e starts from reset seed eval_seed + e (keep it "
                                   "away from the seeds the runs' own evaluations used).")
@@ -134,7 +137,20 @@ def _control(wd: str, checked: list[dict], configs: dict, env_fn, value) -> dict
     if h not in saved or not steps or steps[0] > h + min(per_run):
         raise ls.LandscapeInputError(f"--continuation: {wd} needs offline checkpoints at the hand-over ({h}) and "
                                      f"within {min(per_run)} updates after it (saved: {saved})")
-    learner, actors = ls.common_actors([ls.load_actor(wd, "offline", s) for s in [h] + steps])
+    snaps = [ls.load_actor(wd, "offline", s) for s in [h] + steps]
+    # the control must continue the checked runs' own offline phase: its actor at the hand-over is
+    # theirs (same learner, data, seeds and updates), parameter for parameter
+    for r in checked:
+        theirs = ls.load_actor(r["workdir"], "offline", h).actor
+        same = jax.tree.structure(theirs) == jax.tree.structure(snaps[0].actor) and all(
+            np.shape(a) == np.shape(b) and np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(jax.tree.leaves(theirs), jax.tree.leaves(snaps[0].actor)))
+        if not same:
+            raise ls.LandscapeInputError(
+                f"--continuation: {wd}'s actor at the hand-over (offline step {h}) is not {r['workdir']}'s: the "
+                f"control must continue the checked runs' own offline phase (experiments/continue_offline.py "
+                f"--run=<one of them>)")
+    learner, actors = ls.common_actors(snaps)
     scores = np.stack([value(ls.evaluate_stacked(learner, a, env_fn, _EPISODES.value, _EVAL_SEED.value))
                        for a in actors])
     pd = paired_drop(scores[0], scores[1:])
@@ -203,6 +219,7 @@ def main(argv):
     if len(labels) != len(workdirs):
         fail(f"--labels: {len(labels)} labels for {len(workdirs)} workdirs"
              + (f" ({', '.join(workdirs)})" if len(workdirs) != len(_WORKDIRS.value) else ""))
+    earlier = earlier_outputs(_OUT.value, OUTPUTS, _OVERWRITE.value)  # before the evaluations
     try:
         runs = workdirs + ([_CONTINUATION.value] if _CONTINUATION.value else [])
         configs = {wd: ls.read_run_config(wd) for wd in runs}
@@ -211,6 +228,7 @@ def main(argv):
         control = _control(_CONTINUATION.value, results, configs, env_fn, value) if _CONTINUATION.value else None
     except ls.LandscapeInputError as e:
         fail(str(e))
+    remove_outputs(_OUT.value, earlier)
     os.makedirs(_OUT.value, exist_ok=True)
     with open(os.path.join(_OUT.value, "transfer_check.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -8,9 +8,10 @@ compiled programs (:func:`smac_jax.runtime.enable_compilation_cache`).
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
@@ -56,6 +57,23 @@ def apply_override(config, assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r}: {type(e).__name__}: {e}") from None
 
 
+def earlier_outputs(out: str, names: Sequence[str], overwrite: bool) -> list[str]:
+    """Which of a tool's output files ``names`` ``out`` already holds; an error naming them unless
+    ``overwrite`` (then the caller deletes them with :func:`remove_outputs` just before it writes,
+    so that no file of an earlier invocation stays beside the new ones)."""
+    present = [n for n in names if os.path.exists(os.path.join(out, n))]
+    if present and not overwrite:
+        raise SmacJaxError(f"{out} already holds {', '.join(present)} from an earlier run; pass --overwrite to "
+                           "replace them, or give another --out")
+    return present
+
+
+def remove_outputs(out: str, names: Sequence[str]) -> None:
+    for n in names:
+        if os.path.exists(os.path.join(out, n)):
+            os.remove(os.path.join(out, n))
+
+
 def _config_key_message(err: Exception, argv: list[str]) -> str:
     """Name the ``--config.*`` override that ml_collections could not apply."""
     detail = str(err)
@@ -90,7 +108,8 @@ def run_cli(main: Callable[[list[str]], None]) -> None:
         except (AttributeError, KeyError) as e:  # ml_collections: an override names no config field
             fail(_config_key_message(e, argv))
         except (TypeError, ValueError) as e:  # ml_collections: an override of the wrong type
-            fail(f"bad --config override: {e}")
+            overrides = any(a.startswith("--config.") for a in argv[1:])
+            fail(f"bad --config override: {e}" if overrides else f"bad flag value: {e}")
 
     def guarded(argv: list[str]) -> None:
         try:

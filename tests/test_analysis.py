@@ -222,6 +222,21 @@ def test_tsne_trajectories_shapes():
     assert [o.shape for o in out] == [(4, 2), (4, 2)]
     assert np.all(np.isfinite(np.concatenate(out)))
 
+    with pytest.raises(ls.LandscapeInputError, match=r"perplexity must be in \(0, 8\) for 8 snapshots, got 8"):
+        ls.tsne_trajectories(trajs, perplexity=8)
+    with pytest.raises(ls.LandscapeInputError, match="t-SNE needs at least 3 snapshots, got 2"):
+        ls.tsne_trajectories([trajs[0][:2]])
+
+
+def test_interpolation_grid_holds_both_checkpoints():
+    np.testing.assert_allclose(ls.interpolation_grid(5), [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(ls.interpolation_grid(5, extend=True), [-0.25, 0, 0.25, 0.5, 0.75, 1, 1.25])
+    for points in (3, 6, 11, 21):  # the same spacing, 0 and 1 on the grid, at most 0.25 beyond
+        t = ls.interpolation_grid(points, extend=True)
+        np.testing.assert_allclose(np.diff(t), 1 / (points - 1))
+        assert np.isclose(t, 0).sum() == 1 and np.isclose(t, 1).sum() == 1
+        assert -0.25 - 1e-9 <= t[0] and t[-1] <= 1.25 + 1e-9 and (t < 0).sum() == (t > 1).sum()
+
 
 # ------------------------------------------------------------------------------------ checkpoints
 def _fake_run(workdir, dataset_id, online="sac", hidden=(8, 8)):
@@ -295,6 +310,14 @@ def test_landscape_command_line(tmp_path, fake_runs, minari_store):
     np.testing.assert_array_equal(plane["point_xy"][:3], [[0, 0], [1, 0], [0, 1]])
     summary = json.load(open(out / "interpolation_summary.json"))
     assert len(summary) == 2 and all(len(s["mean"]) == 3 for s in summary.values())
+    # an earlier run's outputs: refused without --overwrite; with it, none of them stays beside the new ones
+    again = [sys.executable, script, f"--workdirs={runs[0]}", f"--out={out}", "--points=3", "--episodes=2", "--notsne"]
+    proc = subprocess.run(again, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {out} already holds interpolation.png, ")
+    proc = subprocess.run(again + ["--overwrite"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["interpolation.csv", "interpolation.png", "interpolation_summary.json"]
     # bad input: one line "error: ...", exit status 2
     proc = subprocess.run([sys.executable, script, f"--workdirs={tmp_path / 'missing'}", f"--out={out}"],
                           capture_output=True, text=True, env=env, timeout=120)

@@ -94,8 +94,15 @@ def test_transfer_check_command_line(tmp_path, make_tiny_config, minari_store):
     assert r["protocol_drop"] == pytest.approx(np.maximum(0, off[:, -1] - on[:, :2].min(1)))
     assert len(r["null_drop_rate"]) == 2 and all(0 <= p <= 1 for p in r["null_drop_rate"])
     # no online checkpoint inside the window: one line, exit status 2
+    # an earlier run's results are not replaced without --overwrite
     proc = run_script("transfer_check.py", [f"--workdirs={wd}", f"--out={out}", "--window_steps=30"], minari_store,
                       timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {out} already holds transfer_check.json, transfer_check.png from an earlier run; pass --overwrite "
+        "to replace them, or give another --out"]
+    proc = run_script("transfer_check.py", [f"--workdirs={wd}", f"--out={out}", "--window_steps=30", "--overwrite"],
+                      minari_store, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {wd}: no online checkpoint in the first 30 steps (saved: [60, 120]); run with a smaller "
@@ -197,11 +204,22 @@ def test_transfer_check_continuation_control(tmp_path, make_tiny_config, minari_
     assert c["by_updates"]["50"]["paired_drop"] == pytest.approx(np.maximum(0, m[0] - m[1]))
     assert c["by_updates"]["50"]["paired_worst_step"] == [250] * m.shape[1]
     # a continuation without offline checkpoints inside the window: one line, exit status 2
-    proc = run_script("transfer_check.py", args + [f"--continuation={wd}"], minari_store)
+    proc = run_script("transfer_check.py", args + [f"--continuation={wd}", "--overwrite"], minari_store)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: --continuation: {wd} needs offline checkpoints at the hand-over (200) and within 100 updates "
         "after it (saved: [100, 200])"]
+    # a continuation of another offline phase (another seed) is not a control for this run
+    other = str(tmp_path / "other")
+    cfg = make_tiny_config("sac", "sac")
+    cfg.seed = 7
+    pipeline.run(cfg, other, progress=False)
+    proc = run_script("transfer_check.py", [f"--workdirs={other}", f"--out={tmp_path / 'out2'}", "--episodes=3",
+                                            "--window_steps=120", f"--continuation={cont}"], minari_store)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --continuation: {cont}'s actor at the hand-over (offline step 200) is not {other}'s: the control "
+        "must continue the checked runs' own offline phase (experiments/continue_offline.py --run=<one of them>)"]
 
 
 def test_value_check_against_a_rollout_and_numpy_critic(tmp_path, make_tiny_config, minari_store):

@@ -175,7 +175,8 @@ def plane_coordinates(theta: Params, theta_u: Params, theta_v: Params, point: Pa
     origin = flatten_params(theta)
     basis = np.stack([flatten_params(theta_u) - origin, flatten_params(theta_v) - origin], axis=1)
     if np.linalg.matrix_rank(basis) < 2:
-        raise ValueError("theta_u - theta and theta_v - theta are linearly dependent; they span no plane")
+        raise LandscapeInputError("theta_u - theta and theta_v - theta are linearly dependent (the two runs' "
+                                  "fine-tuned actors lie on one line through the origin); they span no plane")
     r = flatten_params(point) - origin
     coords = np.linalg.lstsq(basis, r, rcond=None)[0]
     if not return_residual:
@@ -297,6 +298,16 @@ def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState
 # --------------------------------------------------------------------------------------------
 # t-SNE
 # --------------------------------------------------------------------------------------------
+def interpolation_grid(points: int, extend: bool = False) -> np.ndarray:
+    """``points`` values of t evenly spaced on [0, 1], both checkpoints included; with ``extend``,
+    as many more at the same spacing beyond each end as fit within 0.25 of it."""
+    if points < 2:
+        raise LandscapeInputError(f"an interpolation needs at least 2 points, got {points}")
+    step = 1.0 / (points - 1)
+    k = int(np.floor(0.25 / step + 1e-9)) if extend else 0
+    return np.arange(-k, points + k) * step
+
+
 def tsne_trajectories(trajectories: Sequence[Sequence[Params]], perplexity: float | None = None,
                       seed: int = 0, **tsne_kwargs) -> list[np.ndarray]:
     """Project parameter trajectories together to 2-D with scikit-learn's t-SNE.
@@ -313,10 +324,12 @@ def tsne_trajectories(trajectories: Sequence[Sequence[Params]], perplexity: floa
     flat = [flatten_params(p) for traj in trajectories for p in traj]
     n = len(flat)
     if n < 3:
-        raise ValueError(f"t-SNE needs at least 3 snapshots, got {n}")
+        raise LandscapeInputError(f"t-SNE needs at least 3 snapshots, got {n}")
     if len({v.size for v in flat}) != 1:
         raise ValueError("all snapshots must have the same number of parameters (convert actor kinds first)")
     perplexity = min(30.0, (n - 1) / 3.0) if perplexity is None else float(perplexity)
+    if not 0.0 < perplexity < n:
+        raise LandscapeInputError(f"t-SNE perplexity must be in (0, {n}) for {n} snapshots, got {perplexity:g}")
     tsne_kwargs.setdefault("method", "exact" if n <= 500 else "barnes_hut")
     emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
                **tsne_kwargs).fit_transform(np.stack(flat))

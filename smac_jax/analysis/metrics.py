@@ -34,7 +34,8 @@ def normalized_regret(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[st
     ``scores[env][method]`` is an array (seeds, online evaluations). Per environment, scores are
     min-max normalised by the smallest and largest score any method reached there; a run's regret
     is the mean over its evaluations of (1 - normalised score); averaged over seeds, then over
-    environments. Returns ``{method: regret}``.
+    environments. Returns ``{method: regret}``. An environment in which every score is the same
+    does not separate the methods: its span is taken as 1, so it adds a regret of 1 to every method.
     """
     return {m: float(np.mean([r.mean() for r in per_env])) for m, per_env in _run_regrets_per_env(scores).items()}
 

@@ -35,7 +35,10 @@ def load_sweep(root: str) -> list[dict]:
         if is_swept(dirpath):  # its settings are walked as runs of their own
             continue
         run = load_run(dirpath)
-        run.update(workdir=dirpath, task=os.path.relpath(os.path.dirname(dirpath), root), setting=-1,
+        task = os.path.relpath(os.path.dirname(dirpath), root)
+        if task.startswith(os.pardir):  # the root is a run's own workdir: its parent names the task
+            task = os.path.basename(os.path.dirname(os.path.abspath(dirpath)))
+        run.update(workdir=dirpath, task=task, setting=-1,
                    offline=run["config"]["offline"]["learner"], online=run["config"]["online"]["learner"])
         member = setting_of(dirpath)
         if member is not None:
@@ -141,6 +144,13 @@ def write_report(root: str, out: str | None = None, reps: int = 50_000, seed: in
     runs = load_sweep(root)
     if not runs:
         raise SmacJaxError(f"no finished runs (summary.json) under {root}")
+    seen: dict[tuple[str, str], str] = {}
+    for r in runs:  # the tables hold one run per (task, pair): a second one would replace the first
+        other = seen.setdefault((r["task"], _pair(r)), r["workdir"])
+        if other != r["workdir"]:
+            raise SmacJaxError(f"two finished runs of {_pair(r)} in task {r['task']!r} ({other} and {r['workdir']}); "
+                               "a report compares one run per pair and task: put them under different task "
+                               "directories or roots")
     out = out or os.path.join(root, "report.md")
     if not out.endswith(".md"):
         out = os.path.join(out, "report.md")
@@ -151,7 +161,10 @@ def write_report(root: str, out: str | None = None, reps: int = 50_000, seed: in
         "evaluation return (some datasets have no reference scores)"
     if metric == "normalised score" and any(r["summary"].get("metric_label") == "success rate (%)" for r in runs):
         metric = "normalised score (the success rate in percent on binary-reward tasks)"
-    regret_md, regret_rows = regret_table(runs, reps=reps, seed=seed)
+    try:
+        regret_md, regret_rows = regret_table(runs, reps=reps, seed=seed)
+    except ValueError as e:  # e.g. a pair with different seed counts in different tasks
+        raise SmacJaxError(f"normalised regret of the runs under {root}: {e}") from None
     _write_csv(stem + "_regret.csv", regret_rows)
     page = [
         f"# Sweep report: {', '.join(tasks)}",
