@@ -148,6 +148,13 @@ def test_compare_page_states_the_drop_noise(tmp_path, make_tiny_config, minari_s
     got = [float(x) for x in row.rstrip(" |").split(" | ")[-1].split(", ")]
     assert got == pytest.approx(expected, abs=0.006)  # printed to two decimals
     assert any("although the policy never changed" in ln for ln in lines)
+    # a failing rerun leaves the page as it was (its dataset gone: the noise column cannot be computed)
+    proc = run_script("compare.py", args + [f"--noise_episodes={episodes}"], tmp_path / "empty_store", timeout=180)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --noise_episodes: ")
+    assert open(page).read().splitlines() == lines
+    proc = run_script("compare.py", args + ["--noise_episodes=1"], minari_store, timeout=180)
+    assert proc.stderr.strip().splitlines() == [
+        "error: --noise_episodes must be 0 (off) or >= 2 (a spread needs two scores), got 1"]
     # without noise (--noise_episodes=0): the table as before, the same cells
     from smac_jax.analysis.compare import load_labelled, table
 

@@ -241,3 +241,26 @@ def test_a_sweep_starts_from_another_roots_pretrain(reference, config_fn, tmp_pa
         sweep(tmp_path / "third", config_fn, pretrain_from=str(reference["root"]), overrides=["offline.steps=100"])
     assert not os.path.exists(tmp_path / "third")
 
+
+
+def test_report_refuses_two_runs_of_one_pair_in_a_task_and_names_a_run_root(tmp_path):
+    """The report's tables hold one run per (task, pair): a second run of the pair (a root of links
+    to two variants) is an error naming both, not a row that silently replaces the other; a pair
+    with different seed counts across tasks is one line too; a run's own workdir as the root is a
+    task named after its parent directory."""
+    from smac_jax.errors import SmacJaxError
+
+    sweep_root, subset = str(tmp_path / "sweep"), tmp_path / "subset"
+    fake_run(sweep_root, "t1", "sac", "sac", np.full((2, 3), 50.0))
+    fake_run(sweep_root, "t2", "sac", "sac", np.full((2, 3), 60.0))
+    (subset / "t1").mkdir(parents=True)
+    os.symlink(os.path.join(sweep_root, "t1", "sac-sac"), subset / "t1" / "a")
+    os.symlink(os.path.join(sweep_root, "t2", "sac-sac"), subset / "t1" / "b")
+    with pytest.raises(SmacJaxError, match=r"two finished runs of sac -> sac in task 't1' \(.*a and .*b\)"):
+        write_report(str(subset), reps=50)
+    fake_run(sweep_root, "t3", "cql", "sac", np.full((1, 3), 40.0))
+    fake_run(sweep_root, "t4", "cql", "sac", np.full((2, 3), 40.0))
+    with pytest.raises(SmacJaxError, match=r"method 'cql -> sac' has different numbers of seeds across environments"):
+        write_report(sweep_root, reps=50)
+    page = write_report(os.path.join(sweep_root, "t1", "sac-sac"), out=str(tmp_path / "one"), reps=50)
+    assert "# Sweep report: t1" in open(page).read()
