@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -292,6 +293,14 @@ def test_load_actor_from_checkpoints(tmp_path, fake_runs):
     json.dump(cfg, open(os.path.join(other, "config.json"), "w"))
     with pytest.raises(ls.LandscapeInputError, match="does not match"):
         ls.load_actor(other, "offline")
+    damaged = str(tmp_path / "damaged")  # a checkpoint whose files were emptied (a full disk, a copy cut short)
+    shutil.copytree(wd, damaged)
+    state = os.path.join(damaged, "checkpoints", "online", "200", "state")
+    for name in os.listdir(state):
+        if os.path.isfile(os.path.join(state, name)):
+            open(os.path.join(state, name), "w").close()
+    with pytest.raises(ls.LandscapeInputError, match=f"^cannot read {re.escape(state)}: "):
+        ls.load_actor(damaged, "online")
 
 
 def test_landscape_command_line(tmp_path, fake_runs, minari_store):

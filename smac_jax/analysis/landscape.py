@@ -484,9 +484,14 @@ def _learner_and_template(name: str, obs_dim: int, act_dim: int, agent_json: str
 def _saved_shapes(path: str, phase: str, group: str) -> Params:
     import orbax.checkpoint as ocp
 
-    with ocp.PyTreeCheckpointer() as ck:
-        meta = ck.metadata(path).item_metadata
+    try:
+        with ocp.PyTreeCheckpointer() as ck:
+            meta = ck.metadata(path).item_metadata
+    except Exception as e:  # noqa: BLE001  (orbax / tensorstore errors of a damaged checkpoint)
+        raise LandscapeInputError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     tree = getattr(meta, "tree", meta)
+    if not tree:
+        raise LandscapeInputError(f"cannot read {path}: it lists no arrays (a damaged or incomplete checkpoint)")
     try:
         for k in (*_params_path(phase), group):
             tree = tree[k]
