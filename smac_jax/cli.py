@@ -99,8 +99,26 @@ def _flag_message(message: str) -> str:
     return f"{head.split(': Error whilst', 1)[0].rstrip(': ')}: {m.group(2) if m else last}"
 
 
+def repeated_config_overrides(argv: Sequence[str]) -> list[str]:
+    """The ``--config.FIELD`` overrides given more than once in ``argv`` (ml_collections would join
+    a list field's values, and keep the last of any other field's, without a word)."""
+    seen, repeated = set(), []
+    for a in argv[1:]:
+        if a == "--":
+            break
+        if a.startswith("--config."):
+            field = a[2:].split("=", 1)[0]
+            if field in seen and field not in repeated:
+                repeated.append(field)
+            seen.add(field)
+    return repeated
+
+
 def run_cli(main: Callable[[list[str]], None]) -> None:
     def parse(argv: list[str]) -> list[str]:
+        repeated = repeated_config_overrides(argv)
+        if repeated:
+            fail(f"--{', --'.join(repeated)} given more than once; give each config field once")
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:

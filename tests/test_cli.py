@@ -35,3 +35,13 @@ def test_typed_fields_are_cast_and_strings_taken_as_given(config):
 def test_bad_overrides_name_the_field(config, assignment, match):
     with pytest.raises(ConfigError, match=match):
         apply_override(config, assignment)
+
+
+def test_a_config_field_given_twice_is_named():
+    from smac_jax.cli import repeated_config_overrides
+
+    argv = ["o2o.py", "--config=configs/o2o.py:pendulum", "--config.offline.agent.hidden_dims=16,16",
+            "--config.seed=1", "--config.offline.agent.hidden_dims=8,8", "--workdir=x"]
+    assert repeated_config_overrides(argv) == ["config.offline.agent.hidden_dims"]
+    assert repeated_config_overrides(argv[:4]) == []
+    assert repeated_config_overrides(["s.py", "--", "--config.a=1", "--config.a=2"]) == []

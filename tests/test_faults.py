@@ -323,6 +323,8 @@ def test_non_finite_optimizer_state_is_caught_before_saving():
     (["experiments/o2o.py", "--config=configs/o2o.py:pendulum", "--config.offline.stepz=1", "--workdir=W"],
      r"^error: unknown config key 'offline\.stepz' \(did you mean 'steps'\?\)$"),
     (["experiments/o2o.py", "--config=configs/o2o.py:pendulum"], r"^error: .*--workdir"),
+    (["experiments/o2o.py", "--config=configs/o2o.py:pendulum", "--config.seed=1", "--config.seed=2", "--workdir=W"],
+     r"^error: --config\.seed given more than once; give each config field once$"),
     (["experiments/o2o.py", "--config=configs/o2o.py:nope", "--workdir=W"],
      r"^error: flag --config=configs/o2o.py:nope: unknown task 'nope'; known: pendulum, .*d4rl-door-binary"),
     (["experiments/smoke_task.py", "--task=nope"], r"^error: --task: unknown task 'nope'; known: pendulum"),
