@@ -45,3 +45,24 @@ def test_a_config_field_given_twice_is_named():
     assert repeated_config_overrides(argv) == ["config.offline.agent.hidden_dims"]
     assert repeated_config_overrides(argv[:4]) == []
     assert repeated_config_overrides(["s.py", "--", "--config.a=1", "--config.a=2"]) == []
+
+
+def test_the_accelerator_benchmark_script_names_real_scripts_and_flags():
+    """experiments/accelerator_benchmarks.sh parses, and every script and flag it passes exists
+    (it is meant to run once, unattended, on a borrowed machine)."""
+    import os
+    import re
+    import subprocess
+
+    from conftest import REPO_ROOT
+
+    script = os.path.join(REPO_ROOT, "experiments", "accelerator_benchmarks.sh")
+    assert subprocess.run(["bash", "-n", script], capture_output=True).returncode == 0
+    text = open(script).read().replace("\\\n", " ")
+    calls = re.findall(r"^\s*part \w+ \S+ (experiments/\w+\.py)(.*)$", text, flags=re.M)
+    assert len(calls) == 4
+    for path, args in calls:
+        source = open(os.path.join(REPO_ROOT, path)).read()
+        defined = set(re.findall(r"flags\.DEFINE_\w+\(\s*\"(\w+)\"", source))
+        for flag in re.findall(r"--(\w+)", args):
+            assert flag in defined, f"{path} has no --{flag}"
