@@ -28,7 +28,7 @@ import numpy as np
 from absl import flags, logging
 
 from smac_jax.analysis import landscape as ls
-from smac_jax.cli import fail, run_cli
+from smac_jax.cli import earlier_outputs, fail, remove_outputs, run_cli
 from smac_jax.learners.base import TrainState
 from smac_jax.runtime import tune_host_allocator
 from smac_jax.training.evaluation import in_critic_units, make_act_fn, make_value_fn, run_episodes
@@ -39,6 +39,8 @@ _STEPS = flags.DEFINE_list("steps", [], "Checkpoint steps to check (default: eve
 _EPISODES = flags.DEFINE_integer("episodes", 10, "Episodes per seed and checkpoint, from the same start states.")
 _EVAL_SEED = flags.DEFINE_integer("eval_seed", 1_000_000, "Episode e starts from reset seed eval_seed + e.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: <workdir>/value_check).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the results an earlier check wrote to --out.")
+OUTPUTS = ("value_check.json", "value_check.png")
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,6 +108,8 @@ def main(argv):
     if _EPISODES.value < 1:
         fail(f"--episodes must be >= 1, got {_EPISODES.value}")
     wd, phase = _WORKDIR.value, _PHASE.value
+    out = _OUT.value or os.path.join(wd, "value_check")
+    earlier = earlier_outputs(out, OUTPUTS, _OVERWRITE.value)  # before the evaluations
     try:
         config = ls.read_run_config(wd)
         saved = ls.checkpoint_steps(wd, phase)
@@ -120,7 +124,7 @@ def main(argv):
                 for s in steps]
     except ls.LandscapeInputError as e:
         fail(str(e))
-    out = _OUT.value or os.path.join(wd, "value_check")
+    remove_outputs(out, earlier)
     os.makedirs(out, exist_ok=True)
     learner = config[phase]["learner"]
     with open(os.path.join(out, "value_check.json"), "w") as f:

@@ -247,6 +247,10 @@ def test_value_check_against_a_rollout_and_numpy_critic(tmp_path, make_tiny_conf
                       minari_store)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(os.listdir(out)) == ["value_check.json", "value_check.png"]
+    again = run_script("value_check.py", [f"--workdir={wd}", f"--out={out}", "--episodes=2"], minari_store)
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        f"error: {out} already holds value_check.json, value_check.png from an earlier run; pass --overwrite to "
+        "replace them, or give another --out"]
     res = json.load(open(out / "value_check.json"))
     assert [r["step"] for r in res["checkpoints"]] == [100, 200]
     last = res["checkpoints"][-1]
