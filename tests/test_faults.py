@@ -297,6 +297,33 @@ def test_bad_config_values_are_named(make_tiny_config, tmp_path, overrides, matc
     assert not os.path.exists(tmp_path / "run" / "config.json")
 
 
+def test_learner_checks_come_before_anything_is_written_or_fitted(make_tiny_config, tmp_path):
+    """A saved score model or C-VAE the run would load that was fitted with other settings, and a
+    pair the online learner cannot take over from (SAMG-IQL guides with the offline value network,
+    which CQL has not), stop before the workdir is written and before any model is fitted."""
+    from smac_jax.errors import TransferError
+
+    def saved_model(name, fname, config):
+        path = tmp_path / name
+        path.mkdir()
+        (path / fname).write_text(json.dumps({"config": config, "meta": {}}))
+        return str(path)
+
+    cases = [
+        (make_tiny_config("cql", "samg_iql"), TransferError,
+         r"^cql -> samg_iql: samg_iql guides its targets with the offline learner's frozen 'value', and cql has none$"),
+        (make_tiny_config("iql", "samg_iql", **{"online.agent.cvae_path": saved_model("cvae", "cvae.json", {})}),
+         ConfigError, r"^the C-VAE at .*/cvae was fitted with dataset_id=None, but this run has dataset_id="),
+        (make_tiny_config("smac", "sac", **{"offline.agent.score_model_path": saved_model("score", "score_model.json", {})}),
+         ConfigError, r"^score model at .*/score was fitted with dataset_id=None, but this run has dataset_id="),
+    ]
+    for i, (cfg, error, match) in enumerate(cases):
+        wd = tmp_path / f"run{i}"
+        with pytest.raises(error, match=match):
+            quiet_run(cfg, str(wd))
+        assert not wd.exists() or not os.listdir(wd)
+
+
 def test_unused_lr_key_is_rejected(make_tiny_config, tmp_path):
     cfg = make_tiny_config()
     cfg.unlock()  # the task config is locked (tests/test_config_checks.py); one built another way is not

@@ -279,6 +279,17 @@ class Learner:
 
         E.g. SMAC loads or fits its score model here. Called once by the pipeline."""
 
+    def param_groups(self) -> set[str]:
+        """The names of the parameter groups :meth:`init_params` makes (from shapes only)."""
+        return set(jax.eval_shape(self.init_params, jax.random.PRNGKey(0)))
+
+    def check_start(self, dataset: Any, source: "Learner | None" = None) -> None:
+        """Checks a run makes before it writes anything (default: none): what :meth:`prepare`
+        would read from elsewhere (a saved model fitted with other settings), and whether
+        ``source`` (the offline learner, for an online one) can hand over to this learner where
+        that can be told without preparing either. Raise :class:`~smac_jax.errors.ConfigError` or
+        :class:`~smac_jax.errors.TransferError`."""
+
     #: Online: call :meth:`periodic_host_update` at every multiple of this many environment steps
     #: (0: never). The online loop ends a chunk there, before that step's evaluation and checkpoint.
     host_update_every: int = 0

@@ -164,6 +164,21 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
             idx = np.sort(rng.choice(n, min(int(self.config.refit_rows), n), replace=False))
             self.set_cvae(params, stats, np.asarray(t.obs)[idx], np.asarray(t.action)[idx])
 
+        def check_start(self, dataset, source=None) -> None:
+            """Before the run writes anything (and before the C-VAE is fitted): a C-VAE at
+            ``cvae_path`` fitted with other settings, and a ``source`` without the group whose
+            frozen copy guides the targets."""
+            super().check_start(dataset, source)
+            if source is not None:
+                if source_group not in source.param_groups():
+                    raise TransferError(
+                        f"{source.name} -> {self.name}: {self.name} guides its targets with the offline "
+                        f"learner's frozen {source_group!r}, and {source.name} has none")
+            if self.config.coefficient == "cvae" and self.config.cvae_path:
+                from smac_jax.samg.store import check_saved_cvae
+
+                check_saved_cvae(self.config.cvae_path, dataset, self.config.cvae)
+
         def set_cvae(self, params, stats, reference_obs=None, reference_action=None) -> None:
             """Use an already-fitted C-VAE and its normals (e.g. in a notebook or a test); the
             optional reference rows are what the adaptive update refits the normals on."""

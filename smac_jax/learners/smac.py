@@ -212,6 +212,18 @@ class SMAC(sac.SAC):
         self._use_score_config(score_cfg)
         self.score_params = params
 
+    def param_groups(self) -> set[str]:
+        """SAC's groups, the alpha network and the score model (known before the score model is)."""
+        return set(jax.eval_shape(lambda k: super(SMAC, self).init_params(k), jax.random.PRNGKey(0))) | {"alpha", "score"}
+
+    def check_start(self, dataset, source=None) -> None:
+        """A score model at ``score_model_path`` fitted on other data or with another score config
+        is refused before the run writes anything."""
+        from smac_jax.score.train import check_saved_score_model
+
+        if self.config.score_model_path:
+            check_saved_score_model(self.config.score_model_path, dataset, self.config.score_config)
+
     def set_score_params(self, params, score_config=None) -> None:
         """Use an already-trained score network (EMA parameters), e.g. in a notebook."""
         self.score_params = params

@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from smac_jax.errors import ConfigError
 from smac_jax.samg import confidence, cvae
 
 _JSON = "cvae.json"
@@ -30,7 +31,7 @@ _NOT_MODEL = ("chunk",)
 COLLAPSED_KL = 1e-3
 
 
-class CVAEMismatch(ValueError):
+class CVAEMismatch(ConfigError):
     """A saved C-VAE was fitted on another dataset, observation layout or with other hyperparameters."""
 
 
@@ -59,28 +60,41 @@ def load_cvae(path: str) -> tuple[Any, dict, dict, dict]:
     return tree["params"], tree["stats"], saved["config"], saved["meta"]
 
 
+def _expected_meta(dataset) -> dict:
+    t = dataset.transitions
+    return {"dataset_id": dataset.dataset_id, "normalize_obs": bool(dataset.normalize_obs),
+            "obs_dim": int(t.obs.shape[-1]), "act_dim": int(t.action.shape[-1])}
+
+
+def check_saved_cvae(path: str, dataset, config: ml_collections.ConfigDict) -> bool:
+    """Whether ``path`` holds a C-VAE (False: none yet); :class:`CVAEMismatch` if it was fitted on
+    other data or with other hyperparameters. Reads its description only (a check before a run
+    writes anything)."""
+    if not os.path.exists(os.path.join(path, _JSON)):
+        return False
+    with open(os.path.join(path, _JSON)) as f:
+        saved = json.load(f)
+    saved_cfg, meta = saved["config"], saved["meta"]
+    for k, v in _expected_meta(dataset).items():
+        if meta.get(k) != v:
+            raise CVAEMismatch(f"the C-VAE at {path} was fitted with {k}={meta.get(k)!r}, but this run has "
+                               f"{k}={v!r}; point cvae_path elsewhere or delete it to refit")
+    if saved_cfg != _model_config(config):
+        diff = sorted(k for k in set(saved_cfg) | set(_model_config(config))
+                      if saved_cfg.get(k) != _model_config(config).get(k))
+        raise CVAEMismatch(f"the C-VAE at {path} was fitted with other hyperparameters ({', '.join(diff)}); "
+                           "point cvae_path elsewhere or delete it to refit")
+    return True
+
+
 def fit_or_load_cvae(path: str, dataset, config: ml_collections.ConfigDict,
                      progress: bool = True) -> tuple[Any, dict, dict]:
     """(C-VAE parameters, latent normals, meta) for ``dataset`` (an ``OfflineDataset``) from
     ``path``; fitted and saved there first when ``path`` holds none."""
     t = dataset.transitions
-    expected = {
-        "dataset_id": dataset.dataset_id,
-        "normalize_obs": bool(dataset.normalize_obs),
-        "obs_dim": int(t.obs.shape[-1]),
-        "act_dim": int(t.action.shape[-1]),
-    }
-    if os.path.exists(os.path.join(path, _JSON)):
-        params, stats, saved_cfg, meta = load_cvae(path)
-        for k, v in expected.items():
-            if meta.get(k) != v:
-                raise CVAEMismatch(f"the C-VAE at {path} was fitted with {k}={meta.get(k)!r}, but this run has "
-                                   f"{k}={v!r}; point cvae_path elsewhere or delete it to refit")
-        if saved_cfg != _model_config(config):
-            diff = sorted(k for k in set(saved_cfg) | set(_model_config(config))
-                          if saved_cfg.get(k) != _model_config(config).get(k))
-            raise CVAEMismatch(f"the C-VAE at {path} was fitted with other hyperparameters ({', '.join(diff)}); "
-                               "point cvae_path elsewhere or delete it to refit")
+    expected = _expected_meta(dataset)
+    if check_saved_cvae(path, dataset, config):
+        params, stats, _, meta = load_cvae(path)
         return params, stats, meta
     print(f"[smac_jax] fitting the SAMG C-VAE on {dataset.dataset_id} ({int(config.steps)} steps) -> {path}")
     fit = cvae.fit_cvae(t.obs, t.action, t.next_obs, config, progress=progress)

@@ -63,30 +63,35 @@ def fit_score_model(dataset, config: ml_collections.ConfigDict, seed: int = 0, p
     return state, log
 
 
-def fit_or_load_score_model(path: str, dataset, config: ml_collections.ConfigDict, seed: int = 0,
-                            progress: bool = True) -> tuple[Any, ml_collections.ConfigDict]:
-    """(EMA parameters, score config) from ``path``; trained on ``dataset`` and saved there if missing."""
-    meta_expected = {
+def _expected_meta(dataset) -> dict:
+    return {
         "dataset_id": dataset.dataset_id,
         "normalize_obs": bool(dataset.normalize_obs),
         "obs_dim": int(dataset.transitions.obs.shape[-1]),
         "act_dim": int(dataset.transitions.action.shape[-1]),
         "reward": dataset.reward,  # the returns the model is conditioned on depend on it
     }
+
+
+def check_saved_score_model(path: str, dataset, config: ml_collections.ConfigDict) -> bool:
+    """Whether ``path`` holds a score model (False: none yet); :class:`ScoreModelMismatch` if it was
+    fitted on other data or with another config. Reads its description only (a check before a run
+    writes anything)."""
+    if not os.path.exists(os.path.join(path, "score_model.json")):
+        return False
+    with open(os.path.join(path, "score_model.json")) as f:
+        saved = json.load(f)
+    _check_meta(path, saved["meta"], ml_collections.ConfigDict(saved["config"]), _expected_meta(dataset), config)
+    return True
+
+
+def fit_or_load_score_model(path: str, dataset, config: ml_collections.ConfigDict, seed: int = 0,
+                            progress: bool = True) -> tuple[Any, ml_collections.ConfigDict]:
+    """(EMA parameters, score config) from ``path``; trained on ``dataset`` and saved there if missing."""
+    meta_expected = _expected_meta(dataset)
     if os.path.exists(os.path.join(path, "score_model.json")):
         state, cfg, meta = sm.load_score_model(path)
-        for k, v in meta_expected.items():
-            if meta.get(k, "env" if k == "reward" else None) != v:  # models saved before "reward": "env"
-                raise ScoreModelMismatch(
-                    f"score model at {path} was fitted with {k}={meta.get(k)!r}, but this run has {k}={v!r}; "
-                    "point score_model_path elsewhere or delete it to refit")
-        want, have = config.to_dict(), cfg.to_dict()
-        diff = sorted(k for k in set(want) | set(have) if k not in QUERY_FIELDS and want.get(k) != have.get(k))
-        if diff:
-            raise ScoreModelMismatch(
-                f"score model at {path} was fitted with a different config ("
-                + ", ".join(f"{k}={have.get(k)!r} there, {want.get(k)!r} asked" for k in diff)
-                + "); point score_model_path elsewhere, or delete it to refit")
+        _check_meta(path, meta, cfg, meta_expected, config)
         return state.ema_params, cfg
     print(f"[smac_jax] fitting the score model on {dataset.dataset_id} ({int(config.steps)} steps) -> {path}")
     state, log = fit_score_model(dataset, config, seed=seed, progress=progress)
@@ -95,3 +100,19 @@ def fit_or_load_score_model(path: str, dataset, config: ml_collections.ConfigDic
     with open(os.path.join(path, "training_log.json"), "w") as f:
         json.dump(log, f)
     return state.ema_params, ml_collections.ConfigDict(config.to_dict())
+
+
+def _check_meta(path, meta, cfg, meta_expected, config) -> None:
+    """ScoreModelMismatch unless the model at ``path`` (``meta``, ``cfg``) is the one asked for."""
+    for k, v in meta_expected.items():
+        if meta.get(k, "env" if k == "reward" else None) != v:  # models saved before "reward": "env"
+            raise ScoreModelMismatch(
+                f"score model at {path} was fitted with {k}={meta.get(k)!r}, but this run has {k}={v!r}; "
+                "point score_model_path elsewhere or delete it to refit")
+    want, have = config.to_dict(), cfg.to_dict()
+    diff = sorted(k for k in set(want) | set(have) if k not in QUERY_FIELDS and want.get(k) != have.get(k))
+    if diff:
+        raise ScoreModelMismatch(
+            f"score model at {path} was fitted with a different config ("
+            + ", ".join(f"{k}={have.get(k)!r} there, {want.get(k)!r} asked" for k in diff)
+            + "); point score_model_path elsewhere, or delete it to refit")

@@ -19,7 +19,7 @@ from smac_jax.data import replay
 from smac_jax.data.dataset import load_dataset_from_config
 from smac_jax.envs import REWARDS
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, WorkdirError  # noqa: F401  (re-exported)
-from smac_jax.learners import available_learners, resolve_config
+from smac_jax.learners import available_learners, make_learner, resolve_config
 from smac_jax.training.logger import check_sinks, plot_evaluations
 from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     RunContext,
@@ -48,6 +48,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     dataset = load_dataset_from_config(dc)
     check_batch_sizes(config, int(dataset.transitions.reward.shape[0]))
     check_env_fits(dataset)
+    check_learners(config, dataset)
     # only now, with every check passed, is the run written: a start that failed leaves the workdir as it was
     _write_workdir(workdir, config, existing, overwrite)
     ctx = RunContext.build(config, workdir, dataset, resume, progress)
@@ -74,6 +75,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
                      f"{config.offline.learner} -> {config.online.learner} on {dc.id}", summary["metric"],
                      summary["metric_label"])
     return summary
+
+
+def check_learners(config: ml_collections.ConfigDict, dataset) -> None:
+    """The learners' own checks before anything is written or fitted (``Learner.check_start``): a
+    saved score model or C-VAE the run would load that was fitted with other settings, an offline
+    learner the online one cannot take over from where that is known without preparing them."""
+    obs_dim, act_dim = dataset.transitions.obs.shape[-1], dataset.transitions.action.shape[-1]
+    off = make_learner(config.offline.learner, obs_dim, act_dim, config.offline.agent)
+    on = make_learner(config.online.learner, obs_dim, act_dim, config.online.agent)
+    off.check_start(dataset)
+    on.check_start(dataset, source=off)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
