@@ -141,6 +141,9 @@ def test_shards_split_the_offline_phases():
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(ConfigError):
             parse_shard(bad)
+    # a name listed twice would run twice, and in two shards at once in one directory
+    with pytest.raises(ConfigError, match="^--offline names x more than once$"):
+        groups(tasks, ["x", "y", "x"], (0, 2))
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -264,3 +267,5 @@ def test_report_refuses_two_runs_of_one_pair_in_a_task_and_names_a_run_root(tmp_
         write_report(sweep_root, reps=50)
     page = write_report(os.path.join(sweep_root, "t1", "sac-sac"), out=str(tmp_path / "one"), reps=50)
     assert "# Sweep report: t1" in open(page).read()
+    page = write_report(os.path.join(sweep_root, "t1"), out=str(tmp_path / "two"), reps=50)  # a task's directory
+    assert "# Sweep report: t1" in open(page).read() and os.path.exists(tmp_path / "two" / "report_curves_t1.png")

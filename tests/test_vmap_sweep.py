@@ -159,6 +159,8 @@ def test_a_killed_swept_run_resumes_to_the_same_numbers(swept, tmp_path, monkeyp
     ("offline.agent.critic_lr", "is not 'PATH=V1,V2,...'"),
     ("offline.agent.critic_lr=1e-3,fast", "values must be numbers"),
     ("offline.agent.critic_lr=1e-3,1e-3", "lists a value twice"),
+    ("online.agent.actor_lr=0.1,0.10000000001", "lists a value twice (0.1,0.10000000001: the same in float32"),
+    ("offline.agent.cql_clip_diff_max=1,inf", "values must be finite numbers"),
     ("offline.agent.tau=0.1;offline.agent.tau=0.2", "is listed twice"),
     ("offline.agent.critic_lr=1e-3,-1", "setting 1 (critic_lr=-1): offline.agent"),
 ])
@@ -166,6 +168,14 @@ def test_a_bad_sweep_is_one_config_error_naming_it(pendulum_dataset_id, spec, me
     with pytest.raises(ConfigError) as e:
         pipeline.validate_config(tiny_config(pendulum_dataset_id, vmap_sweep=spec))
     assert message in str(e.value) and "vmap_sweep" in str(e.value)
+
+
+def test_labels_name_distinct_settings_distinctly():
+    from smac_jax.training.logger import format_value
+
+    assert [format_value(v) for v in (1e-4, 3e-4, 1e-5, 2.5)] == ["0.0001", "0.0003", "1e-05", "2.5"]
+    assert format_value(0.1000001) == "0.1000001" != format_value(0.1)  # {:g} would print 0.1 for both
+    assert vmap_sweep.values_label({"online.agent.actor_lr": 0.0003000001}) == "actor_lr=0.0003000001"
 
 
 def test_the_grid_and_its_lanes(pendulum_dataset_id):

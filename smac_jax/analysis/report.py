@@ -35,19 +35,25 @@ def load_sweep(root: str) -> list[dict]:
         if is_swept(dirpath):  # its settings are walked as runs of their own
             continue
         run = load_run(dirpath)
-        task = os.path.relpath(os.path.dirname(dirpath), root)
-        if task.startswith(os.pardir):  # the root is a run's own workdir: its parent names the task
-            task = os.path.basename(os.path.dirname(os.path.abspath(dirpath)))
-        run.update(workdir=dirpath, task=task, setting=-1,
+        run.update(workdir=dirpath, task=_task(dirpath, root), setting=-1,
                    offline=run["config"]["offline"]["learner"], online=run["config"]["online"]["learner"])
         member = setting_of(dirpath)
         if member is not None:
             sweep_dir, k, sweep_config = member
-            run.update(task=os.path.relpath(os.path.dirname(sweep_dir), root), setting=k,
+            run.update(task=_task(sweep_dir, root), setting=k,
                        **learner_names(sweep_config, k))
         runs.append(run)
     return sorted(runs, key=lambda r: (r["task"], r["config"]["offline"]["learner"], r["config"]["online"]["learner"],
                                        r["workdir"] if r["setting"] < 0 else os.path.dirname(r["workdir"]), r["setting"]))
+
+
+def _task(run_dir: str, root: str) -> str:
+    """A run's task: its directory's path under ``root``; where ``root`` is a task's directory or a
+    run's own workdir, the name of the run's parent directory."""
+    task = os.path.relpath(os.path.dirname(run_dir), root)
+    if task == os.curdir or task.startswith(os.pardir):
+        task = os.path.basename(os.path.dirname(os.path.abspath(run_dir)))
+    return task
 
 
 def _pair(run: dict) -> str:

@@ -380,6 +380,15 @@ SENSITIVITY_PANELS = {"offline_final": "last offline evaluation", "online_final"
                       "transfer_drop": "transfer drop"}
 
 
+def format_value(v: float) -> str:
+    """A swept value as labels show it: ``{v:g}`` where that names the lane's float32 value, else
+    the shortest digits that do (so that distinct settings never share a label)."""
+    short = f"{v:g}"
+    if np.float32(float(short)) == np.float32(v):
+        return short
+    return np.format_float_positional(np.float32(v), unique=True, trim="-")
+
+
 def plot_sensitivity(settings: list[dict], paths: list[str], path: str, title: str = "", ylabel: str = "",
                      panels: tuple[str, ...] = tuple(SENSITIVITY_PANELS)) -> None:
     """A sweep's results against its values (``vmap_sweep``): one panel per result in ``panels``
@@ -412,11 +421,11 @@ def plot_sensitivity(settings: list[dict], paths: list[str], path: str, title: s
                 ax.scatter(np.full(v.shape, xi), v, color=color, s=12, alpha=0.5, linewidths=0)
             mean = np.asarray([v.mean() for v in vals])
             se = np.asarray([v.std() / np.sqrt(len(v)) for v in vals])
-            label = ", ".join(f"{p.split('.')[-1]}={o:g}" for p, o in zip(rest, others)) or None
+            label = ", ".join(f"{p.split('.')[-1]}={format_value(o)}" for p, o in zip(rest, others)) or None
             ax.errorbar(x, mean, yerr=se, color=color, marker="o", ms=4, capsize=3, label=label)
         if log_x:
             ax.set_xscale("log")
-        ax.set_xticks(xs, [f"{v:g}" for v in xs])  # the swept values themselves
+        ax.set_xticks(xs, [format_value(v) for v in xs])  # the swept values themselves
         ax.set_xticks([], minor=True)
         ax.set_xlabel(x_path)
         ax.set_title(SENSITIVITY_PANELS.get(key, key), fontsize=10)

@@ -53,9 +53,18 @@ def parse_shard(spec: str) -> tuple[int, int]:
     return i, n
 
 
+def _no_repeats(**lists: Sequence[str]) -> None:
+    """A name listed twice would run twice (and, in two shards, at once in one directory)."""
+    for flag, names in lists.items():
+        twice = sorted({n for n in names if list(names).count(n) > 1})
+        if twice:
+            raise ConfigError(f"--{flag} names {', '.join(twice)} more than once")
+
+
 def groups(tasks: Sequence[str], offline: Sequence[str], shard: tuple[int, int] = (0, 1)) -> list[tuple[str, str]]:
     """The (task, offline learner) groups of this shard: group ``k`` of the task-major grid goes
     to shard ``k % n``, so each offline phase runs on one shard only."""
+    _no_repeats(tasks=tasks, offline=offline)
     i, n = shard
     grid = [(t, o) for t in tasks for o in offline]
     return [g for k, g in enumerate(grid) if k % n == i]
@@ -194,6 +203,7 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
     """
     if not online:
         raise ConfigError("a sweep needs at least one online learner")
+    _no_repeats(tasks=tasks, offline=offline, online=online)
 
     def make(task, off, on, only_shared_online_fields=False):
         c = config_fn(task, off, on)

@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import os
 
 import jax
@@ -41,8 +42,8 @@ from smac_jax.data import replay
 from smac_jax.errors import ConfigError
 from smac_jax.learners import make_learner, resolve_config
 from smac_jax.learners.swept import HPARAMS, Swept, check_sweepable, with_hparams
-from smac_jax.training.logger import (SENSITIVITY_PANELS, MetricsLog, make_sinks, plot_evaluations, plot_sensitivity,
-                                      plot_settings)
+from smac_jax.training.logger import (SENSITIVITY_PANELS, MetricsLog, format_value, make_sinks, plot_evaluations,
+                                      plot_sensitivity, plot_settings)
 from smac_jax.training.summary import summarize
 
 PHASES = ("offline", "online")
@@ -125,8 +126,13 @@ def parse_spec(spec: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
             nums = tuple(float(v) for v in vals.split(","))
         except ValueError:
             raise ConfigError(f"vmap_sweep: {path}: values must be numbers, got {vals.strip()!r}") from None
-        if len(set(nums)) != len(nums):
-            raise ConfigError(f"vmap_sweep: {path} lists a value twice ({vals.strip()})")
+        if not all(math.isfinite(v) for v in nums):
+            raise ConfigError(f"vmap_sweep: {path}: values must be finite numbers, got {vals.strip()!r} (a setting "
+                              "of inf runs as a separate run: experiments/sweep.py --set)")
+        lanes = [float(np.float32(v)) for v in nums]  # what the lanes hold
+        if len(set(lanes)) != len(lanes):
+            raise ConfigError(f"vmap_sweep: {path} lists a value twice ({vals.strip()}: the same in float32, "
+                              "the precision the lanes hold)")
         out.append((path, nums))
     return tuple(out)
 
@@ -222,7 +228,7 @@ def pair_label(config: dict, k: int) -> str:
 
 def values_label(values: dict[str, float]) -> str:
     """``field=value, ...`` of a setting's values (path -> value)."""
-    return ", ".join(f"{p.split('.')[-1]}={v:g}" for p, v in values.items())
+    return ", ".join(f"{p.split('.')[-1]}={format_value(v)}" for p, v in values.items())
 
 
 def setting_lanes(config: dict, k: int) -> dict[str, slice]:
@@ -384,7 +390,7 @@ def format_table(summary: dict) -> str:
     """One line per setting: its values, offline and online final means, mean drop."""
     lines = []
     for s in summary["settings"]:
-        vals = ", ".join(f"{p}={v:g}" for p, v in s["values"].items())
+        vals = ", ".join(f"{p}={format_value(v)}" for p, v in s["values"].items())
         parts = [f"offline {s['offline_final_mean']:.1f}" if "offline_final_mean" in s else None,
                  f"online {s['online_final_mean']:.1f}" if "online_final_mean" in s else None,
                  f"drop {s['transfer_drop_mean']:.1f}" if "transfer_drop_mean" in s else None]
