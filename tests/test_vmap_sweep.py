@@ -170,6 +170,17 @@ def test_a_bad_sweep_is_one_config_error_naming_it(pendulum_dataset_id, spec, me
     assert message in str(e.value) and "vmap_sweep" in str(e.value)
 
 
+def test_a_wide_sweep_says_what_its_evaluations_cost(pendulum_dataset_id):
+    narrow = vmap_sweep.parse(tiny_config(pendulum_dataset_id, vmap_sweep="online.agent.actor_lr=1e-4,3e-4"))
+    assert vmap_sweep.wide_sweep_note(narrow, 5) is None
+    values = ",".join(str(1e-4 * (i + 1)) for i in range(300))
+    wide = vmap_sweep.parse(tiny_config(pendulum_dataset_id, vmap_sweep=f"online.agent.actor_lr={values}"))
+    assert vmap_sweep.wide_sweep_note(wide, 5) == (
+        "[smac_jax] vmap_sweep: 300 settings x 2 seeds = 600 lanes; every evaluation steps 3,000 environments "
+        "(5 episodes per lane) on the host, which can take longer than the updates (fewer settings per run, or "
+        "eval.episodes, shorten it)")
+
+
 def test_labels_name_distinct_settings_distinctly():
     from smac_jax.training.logger import format_value
 

@@ -146,6 +146,9 @@ class RunContext:
         sweep = vmap_sweep.parse(config)
         if sweep is not None:  # settings x seeds lanes (smac_jax.training.vmap_sweep)
             off, on = vmap_sweep.wrap_learners(sweep, config, off, on, t)
+            note = vmap_sweep.wide_sweep_note(sweep, int(config.eval.episodes))
+            if note:
+                print(note, flush=True)
             lane_seeds = [config.seed + j for j in sweep.lane_seed_index]
         else:
             lane_seeds = seeds

@@ -137,6 +137,21 @@ def parse_spec(spec: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
     return tuple(out)
 
 
+#: Environments stepped on the host per evaluation round above which a swept run says so at its start.
+WIDE_EVALUATION = 512
+
+
+def wide_sweep_note(sweep: Sweep, episodes: int) -> str | None:
+    """One line for a sweep whose evaluations step many environments on the host (they run in
+    Python, one per lane and episode, whatever the accelerator), or None."""
+    lanes = sweep.n_settings * sweep.n_seeds
+    if lanes * episodes <= WIDE_EVALUATION:
+        return None
+    return (f"[smac_jax] vmap_sweep: {sweep.n_settings} settings x {sweep.n_seeds} seeds = {lanes} lanes; every "
+            f"evaluation steps {lanes * episodes:,} environments ({episodes} episodes per lane) on the host, "
+            "which can take longer than the updates (fewer settings per run, or eval.episodes, shorten it)")
+
+
 def parse(config: ml_collections.ConfigDict) -> Sweep | None:
     """The config's sweep, or None; a malformed or unsweepable entry is a :class:`ConfigError`
     naming it."""
