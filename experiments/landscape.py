@@ -291,12 +291,7 @@ def run(out: str) -> None:
     if _TSNE.value:
         tsne_job, tsne = _tsne_job({labels[wd]: wd for wd in runs_wd})
         jobs["tsne"] = [tsne_job]
-        n = len(tsne[1])  # checked before anything is evaluated
-        if n < 3:
-            raise ls.LandscapeInputError(f"t-SNE needs at least 3 snapshots (checkpoints x seeds), got {n}; "
-                                         "pass --notsne")
-        if _PERPLEXITY.value is not None and not 0.0 < _PERPLEXITY.value < n:
-            raise ls.LandscapeInputError(f"--perplexity must be in (0, {n}) for {n} snapshots, got {_PERPLEXITY.value:g}")
+        ls.tsne_perplexity(len(tsne[1]), _PERPLEXITY.value)  # checked before anything is evaluated
 
     earlier = earlier_outputs(out, OUTPUTS, _OVERWRITE.value)  # before the evaluations
     _evaluate([j for js in jobs.values() for j in js], env_fn)

@@ -308,6 +308,17 @@ def interpolation_grid(points: int, extend: bool = False) -> np.ndarray:
     return np.arange(-k, points + k) * step
 
 
+def tsne_perplexity(n: int, perplexity: float | None = None) -> float:
+    """The t-SNE perplexity for ``n`` snapshots (default ``min(30, (n - 1) / 3)``); an error for
+    fewer than 3 snapshots or a perplexity outside (0, n) (checked before anything is evaluated)."""
+    if n < 3:
+        raise LandscapeInputError(f"t-SNE needs at least 3 snapshots, got {n}")
+    perplexity = min(30.0, (n - 1) / 3.0) if perplexity is None else float(perplexity)
+    if not 0.0 < perplexity < n:
+        raise LandscapeInputError(f"t-SNE perplexity must be in (0, {n}) for {n} snapshots, got {perplexity:g}")
+    return perplexity
+
+
 def tsne_trajectories(trajectories: Sequence[Sequence[Params]], perplexity: float | None = None,
                       seed: int = 0, **tsne_kwargs) -> list[np.ndarray]:
     """Project parameter trajectories together to 2-D with scikit-learn's t-SNE.
@@ -323,13 +334,9 @@ def tsne_trajectories(trajectories: Sequence[Sequence[Params]], perplexity: floa
 
     flat = [flatten_params(p) for traj in trajectories for p in traj]
     n = len(flat)
-    if n < 3:
-        raise LandscapeInputError(f"t-SNE needs at least 3 snapshots, got {n}")
     if len({v.size for v in flat}) != 1:
         raise ValueError("all snapshots must have the same number of parameters (convert actor kinds first)")
-    perplexity = min(30.0, (n - 1) / 3.0) if perplexity is None else float(perplexity)
-    if not 0.0 < perplexity < n:
-        raise LandscapeInputError(f"t-SNE perplexity must be in (0, {n}) for {n} snapshots, got {perplexity:g}")
+    perplexity = tsne_perplexity(n, perplexity)
     tsne_kwargs.setdefault("method", "exact" if n <= 500 else "barnes_hut")
     emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
                **tsne_kwargs).fit_transform(np.stack(flat))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable, ClassVar
 
 import flax.struct
@@ -99,25 +100,21 @@ def resolve_config(name: str, overrides: Any = None) -> ml_collections.ConfigDic
 @dataclasses.dataclass(frozen=True)
 class Bound:
     """The range of a numeric hyperparameter: ``lo``/``hi`` (None: unbounded), each inclusive unless
-    ``*_open``; ``integer`` for counts. ``allow_none``: None is a valid value (a derived default);
-    ``allow_inf``: an infinite value is (no limit); otherwise the value must be finite."""
+    ``*_open``; ``integer`` for counts. ``allow_none``: None is a valid value (a derived default).
+    Values must be finite."""
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
     hi_open: bool = False
     integer: bool = False
     allow_none: bool = False
-    allow_inf: bool = False
 
     def holds(self, v: Any) -> bool:
         if v is None:
             return self.allow_none
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:  # NaN
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return False
-        if v in (float("inf"), -float("inf")):
-            if not self.allow_inf:
-                return False
-        elif self.integer and int(v) != v:
+        if self.integer and int(v) != v:
             return False
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             return False
@@ -171,7 +168,7 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
     for k in cfg:
         v = cfg[k]
         if k.endswith("_lr"):
-            need(isinstance(v, (int, float)) and 0 < v < float("inf"), k, "must be a finite learning rate > 0")
+            need(isinstance(v, (int, float)) and 0 < v < math.inf, k, "must be a finite learning rate > 0")
     for k in ("gamma", "tau"):
         if k in cfg:
             need(0 < cfg[k] <= 1, k, "must be in (0, 1]")
@@ -195,7 +192,7 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
         for field, bound in learner_bounds(REGISTRY[name]).items():
             if field in cfg:
                 v = cfg[field]
-                infinite = isinstance(v, float) and v in (float("inf"), -float("inf")) and not bound.allow_inf
+                infinite = isinstance(v, float) and math.isinf(v)
                 need(bound.holds(v), field, "must be finite" if infinite else bound.describe())
 
 

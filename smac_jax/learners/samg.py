@@ -164,16 +164,19 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
             idx = np.sort(rng.choice(n, min(int(self.config.refit_rows), n), replace=False))
             self.set_cvae(params, stats, np.asarray(t.obs)[idx], np.asarray(t.action)[idx])
 
+        def _require_source_group(self, source, groups) -> None:
+            if source_group not in groups:
+                raise TransferError(
+                    f"{source.name} -> {self.name}: {self.name} guides its targets with the offline "
+                    f"learner's frozen {source_group!r}, and {source.name} has none")
+
         def check_start(self, dataset, source=None) -> None:
             """Before the run writes anything (and before the C-VAE is fitted): a C-VAE at
             ``cvae_path`` fitted with other settings, and a ``source`` without the group whose
             frozen copy guides the targets."""
             super().check_start(dataset, source)
             if source is not None:
-                if source_group not in source.param_groups():
-                    raise TransferError(
-                        f"{source.name} -> {self.name}: {self.name} guides its targets with the offline "
-                        f"learner's frozen {source_group!r}, and {source.name} has none")
+                self._require_source_group(source, source.param_groups())
             if self.config.coefficient == "cvae" and self.config.cvae_path:
                 from smac_jax.samg.store import check_saved_cvae
 
@@ -208,10 +211,7 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
                                   "(the pipeline does) or learner.set_cvae(params, stats) first")
             state = super().transfer(key, src_state, src_learner)
             src = src_state.params
-            if source_group not in src:
-                raise TransferError(
-                    f"{src_learner.name} -> {self.name}: {self.name} guides its targets with the offline "
-                    f"learner's frozen {source_group!r}, and {src_learner.name} has none")
+            self._require_source_group(src_learner, src)
             check_same_structure(state.params[frozen_group], src[source_group], source_group,
                                  src_learner.name, self.name)
             params = {**state.params, frozen_group: src[source_group], "guidance": jnp.ones((), jnp.float32)}

@@ -88,14 +88,12 @@ def check_saved_score_model(path: str, dataset, config: ml_collections.ConfigDic
 def fit_or_load_score_model(path: str, dataset, config: ml_collections.ConfigDict, seed: int = 0,
                             progress: bool = True) -> tuple[Any, ml_collections.ConfigDict]:
     """(EMA parameters, score config) from ``path``; trained on ``dataset`` and saved there if missing."""
-    meta_expected = _expected_meta(dataset)
-    if os.path.exists(os.path.join(path, "score_model.json")):
-        state, cfg, meta = sm.load_score_model(path)
-        _check_meta(path, meta, cfg, meta_expected, config)
+    if check_saved_score_model(path, dataset, config):
+        state, cfg, _ = sm.load_score_model(path)
         return state.ema_params, cfg
     print(f"[smac_jax] fitting the score model on {dataset.dataset_id} ({int(config.steps)} steps) -> {path}")
     state, log = fit_score_model(dataset, config, seed=seed, progress=progress)
-    meta = {**meta_expected, "final_loss": log["loss"][-1], "steps_per_s": log.get("steps_per_s")}
+    meta = {**_expected_meta(dataset), "final_loss": log["loss"][-1], "steps_per_s": log.get("steps_per_s")}
     sm.save_score_model(path, state, config, meta, overwrite=True)
     with open(os.path.join(path, "training_log.json"), "w") as f:
         json.dump(log, f)

@@ -73,12 +73,9 @@ def recipe(kind: str, **settings) -> dict[str, str]:
     if unknown:
         raise DatasetError(f"dataset factory: unknown setting(s) {unknown}; known: {list(RECIPE_FIELDS)}")
     defaults = _GENERATE_DEFAULTS
-    out = {}
-    for f in RECIPE_FIELDS:
-        v = settings[f] if f == "env" else settings.get(f, defaults[f])
-        if f == "env":
-            out[f] = str(v)
-            continue
+    out = {"env": str(settings["env"])}
+    for f in RECIPE_FIELDS[1:]:
+        v = settings.get(f, defaults[f])
         if f == "n_transitions":
             if kind == "medium-replay":
                 continue
