@@ -367,7 +367,7 @@ def test_source_without_baseline_fit_or_critic():
     src = perturbed(cql)
     fit = {**TINY, "baseline_fit_lr": 1e-2, "batch_size": 64, "baseline_fit_steps": 300}
     on = make_learner("aca", OBS, ACT, fit)
-    with pytest.raises(TransferError, match=r"cql -> aca: .*prepare"):
+    with pytest.raises(ConfigError, match=r"cql -> aca: .*prepare"):
         jax.eval_shape(lambda k: on.transfer(k, src, cql), jax.random.PRNGKey(0))
     # Terminal rows at the policy's mode with r = s_0: Z_i(s) -> s_0 - log pi(a(s)|s), a function of s.
     data = random_batch(512, seed=4)

@@ -301,7 +301,8 @@ def test_bad_config_values_are_named(make_tiny_config, tmp_path, overrides, matc
 def test_learner_checks_come_before_anything_is_written_or_fitted(make_tiny_config, tmp_path):
     """A saved score model or C-VAE the run would load that was fitted with other settings, and a
     pair the online learner cannot take over from (SAMG-IQL guides with the offline value network,
-    which CQL has not), stop before the workdir is written and before any model is fitted."""
+    which CQL has not; ACA needs a Gaussian source), stop before the workdir is written and before
+    any model is fitted."""
     from smac_jax.errors import TransferError
 
     def saved_model(name, fname, config):
@@ -313,6 +314,8 @@ def test_learner_checks_come_before_anything_is_written_or_fitted(make_tiny_conf
     cases = [
         (make_tiny_config("cql", "samg_iql"), TransferError,
          r"^cql -> samg_iql: samg_iql guides its targets with the offline learner's frozen 'value', and cql has none$"),
+        (make_tiny_config("td3bc", "aca"), TransferError,  # the hand-over on shapes, before the workdir
+         r"^td3bc -> aca: ACA aligns its critic with the log-density of a stochastic"),
         (make_tiny_config("iql", "samg_iql", **{"online.agent.cvae_path": saved_model("cvae", "cvae.json", {})}),
          ConfigError, r"^the C-VAE at .*/cvae was fitted with dataset_id=None, but this run has dataset_id="),
         (make_tiny_config("smac", "sac", **{"offline.agent.score_model_path": saved_model("score", "score_model.json", {})}),

@@ -266,8 +266,8 @@ class ACA(sac.SAC):
 
     def fit_baseline(self, key, actor_params, log_temp, pair: str):
         """Z fitted by ``baseline_fit_steps`` steps of :func:`sacml.baseline_loss` with pi = the source policy."""
-        if self._fit_data is None:
-            raise TransferError(
+        if self._fit_data is None:  # not prepared: a usage error, as SMAC's missing score model
+            raise ConfigError(
                 f"{pair}: the source has no state baseline Z, and ACA fits one on the offline data at "
                 "hand-over (source_without_baseline='fit'), but it was given no data: call "
                 "learner.prepare(dataset, workdir) (the pipeline does) or learner.set_fit_data(transitions), "

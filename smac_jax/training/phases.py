@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from smac_jax.data import replay
-from smac_jax.errors import DatasetError, DivergenceError, TransferError
+from smac_jax.errors import ConfigError, DatasetError, DivergenceError, TransferError
 from smac_jax.learners import Learner, make_learner
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import Evaluator, in_critic_units, make_act_fn, make_value_fn
@@ -278,7 +278,7 @@ def _check_hand_over(off: Learner, on: Learner, keys: dict, sweep=None) -> None:
         abstract_off = jax.eval_shape(lambda s: vmap_sweep.handover_source(sweep, s, on, lanes=False), abstract_off)
     try:
         jax.eval_shape(lambda k, s: on.transfer(k, s, off), keys["transfer"][0], abstract_off)
-    except TransferError:
+    except (TransferError, ConfigError):  # ConfigError: e.g. a learner whose model is not prepared yet
         raise
     except Exception as e:  # a learner without a custom transfer hitting an incompatible layout
         raise TransferError(f"{off.name} -> {on.name}: hand-over failed: {e}") from e

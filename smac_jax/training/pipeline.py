@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 
+import jax
 import ml_collections
 
 from smac_jax.data import replay
@@ -23,6 +24,7 @@ from smac_jax.learners import available_learners, make_learner, resolve_config
 from smac_jax.training.logger import check_sinks, plot_evaluations
 from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     RunContext,
+    _check_hand_over,
     check_env_fits,
     check_finite,
     check_finite_state,
@@ -86,6 +88,11 @@ def check_learners(config: ml_collections.ConfigDict, dataset) -> None:
     on = make_learner(config.online.learner, obs_dim, act_dim, config.online.agent)
     off.check_start(dataset)
     on.check_start(dataset, source=off)
+    key = jax.random.PRNGKey(0)[None]
+    try:  # the hand-over on shapes, as the run checks it again once the learners are prepared
+        _check_hand_over(off, on, {"init": key, "transfer": key})
+    except ConfigError:
+        pass  # a learner that needs its prepared model for it (SMAC's score model, SAMG's C-VAE)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
