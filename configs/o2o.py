@@ -43,17 +43,19 @@ def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_
           online_eval_interval: int | None = None, learning_starts: int = 1_000, generate: bool = True,
           reward: str = "env", reward_scale: float = 1.0, reward_bias: float = 0.0,
           ref_scores: tuple[float, float] | None = None, online_budget: int | None = None,
-          **generate_kwargs) -> dict:
+          env_kwargs: dict | None = None, **generate_kwargs) -> dict:
     """A task: the dataset (``generate_kwargs`` go to the dataset factory; ``generate=False``: a
     dataset to download, never generated), ``budget`` offline updates and as many online steps
     (``online_budget``, if given, online steps),
     evaluated every ``eval_interval`` of each (``online_eval_interval``, if given, in the online
     phase), the online updates starting after ``learning_starts`` steps; ``reward``,
     ``reward_scale``, ``reward_bias`` as in the ``dataset`` section of :func:`get_config`;
-    ``ref_scores``: the (min, max) reference returns of normalised scores (default: the dataset's)."""
+    ``ref_scores``: the (min, max) reference returns of normalised scores (default: the dataset's);
+    ``env_kwargs``: as ``dataset.env_kwargs``."""
     return dict(
         dataset=dict(id=dataset_id, generate_env=env, generate_kind=kind, generate_kwargs=generate_kwargs,
-                     generate=generate, reward=reward, reward_scale=reward_scale, reward_bias=reward_bias),
+                     generate=generate, reward=reward, reward_scale=reward_scale, reward_bias=reward_bias,
+                     env_kwargs=dict(env_kwargs or {})),
         offline=dict(steps=budget, eval_every=eval_interval, ckpt_every=10_000, scan_steps=1_000),
         online=dict(steps=online_budget or budget, eval_every=online_eval_interval or eval_interval, ckpt_every=10_000,
                     learning_starts=learning_starts,
@@ -90,20 +92,22 @@ TASKS = {
                     train_steps=150_000, eval_every=10_000),
     "walker": _task("smac_jax/walker2d/medium-replay-v0", "Walker2d-v5", "medium-replay", 1_000_000,
                     train_steps=150_000, eval_every=10_000),
-    # The SMAC paper's six D4RL tasks, as Minari hosts them (download first, e.g.
-    # `minari download mujoco/hopper/medium-replay-v0`; nothing is generated). Kitchen needs the
+    # The SMAC paper's six D4RL tasks (nothing is generated). Minari hosts no D4RL locomotion data (its
+    # mujoco/ namespace is simple / medium / expert, regenerated on the v5 environments): the two
+    # medium-replay tasks read D4RL's own files imported with experiments/import_d4rl.py; the others
+    # Minari's D4RL/ copies (`minari download D4RL/kitchen/partial-v2`). Kitchen needs the
     # "kitchen" extra (Gymnasium-Robotics, MuJoCo < 3.12), the Adroit tasks the "adroit" extra.
     # The binary Adroit tasks (Cal-QL's door-, pen-, relocate-binary): reward 1 on a step where the
     # task reports success, else 0, scaled by 10 and shifted by -5 as Cal-QL does; the score is the
     # success rate. Their data here: Minari's "cloned" datasets (human demonstrations and rollouts
     # of a behaviour-cloned policy, the closest to Cal-QL's 25 demonstrations + 500 BC rollouts).
     # Scores with D4RL's reference returns (the normalisation the paper reports).
-    "d4rl-hopper-medium-replay": _task("mujoco/hopper/medium-replay-v0", "Hopper-v5", "medium-replay",
+    "d4rl-hopper-medium-replay": _task("d4rl/hopper/medium-replay-v2", "Hopper-v5", "medium-replay",
                                        1_000_000, generate=False, ref_scores=D4RL_REFERENCE_SCORES["hopper"]),
-    "d4rl-walker2d-medium-replay": _task("mujoco/walker2d/medium-replay-v0", "Walker2d-v5", "medium-replay",
+    "d4rl-walker2d-medium-replay": _task("d4rl/walker2d/medium-replay-v2", "Walker2d-v5", "medium-replay",
                                          1_000_000, generate=False, ref_scores=D4RL_REFERENCE_SCORES["walker2d"]),
     "d4rl-kitchen-partial": _task("D4RL/kitchen/partial-v2", "FrankaKitchen-v1", "partial", 1_000_000,
-                                  generate=False),
+                                  generate=False, ref_scores=D4RL_REFERENCE_SCORES["kitchen"]),
     **{f"d4rl-{name}-binary": _task(f"D4RL/{name}/cloned-v2", env, "cloned", 1_000_000, generate=False,
                                     reward="success", reward_scale=10.0, reward_bias=-5.0)
        for name, env in (("door", "AdroitHandDoor-v1"), ("pen", "AdroitHandPen-v1"),
@@ -113,12 +117,18 @@ TASKS = {
 # AntMaze (the ACA and SAMG papers' sparse-reward benchmark), as Minari hosts D4RL's six datasets
 # (`minari download D4RL/antmaze/umaze-v1`, one id per call; the "antmaze" extra provides the environments): the
 # stored sparse reward (1 at the goal) scaled by 10 and shifted by -5 as Cal-QL does; evaluations
-# also log the success rate (`eval_success`).
+# also log the success rate (`eval_success`). Evaluation and online episodes end at the goal
+# (continuing_task=False, the goal kept fixed), as in D4RL's evaluation environment, where
+# Gymnasium-Robotics' default would go on rewarding every step spent there: an episode's return is
+# then 1 if it reached the goal, else 0, and the score (reference returns 0 and 1) is the success
+# rate in percent.
 _ANTMAZES = {"umaze": "AntMaze_UMaze-v4", "umaze-diverse": "AntMaze_UMaze-v4",
              "medium-play": "AntMaze_Medium-v4", "medium-diverse": "AntMaze_Medium_Diverse_GR-v4",
              "large-play": "AntMaze_Large-v4", "large-diverse": "AntMaze_Large_Diverse_GR-v4"}
 TASKS.update({f"d4rl-antmaze-{name}": _task(f"D4RL/antmaze/{name}-v1", env, name, 1_000_000, generate=False,
-                                            reward_scale=10.0, reward_bias=-5.0)
+                                            reward_scale=10.0, reward_bias=-5.0,
+                                            ref_scores=D4RL_REFERENCE_SCORES["antmaze"],
+                                            env_kwargs=dict(continuing_task=False, reset_target=False))
               for name, env in _ANTMAZES.items()})
 
 #: The six D4RL tasks of the SMAC paper (configs above; their datasets are downloaded with Minari).
@@ -143,6 +153,27 @@ ONLINE_LEARNER_DEFAULTS = {
     **{f"samg_{base}": {"replay.init": "empty", "replay.capacity": 20_000, "learning_starts": 2_000}
        for base in ("sac", "awac", "cql", "calql", "iql")},
 }
+
+
+# On the AntMaze tasks, the AntMaze settings of the papers whose benchmark it is, applied when that
+# learner is the online side (dotted keys from the config's root; a command-line override still wins).
+# ACA subtracts 1 from every reward, offline and online (after IQL), in place of Cal-QL's x10 - 5,
+# and clips with beta 3 (its paper's AntMaze setting; the paper's unsquashed Gaussian is not carried
+# over, docs/aca.md). SAMG keeps a 50k online buffer there, its CQL variant a threshold p_m of 0.7,
+# and both CQL variants a conservative weight of 2 instead of 5 (docs/samg.md).
+ANTMAZE_ONLINE_LEARNER_DEFAULTS = {
+    "aca": {"dataset.reward_scale": 1.0, "dataset.reward_bias": -1.0, "online.agent.beta": 3.0},
+    **{f"samg_{base}": {"online.replay.capacity": 50_000} for base in ("sac", "awac", "iql")},
+    "samg_cql": {"online.replay.capacity": 50_000, "online.agent.p_threshold": 0.7, "online.agent.cql_alpha": 2.0},
+    "samg_calql": {"online.replay.capacity": 50_000, "online.agent.cql_alpha": 2.0},
+}
+
+
+def _set_dotted(node: ml_collections.ConfigDict, key: str, value) -> None:
+    *path, leaf = key.split(".")
+    for p in path:
+        node = node[p]
+    node[leaf] = value
 
 
 def _agent_config(name: str, task: dict) -> ml_collections.ConfigDict:
@@ -189,11 +220,13 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     # reward_scale / reward_bias: reward * scale + bias, in the data and online.
     # action_tolerance: stored actions may exceed the action space's bounds by this much (clipped
     # to them); a dataset with actions further out is refused.
+    # env_kwargs: keyword arguments for the environments the run builds (evaluation and online,
+    # gym.make's over the dataset's stored spec), e.g. AntMaze's continuing_task=False.
     c.dataset = ml_collections.ConfigDict(dict(
         id=d["id"], normalize_obs=False, reward=d["reward"], reward_scale=d["reward_scale"],
         reward_bias=d["reward_bias"], gamma=0.99, action_tolerance=1e-3,
         generate=d["generate"], generate_env=d["generate_env"], generate_kind=d["generate_kind"],
-        generate_seed=0, generate_kwargs=d["generate_kwargs"],
+        generate_seed=0, generate_kwargs=d["generate_kwargs"], env_kwargs=d["env_kwargs"],
     ))
 
     c.offline = ml_collections.ConfigDict(dict(learner=off_name, **t["offline"]))
@@ -204,18 +237,20 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     # lean_host_call: step the environments through the library's lean host call instead of the
     # public io_callback (opt-in: it relies on JAX internals; falls back with a warning where they
     # changed; same results, 4-7% faster per online step at one seed on CPU, docs/README.md).
+    # env: where the online environments run: "gymnasium" (on the host, called from inside the online
+    # program) or "jax" (a JAX-native port stepped on the device with no host call: Pendulum-v1, through
+    # gymnax, pip install 'smac_jax[jax-envs]'; docs/algorithms.md, "JAX-native environments").
     # critic_warmup: environment steps after learning_starts during which the online updates train
     # the critic only; the handed-over policy (actor, temperature) is held still (docs/algorithms.md,
     # "Critic warm-up"). 0 = off.
-    c.online = ml_collections.ConfigDict(dict(learner=on_name, utd=1, scan_steps=100, lean_host_call=False,
-                                              critic_warmup=0, replay=replay, **online))
+    c.online = ml_collections.ConfigDict(dict(learner=on_name, env="gymnasium", utd=1, scan_steps=100,
+                                              lean_host_call=False, critic_warmup=0, replay=replay, **online))
     c.online.agent = _agent_config(on_name, t)
     for k, v in ONLINE_LEARNER_DEFAULTS.get(on_name, {}).items():
-        node = c.online
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
+        _set_dotted(c.online, k, v)
+    if task.startswith("d4rl-antmaze-"):
+        for k, v in ANTMAZE_ONLINE_LEARNER_DEFAULTS.get(on_name, {}).items():
+            _set_dotted(c, k, v)
     c.eval = ml_collections.ConfigDict(t["eval"])
     # Metric sinks besides metrics.jsonl; each receives every row the run writes (README.md, "Outputs").
     c.log = ml_collections.ConfigDict(dict(

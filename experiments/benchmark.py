@@ -28,6 +28,12 @@ JAX-CORL checkout (plus ``pip install pydantic omegaconf``):
 
     JAXCORL_DIR=path/to/JAX-CORL python experiments/benchmark.py --peer_harness=path/to/harness
 
+Environments on the device (``--device_env_seeds``): the online loop on Pendulum-v1 with Gymnasium's
+environments on the host against their JAX-native port stepped inside the program
+(``online.env="jax"``, needs gymnax), side by side at each seed count.
+
+    python experiments/benchmark.py --device_env_seeds=1,8,64 --online_steps=2000 --online_rounds=10
+
 Online loop compile time (``--loop_compile_rounds``): the online loop built and called once,
 compiled afresh against reusing an identical loop's executable (``make_online_loop``).
 
@@ -78,6 +84,9 @@ _PEER = flags.DEFINE_string("peer_harness", None, "Directory of a JAX-CORL timin
 _PEER_ALGOS = flags.DEFINE_list("peer_algos", ["td3bc", "cql", "iql", "awac"], "Algorithms of the peer comparison.")
 _PEER_ROUNDS = flags.DEFINE_integer("peer_rounds", 4, "Alternating rounds of the peer comparison.")
 _PEER_UPDATES = flags.DEFINE_integer("peer_updates", 800, "Updates timed per variant per round.")
+_DEVICE_ENV = flags.DEFINE_list("device_env_seeds", [], "Only time the online loop on Pendulum-v1 with the "
+                                 "environments on the host against their JAX-native port on the device "
+                                 "(online.env='jax'), at these seed counts (e.g. 1,8,64).")
 _LOOP_COMPILE = flags.DEFINE_integer("loop_compile_rounds", 0, "Only time, over this many rounds, how long the "
                                      "online loop takes from being built to the end of its first call: compiled "
                                      "afresh, and reusing the executable of an identical earlier loop.")
@@ -414,6 +423,59 @@ def method_rates(data, rounds: int, scan: int, seconds: float) -> dict:
             "time_vs_sac": {name: med["sac"] / v for name, v in med.items() if name != "sac"}}
 
 
+def device_env_rate(n_seeds: int, window: int, rounds: int) -> dict:
+    """The online loop on Pendulum-v1 (SAC at its default sizes, one update per environment step
+    per seed, ``window`` steps per dispatch) with the environments on the host (Gymnasium's,
+    stepped from inside the program by the pipeline's default host call) against their JAX-native
+    port stepped on the device (``online.env="jax"``), timed in alternating rounds; the ratio is
+    taken per round and the median round reported, with the extremes."""
+    from smac_jax.envs import make_env
+    from smac_jax.jax_envs import make_jax_env
+    from smac_jax.training.online import DeviceCollector
+
+    obs_dim, act_dim = 3, 1
+    learner = make_learner("sac", obs_dim, act_dim)
+    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    collectors = {"host": OnlineCollector(lambda: make_env("Pendulum-v1"), list(range(n_seeds))),
+                  "device": DeviceCollector(make_jax_env("Pendulum-v1"), keys)}
+    box = {"i": 0}
+    for name, c in collectors.items():
+        box[name] = unalias(jax.vmap(learner.init)(keys))
+        buf = replay.empty_buffer(obs_dim, act_dim, 100_000)
+        box[name + "/b"] = unalias(jax.tree.map(lambda x: jnp.stack([x] * n_seeds), buf))
+        box[name + "/a"] = make_act_step(learner)(box[name], c.obs, keys, 0)
+        box[name + "/loop"] = c.make_loop(learner, 1, None, True)
+
+    def run(name):
+        box[name], box[name + "/b"], box[name + "/a"], _ = box[name + "/loop"](
+            box[name], box[name + "/b"], box[name + "/a"], None, keys, box["i"], window)
+        jax.block_until_ready(box[name + "/a"])
+        box["i"] += window
+
+    for name in collectors:  # compile, and fill the buffers past a batch
+        run(name)
+    rates = {k: [] for k in collectors}
+    for _ in range(rounds):
+        for name in collectors:
+            t0 = time.perf_counter()
+            run(name)
+            rates[name].append(window / (time.perf_counter() - t0))
+    collectors["host"].close()
+    r = {k: np.asarray(v) for k, v in rates.items()}
+    ratio = r["device"] / r["host"]
+    return {"seeds": n_seeds, "window": window, "host_env_steps_per_s": float(np.median(r["host"])),
+            "device_env_steps_per_s": float(np.median(r["device"])), "device_over_host": float(np.median(ratio)),
+            "device_over_host_min": float(ratio.min()), "device_over_host_max": float(ratio.max()),
+            "rounds": [{k: float(v[i]) for k, v in r.items()} for i in range(rounds)]}
+
+
+def _write_json(out: dict) -> None:
+    """The results so far to ``--json`` (if given)."""
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump(out, f, indent=2, default=str)
+
+
 def main(argv):
     del argv
     tuned = tune_host_allocator() if _TUNE_MALLOC.value else False
@@ -436,6 +498,27 @@ def main(argv):
             fail(f"--{name} must be > 0, got {v}")
     if _ONLINE_STEPS.value < 0:
         fail(f"--online_steps must be >= 0, got {_ONLINE_STEPS.value}")
+    if _JSON.value and not os.path.isdir(os.path.dirname(os.path.abspath(_JSON.value))):
+        fail(f"--json={_JSON.value}: its directory does not exist")
+    if _DEVICE_ENV.value:
+        try:
+            counts = [int(v) for v in _DEVICE_ENV.value]
+        except ValueError:
+            fail(f"--device_env_seeds takes comma-separated integers, got {_DEVICE_ENV.value}")
+        if min(counts) < 1:
+            fail(f"--device_env_seeds must be integers >= 1, got {_DEVICE_ENV.value}")
+        window = max(_ONLINE_STEPS.value // _ONLINE_ROUNDS.value, 1)
+        out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "malloc_tuned": tuned, "device_env": []}
+        print(f"device {out['device']}; online loop, Pendulum-v1, SAC 256x256, UTD 1, {window} steps per dispatch, "
+              f"median of {_ONLINE_ROUNDS.value} alternating rounds (environment steps/s per seed):")
+        for n in counts:
+            res = device_env_rate(n, window, _ONLINE_ROUNDS.value)
+            out["device_env"].append(res)
+            print(f"  {n} seed(s): host {res['host_env_steps_per_s']:.1f}, device {res['device_env_steps_per_s']:.1f}; "
+                  f"device / host {res['device_over_host']:.2f} (rounds {res['device_over_host_min']:.2f}-"
+                  f"{res['device_over_host_max']:.2f})")
+            _write_json(out)
+        return
     if _LOOP_COMPILE.value:
         out = {"device": str(jax.devices()[0]), "jax": jax.__version__,
                "loop_compile": loop_compile_time(_LOOP_COMPILE.value)}
@@ -443,9 +526,7 @@ def main(argv):
         print(f"device {out['device']}; online loop (SAC 256x256, Hopper-v5, 1 seed), built to first step done, "
               f"median of {_LOOP_COMPILE.value} rounds: compiled {r['median_s']['compiled']:.2f} s, "
               f"reused {r['median_s']['reused']:.2f} s ({r['ratio']:.1f}x)")
-        if _JSON.value:
-            with open(_JSON.value, "w") as f:
-                json.dump(out, f, indent=2)
+        _write_json(out)
         return
     if _PEER.value:
         bad = [a for a in _PEER_ALGOS.value if a not in PEER_MATCHED]

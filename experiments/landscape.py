@@ -316,6 +316,8 @@ def main(argv):
     tune_host_allocator()
     if not _OUT.value:
         fail("--out is required")
+    if _EVAL_SEED.value < 0:
+        fail(f"--eval_seed must be >= 0 (environments take non-negative reset seeds), got {_EVAL_SEED.value}")
     try:
         run(_OUT.value)
     except ls.LandscapeInputError as e:

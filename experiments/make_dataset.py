@@ -26,6 +26,10 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     tune_host_allocator()
+    if not _KINDS.value:
+        fail(f"--kinds is empty; choose from {list(KINDS)}")
+    if _SEED.value < 0:
+        fail(f"--seed must be >= 0, got {_SEED.value}")
     bad = [k for k in _KINDS.value if k not in KINDS]
     if bad:
         fail(f"--kinds: unknown dataset kind(s) {bad}; choose from {list(KINDS)}")

@@ -72,6 +72,8 @@ def main(argv):
         fail(f"--task: unknown task {_TASK.value!r}; known: {', '.join(o2o_configs.TASKS)}")
     if _EPISODES.value < 1 or _STEPS.value < 2:
         fail(f"--episodes must be >= 1 and --episode_steps >= 2, got {_EPISODES.value} / {_STEPS.value}")
+    if _EPISODES.value * _STEPS.value < 16:  # the runs' minibatches are 16 transitions of this dataset
+        fail(f"--episodes x --episode_steps must be >= 16 (the runs' batch size), got {_EPISODES.value} x {_STEPS.value}")
     root = _KEEP.value or tempfile.mkdtemp(prefix="smac_jax_smoke_")
     os.makedirs(root, exist_ok=True)
     os.environ["MINARI_DATASETS_PATH"] = os.path.join(root, "minari")

@@ -54,6 +54,9 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     tune_host_allocator()
+    for flag, names in (("tasks", _TASKS.value), ("offline", _OFF.value), ("online", _ON.value)):
+        if not names:
+            raise ConfigError(f"--{flag} is empty: name at least one")
     unknown = [t for t in _TASKS.value if t not in o2o_configs.TASKS]
     if unknown:
         raise ConfigError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(o2o_configs.TASKS)}")

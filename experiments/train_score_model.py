@@ -42,6 +42,10 @@ def main(argv):
         fail(f"--steps must be >= 1, got {_STEPS.value}")
     if _EVAL_EPISODES.value < 0:
         fail(f"--eval_episodes must be >= 0, got {_EVAL_EPISODES.value}")
+    if not 0.0 <= _EVAL_W.value <= 1.0:
+        fail(f"--eval_w must be in [0, 1] (the return conditioning: 1 = the best trajectories), got {_EVAL_W.value}")
+    if _SEED.value < 0:
+        fail(f"--seed must be >= 0, got {_SEED.value}")
     ds = load_dataset(_DATASET.value, normalize_obs=_NORM.value, reward=_REWARD.value)
     cfg = sm.default_score_config()
     cfg.steps = _STEPS.value

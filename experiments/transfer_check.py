@@ -211,6 +211,8 @@ def main(argv):
         fail("give --workdirs and --out")
     if _EPISODES.value < 2:
         fail(f"--episodes must be >= 2 (the paired drop's standard error), got {_EPISODES.value}")
+    if _EVAL_SEED.value < 0:
+        fail(f"--eval_seed must be >= 0 (environments take non-negative reset seeds), got {_EVAL_SEED.value}")
     try:
         workdirs, default_labels = (list(x) for x in zip(*ls.expand_runs(_WORKDIRS.value)))
     except ls.LandscapeInputError as e:

@@ -107,6 +107,8 @@ def main(argv):
         fail("give --workdir")
     if _EPISODES.value < 1:
         fail(f"--episodes must be >= 1, got {_EPISODES.value}")
+    if _EVAL_SEED.value < 0:
+        fail(f"--eval_seed must be >= 0 (environments take non-negative reset seeds), got {_EVAL_SEED.value}")
     wd, phase = _WORKDIR.value, _PHASE.value
     out = _OUT.value or os.path.join(wd, "value_check")
     earlier = earlier_outputs(out, OUTPUTS, _OVERWRITE.value)  # before the evaluations

@@ -130,6 +130,9 @@ def run_cli(main: Callable[[list[str]], None]) -> None:
             fail(f"bad --config override: {e}" if overrides else f"bad flag value: {e}")
 
     def guarded(argv: list[str]) -> None:
+        if len(argv) > 1:  # e.g. "--overwrite false": absl sets --overwrite and leaves "false" here
+            fail(f"unexpected argument(s) {' '.join(argv[1:])}: give flags as --name=value "
+                 "(a boolean as --name, --noname or --name=false)")
         try:
             main(argv)
         except SmacJaxError as e:

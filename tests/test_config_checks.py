@@ -75,14 +75,32 @@ def test_the_task_config_is_locked_against_misspelt_fields():
 @pytest.mark.parametrize("offline, overrides, match", [
     ("sac", {"offline.learner": "sacc"}, r"offline\.learner: unknown learner 'sacc'; available: .*smac"),
     ("sac", {"online.learner": "nope"}, r"online\.learner: unknown learner 'nope'"),
-    ("sac", {"online.replay.init": "top_n", "online.replay.top_n": 0},
-     r"online\.replay\.top_n must be >= 1 with online\.replay\.init='top_n', got 0"),
+    ("sac", {"online.replay.init": "top_n", "online.replay.top_n": -1},
+     r"online\.replay\.top_n must be >= 0 with online\.replay\.init='top_n', got -1"),
     ("smac", {"offline.agent.policy_prob": 1.5},
      r"offline\.agent: learner 'smac': policy_prob=1\.5 must be a number in \[0, 1\]"),
 ])
 def test_run_config_mistakes_name_the_field(offline, overrides, match):
     with pytest.raises(ConfigError, match=match):
         pipeline.validate_config(tiny_config(offline=offline, **overrides))
+
+
+def test_aca_presets_without_dataset_rows_take_top_n_zero():
+    # docs/aca.md: the random and medium presets run with --config.online.replay.top_n=0 (an empty buffer)
+    c = tiny_config(offline="sacml", online="aca", **{"online.agent.preset": "medium", "online.replay.top_n": 0})
+    assert c.online.replay.init == "top_n"
+    pipeline.validate_config(c)
+
+
+def test_a_replay_capacity_beyond_memory_stops_before_training():
+    t = _batch(n=100, obs=3, act=1)
+    c = tiny_config(**{"online.replay.capacity": 1_000})  # 2 seeds x 1,000 rows x 14 float32: 112,000 bytes
+    pipeline.check_replay_fits(c, t, memory_bytes=112_000)
+    with pytest.raises(ConfigError, match=r"online\.replay\.capacity=1000: the online replay buffers \(2 x 1,000 rows"):
+        pipeline.check_replay_fits(c, t, memory_bytes=111_999)
+    c = tiny_config(**{"online.replay.capacity": 1_000, "online.replay.init": "full"})  # + the dataset's 100 rows
+    with pytest.raises(ConfigError, match=r"2 x 1,100 rows"):
+        pipeline.check_replay_fits(c, t, memory_bytes=112_000)
 
 
 def _batch(n=N, obs=OBS, act=ACT, reward_shape=None):
@@ -170,3 +188,31 @@ def test_dataset_loading_values_are_checked(pendulum_dataset_id):
                                         gamma=0.99, action_tolerance=-0.5))
     with pytest.raises(DatasetError, match="action_tolerance must be >= 0, got -0.5"):
         load_dataset_from_config(dc)
+
+
+@pytest.mark.parametrize("name, overrides, words", [
+    ("smac", {"score_config": {"steps": 0}}, "score_config.steps=0 must be an integer >= 1"),
+    ("smac", {"score_config": {"T": 0}}, "score_config.T=0 must be an integer >= 1"),
+    ("smac", {"score_config": {"lr": float("nan")}}, "score_config.lr=nan must be a number > 0"),
+    ("smac", {"score_config": {"score_sign": "bogus"}}, "score_config.score_sign='bogus' must be one of"),
+    ("smac", {"score_config": {"beta_max": 0.05}}, "score_config.beta_max=0.05 must be above"),
+    ("samg_sac", {"cvae": {"steps": 0}}, "cvae.steps=0 must be an integer >= 1"),
+    ("samg_sac", {"cvae": {"hidden_dims": "abc"}}, "cvae.hidden_dims='abc' has the wrong type"),
+    ("samg_cql", {"cvae": {"lr": -1.0}}, "cvae.lr=-1.0 must be a number > 0"),
+    ("sac", {"log_std_max": float("inf")}, "log_std_max=inf must be finite"),
+    ("sac", {"target_entropy": float("nan")}, "target_entropy=nan must be finite"),
+    ("cql", {"cql_clip_diff_max": float("nan")}, "cql_clip_diff_max=nan must be finite"),
+])
+def test_nested_sections_and_non_finite_values_are_refused(name, overrides, words):
+    from smac_jax.learners import make_learner
+
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        make_learner(name, 3, 1, overrides)
+
+
+def test_partial_nested_overrides_keep_the_other_defaults():
+    from smac_jax.learners import make_learner
+
+    smac = make_learner("smac", 3, 1, {"score_config": {"steps": 10}})
+    assert (smac.config.score_config.steps, smac.config.score_config.T) == (10, 5)
+    assert make_learner("cql", 3, 1, {"cql_clip_diff_max": float("inf")}).config.cql_clip_diff_max == float("inf")

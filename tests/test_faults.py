@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -25,9 +26,10 @@ from conftest import REPO_ROOT
 from smac_jax.data import replay
 from smac_jax.errors import CheckpointMismatchError, ConfigError, DivergenceError, WorkdirError
 from smac_jax.learners import make_learner
-from smac_jax.training import phases, pipeline
+from smac_jax.training import pipeline
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.logger import MetricsLog
+from smac_jax.training.online import DeviceCollector, OnlineCollector
 
 OBS_DIM, ACT_DIM = 3, 1
 
@@ -120,20 +122,19 @@ def after_rows(phase, step):
 def in_online_chunk(n):
     """Killed inside the n-th online chunk (the hand-over done, nothing online saved yet)."""
     def install(mp):
-        orig = phases.make_online_loop
         count = {"chunks": 0}
+        for cls in (OnlineCollector, DeviceCollector):
+            def make(self, *a, _orig=cls.make_loop, **k):
+                loop = _orig(self, *a, **k)
 
-        def make(*a, **k):
-            loop = orig(*a, **k)
+                def wrapped(*args):
+                    count["chunks"] += 1
+                    if count["chunks"] == n:
+                        raise Killed(f"in online chunk {n}")
+                    return loop(*args)
+                return wrapped
 
-            def wrapped(*args):
-                count["chunks"] += 1
-                if count["chunks"] == n:
-                    raise Killed(f"in online chunk {n}")
-                return loop(*args)
-            return wrapped
-
-        mp.setattr(phases, "make_online_loop", make)
+            mp.setattr(cls, "make_loop", make)
     return install
 
 
@@ -157,6 +158,28 @@ def run_until_killed(config, workdir, install, resume=False):
 
 @pytest.mark.parametrize("where", list(KILLS))
 def test_kill_and_resume_is_bit_identical(reference, where, tmp_path):
+    _check_kill_and_resume(reference, where, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def jax_env_reference(make_tiny_config, tmp_path_factory):
+    """The reference run with the online environments on the device (online.env='jax')."""
+    pytest.importorskip("gymnax")
+    config = make_tiny_config(**{"online.env": "jax"})
+    workdir = str(tmp_path_factory.mktemp("jax_env_reference"))
+    summary = quiet_run(config, workdir)
+    return dict(config=config, workdir=workdir, summary=summary, metrics=metrics_text(workdir),
+                final=final_online(config, workdir))
+
+
+@pytest.mark.parametrize("where", ["hand-over, first online chunk", "online, after the evaluation before a save",
+                                   "online, after a checkpoint"])
+def test_jax_env_run_killed_resumes_bit_identical(jax_env_reference, where, tmp_path):
+    """The JAX-native environments' states travel in the checkpoint: a resumed run steps them on exactly."""
+    _check_kill_and_resume(jax_env_reference, where, tmp_path)
+
+
+def _check_kill_and_resume(reference, where, tmp_path):
     config = reference["config"]
     workdir = str(tmp_path / "run")
     run_until_killed(config, workdir, KILLS[where])
@@ -289,6 +312,10 @@ def test_unwritable_workdir_is_one_clear_error(make_tiny_config, tmp_path):
     ({"dataset.gamma": 2.0}, r"dataset\.gamma must be in \(0, 1\], got 2\.0"),
     ({"ref_min_score": 5.0, "ref_max_score": 5.0}, r"ref_max_score \(5\.0\) must be above ref_min_score \(5\.0\)"),
     ({"offline.agent.hidden_dims": (32.5, 32)}, r"hidden_dims=\(32\.5, 32\) must be one or more integer layer widths"),
+    pytest.param({"ref_max_score": 100.0}, r"ref_min_score \(None\) and ref_max_score \(100\.0\): give both or neither",
+                 id="ref-max-alone"),
+    pytest.param({"ref_min_score": -math.inf, "ref_max_score": math.inf}, r"must be finite numbers", id="ref-infinite"),
+    pytest.param({"dataset.generate_seed": -1}, r"dataset\.generate_seed must be >= 0, got -1", id="generate-seed"),
 ])
 def test_bad_config_values_are_named(make_tiny_config, tmp_path, overrides, match):
     cfg = make_tiny_config(**overrides)
@@ -376,6 +403,20 @@ def test_non_finite_optimizer_state_is_caught_before_saving():
      r"^error: dataset factory: cannot make environment 'NoSuchEnv-v0': .*doesn't exist"),
     (["experiments/report.py", "--root=W", "--reps=0"], r"^error: flag --reps=0: 0 is not a positive integer$"),
     (["experiments/compare.py", "--root=W", "--only_report"], r"^error: no finished runs under .* nothing to report"),
+    pytest.param(["experiments/report.py", "--root=W", "stray"], r"^error: unexpected argument\(s\) stray: ", id="stray-arg"),
+    pytest.param(["experiments/o2o.py", "--config=configs/o2o.py:pendulum", "--workdir=W", "--overwrite", "false"],
+                 r"^error: unexpected argument\(s\) false: ", id="stray-bool-value"),
+    pytest.param(["experiments/make_dataset.py", "--kinds=random", "--seed=-1"], r"^error: --seed must be >= 0, got -1$",
+                 id="negative-dataset-seed"),
+    pytest.param(["experiments/value_check.py", "--workdir=W", "--eval_seed=-1"], r"^error: --eval_seed must be >= 0",
+                 id="negative-eval-seed"),
+    pytest.param(["experiments/train_score_model.py", "--out=W", "--eval_w=nan"], r"^error: --eval_w must be in \[0, 1\]",
+                 id="eval-w-nan"),
+    pytest.param(["experiments/sweep.py", "--root=W", "--offline="], r"^error: --offline is empty", id="empty-list"),
+    pytest.param(["experiments/smoke_task.py", "--task=pendulum", "--episodes=1", "--episode_steps=5"],
+                 r"^error: --episodes x --episode_steps must be >= 16", id="smoke-too-small"),
+    pytest.param(["experiments/benchmark.py", "--json=/nonexistent_dir/x.json"], r"^error: --json=/nonexistent_dir/x.json: "
+                 "its directory does not exist", id="json-dir"),
 ])
 def test_launch_scripts_print_one_line(argv, match, tmp_path):
     argv = [a.replace("=W", f"={tmp_path / 'w'}") for a in argv]

@@ -99,8 +99,8 @@ def test_the_papers_six_tasks_are_configs():
         assert (c.dataset.reward_scale, c.dataset.reward_bias) == ((10.0, -5.0) if binary else (1.0, 0.0))
         refs[task] = (c.ref_min_score, c.ref_max_score)
     assert ids == {
-        "d4rl-hopper-medium-replay": "mujoco/hopper/medium-replay-v0",
-        "d4rl-walker2d-medium-replay": "mujoco/walker2d/medium-replay-v0",
+        "d4rl-hopper-medium-replay": "d4rl/hopper/medium-replay-v2",
+        "d4rl-walker2d-medium-replay": "d4rl/walker2d/medium-replay-v2",
         "d4rl-kitchen-partial": "D4RL/kitchen/partial-v2",
         "d4rl-door-binary": "D4RL/door/cloned-v2",
         "d4rl-pen-binary": "D4RL/pen/cloned-v2",
@@ -116,7 +116,7 @@ def test_the_papers_six_tasks_are_configs():
     # D4RL's reference returns for the locomotion tasks; the others' come with their datasets
     assert refs["d4rl-hopper-medium-replay"] == (-20.272305, 3234.3)
     assert refs["d4rl-walker2d-medium-replay"] == (1.629008, 4592.3)
-    assert refs["d4rl-kitchen-partial"] == (None, None)
+    assert refs["d4rl-kitchen-partial"] == (0.0, 4.0)
     for task in ("pendulum", "hopper", "quickstart"):  # the other tasks keep the environment's reward
         assert mod.get_config(task).dataset.reward == "env"
         assert mod.get_config(task).ref_min_score is None
@@ -255,3 +255,16 @@ def test_binary_reward_on_an_environment_without_success_stops_before_training(m
     with pytest.raises(DatasetError, match=r"^test/pendulum/success-v0: its environment cannot be built to match "
                                            r"the data \(ValueError: Environment 'Pendulum-v1' reports no info"):
         check_env_fits(d)
+
+
+def test_antmaze_tasks_take_the_aca_and_samg_papers_settings():
+    mod = load_o2o_config_module()
+    aca = mod.get_config("d4rl-antmaze-umaze,sacml,aca")
+    assert (aca.dataset.reward_scale, aca.dataset.reward_bias, aca.online.agent.beta) == (1.0, -1.0, 3.0)
+    cql = mod.get_config("d4rl-antmaze-large-play,cql,samg_cql")
+    assert (cql.online.replay.capacity, cql.online.agent.p_threshold, cql.online.agent.cql_alpha) == (50_000, 0.7, 2.0)
+    iql = mod.get_config("d4rl-antmaze-umaze,iql,samg_iql")
+    assert (iql.online.replay.capacity, iql.online.agent.p_threshold) == (50_000, 0.6)
+    assert mod.get_config("d4rl-antmaze-umaze,cql,sac").dataset.reward_bias == -5.0  # others: Cal-QL's transform
+    hopper = mod.get_config("hopper,cql,samg_cql")  # elsewhere: SAMG's general settings
+    assert (hopper.online.replay.capacity, hopper.online.agent.p_threshold, hopper.online.agent.cql_alpha) == (20_000, 0.6, 5.0)

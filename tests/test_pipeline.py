@@ -184,6 +184,9 @@ def test_same_seed_same_config_identical_metrics(run_a, run_b):
     assert run_a["summary"] == run_b["summary"]
     for name in ("summary.json", "config.json", "eval.png"):
         assert os.path.exists(os.path.join(run_a["workdir"], name)), name
+    # the reference returns of the normalised scores, and where they come from (the test dataset's metadata)
+    assert run_a["summary"]["score_reference"] == {"min": -400.0, "max": 0.0,
+                                                   "source": f"dataset {run_a['config'].dataset.id} metadata"}
 
 
 def test_seeds_are_independent(run_a):

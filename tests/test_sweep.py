@@ -16,7 +16,7 @@ import pytest
 
 from smac_jax.analysis.report import write_report
 from smac_jax.errors import ConfigError
-from smac_jax.training import phases, pipeline
+from smac_jax.training import online, phases, pipeline
 from smac_jax.training.logger import MetricsLog
 from smac_jax.training.sweep import groups, parse_shard, run_sweep
 
@@ -74,7 +74,7 @@ def reference(config_fn, tmp_path_factory):
     counter = {}
     with pytest.MonkeyPatch.context() as mp:
         count_calls(mp, phases, "make_offline_step", counter)
-        count_calls(mp, phases, "make_online_loop", counter)
+        count_calls(mp, online, "make_online_loop", counter)
         records = sweep(root, config_fn)
     files = {os.path.relpath(d, root): (read(os.path.join(d, "metrics.jsonl")), read(os.path.join(d, "summary.json")))
              for d in run_dirs(root)}
@@ -105,7 +105,7 @@ def test_a_fine_tune_equals_a_plain_run_byte_for_byte(reference, make_tiny_confi
 def test_an_interrupted_sweep_restarts_where_it_stopped(reference, config_fn, tmp_path):
     root = tmp_path / "sweep"
     with pytest.MonkeyPatch.context() as mp:  # killed after the second fine-tune's online checkpoint at 60
-        count_calls(mp, phases, "make_online_loop", {}, kill_at=ONLINE_CHUNKS + 3)
+        count_calls(mp, online, "make_online_loop", {}, kill_at=ONLINE_CHUNKS + 3)
         with pytest.raises(Killed):
             sweep(root, config_fn)
     assert os.path.exists(os.path.join(root, TASK, f"{OFF}-sac", "summary.json"))

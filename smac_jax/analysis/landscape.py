@@ -579,24 +579,26 @@ def evaluation_environment(configs: dict) -> tuple[Callable[[], gym.Env], Callab
     the raw return where there are none."""
     from smac_jax.data.dataset import DatasetError, load_dataset
 
-    keys = {(c["dataset"]["id"], bool(c["dataset"]["normalize_obs"]), c["dataset"].get("reward", "env"))
-            for c in configs.values()}
+    keys = {(c["dataset"]["id"], bool(c["dataset"]["normalize_obs"]), c["dataset"].get("reward", "env"),
+             json.dumps(c["dataset"].get("env_kwargs") or {}, sort_keys=True)) for c in configs.values()}
     if len(keys) != 1:
-        raise LandscapeInputError(f"the runs use different datasets / observation normalisation / rewards: {sorted(keys)}")
-    (dataset_id, normalize, reward), = keys
+        raise LandscapeInputError("the runs use different datasets / observation normalisation / rewards / "
+                                  f"environment arguments: {sorted(keys)}")
+    (dataset_id, normalize, reward, env_kwargs), = keys
     try:
-        dataset = load_dataset(dataset_id, normalize_obs=normalize, reward=reward)
+        dataset = load_dataset(dataset_id, normalize_obs=normalize, reward=reward, env_kwargs=json.loads(env_kwargs))
     except (DatasetError, OSError, ValueError) as e:
         raise LandscapeInputError(f"cannot load the runs' dataset {dataset_id!r}: {e}") from None
     cfg = next(iter(configs.values()))
     lo, hi = dataset.ref_min_score, dataset.ref_max_score
     if cfg.get("ref_min_score") is not None:
         lo, hi = cfg["ref_min_score"], cfg["ref_max_score"]
+    make_env = functools.partial(dataset.make_env, eval_env=True)  # as the runs evaluated
     if reward == "success":  # binary reward: the return counts the steps spent at the goal
-        return dataset.make_env, lambda r: np.asarray(r, np.float64), "return (steps at the goal)"
+        return make_env, lambda r: np.asarray(r, np.float64), "return (steps at the goal)"
     if lo is None or hi is None or lo == hi:
-        return dataset.make_env, lambda r: np.asarray(r, np.float64), "return"
-    return dataset.make_env, lambda r: 100.0 * (np.asarray(r, np.float64) - lo) / (hi - lo), "normalised score"
+        return make_env, lambda r: np.asarray(r, np.float64), "return"
+    return make_env, lambda r: 100.0 * (np.asarray(r, np.float64) - lo) / (hi - lo), "normalised score"
 
 
 def load_trajectory(workdir: str) -> list[ActorSnapshot]:

@@ -67,6 +67,8 @@ D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "pen": (96.262799, 3076.8331017826877),
     "relocate": (-6.425911, 4233.877797728884),
     "hammer": (-274.856578, 12794.134825156867),
+    "kitchen": (0.0, 4.0),  # one point per completed sub-task
+    "antmaze": (0.0, 1.0),  # D4RL's evaluation env ends the episode at the goal: the return is success
 }
 
 _REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")

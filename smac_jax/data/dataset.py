@@ -77,6 +77,9 @@ class OfflineDataset:
       observation_space, action_space: the dataset's stored (original) spaces.
       eval_env_spec: Minari's evaluation ``EnvSpec`` if the dataset has one, else None.
       normalize_obs, reward_scale, reward_bias, gamma, reward: the loading options used.
+      env_kwargs: keyword arguments every environment the dataset builds is made with
+        (:meth:`make_env`; e.g. AntMaze's ``continuing_task=False``, which ends an episode at the
+        goal as D4RL's evaluation does).
     """
 
     transitions: Transitions
@@ -98,6 +101,7 @@ class OfflineDataset:
     reward_bias: float = 0.0
     gamma: float = 0.99
     reward: str = "env"
+    env_kwargs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def obs_dim(self) -> int:
@@ -147,12 +151,26 @@ class OfflineDataset:
                 f"Dataset {self.dataset_id!r} stores no environment spec, so its environment "
                 "cannot be recreated; build it with smac_jax.envs.make_env(env_id, ...) instead."
             )
+        kwargs = {**self.env_kwargs, **kwargs}
         kwargs.setdefault("layout_space", self.observation_space)
         kwargs.setdefault("reward", self.reward)
         if self.normalize_obs:
             kwargs.setdefault("obs_mean", self.obs_mean)
             kwargs.setdefault("obs_std", self.obs_std)
         return envs_lib.make_env(spec, **kwargs)
+
+    def make_jax_env(self, *, eval_env: bool = False):
+        """The JAX-native counterpart of :meth:`make_env` (:func:`smac_jax.jax_envs.make_jax_env`):
+        the same environment, keyword arguments and observation standardisation, as pure functions
+        for the device. Raises ``ValueError`` where there is no verified port."""
+        from smac_jax import jax_envs
+
+        spec = self.eval_env_spec if (eval_env and self.eval_env_spec is not None) else self.env_spec
+        if spec is None:
+            raise DatasetError(f"Dataset {self.dataset_id!r} stores no environment spec, so its environment "
+                               "cannot be recreated")
+        stats = dict(obs_mean=self.obs_mean, obs_std=self.obs_std) if self.normalize_obs else {}
+        return jax_envs.make_jax_env(spec, reward=self.reward, env_kwargs=self.env_kwargs, **stats)
 
     def make_vector_env(self, num_envs: int, seeds: Any = None, *, eval_env: bool = False, **kwargs: Any):
         """:func:`smac_jax.envs.make_vector_env` of this dataset's environment (see :meth:`make_env`)."""
@@ -495,8 +513,10 @@ def _open_minari(dataset_id: str):
         f"Minari dataset {dataset_id!r} {problem} the local store {_datasets_root()} "
         f"(set MINARI_DATASETS_PATH to use another).\n"
         f"Local datasets:\n{listing}\n"
-        f"Download it with `minari download {dataset_id}`, or generate one with "
-        "`python experiments/make_dataset.py --env=<env id> ...`."
+        + (f"Import D4RL's own file with `python experiments/import_d4rl.py --file=<env>_<dataset>-<version>.hdf5` "
+           "(it writes d4rl/<env>/<dataset>-<version>)." if dataset_id.startswith("d4rl/") else
+           f"Download it with `minari download {dataset_id}`, or generate one with "
+           "`python experiments/make_dataset.py --env=<env id> ...`.")
     ) from cause
 
 
@@ -525,6 +545,7 @@ def load_dataset(
     gamma: float = 0.99,
     action_tolerance: float = 1e-3,
     reward: str = "env",
+    env_kwargs: dict | None = None,
 ) -> OfflineDataset:
     """Load a local Minari dataset as flat transitions.
 
@@ -544,6 +565,8 @@ def load_dataset(
       reward: ``"env"`` (the stored rewards) or ``"success"`` (each step's stored
         ``infos["success"]`` as a 0 / 1 reward, :func:`success_rewards`; the environments the
         dataset builds then give the same binary reward, :class:`smac_jax.envs.SuccessReward`).
+      env_kwargs: keyword arguments for every environment the dataset builds (``gym.make``'s,
+        over the stored spec's); see :attr:`OfflineDataset.env_kwargs`.
 
     Raises:
       DatasetError: the id is not local, or the data is malformed (wrong shapes, NaN / inf,
@@ -560,7 +583,9 @@ def load_dataset(
     if action_tolerance < 0:
         raise DatasetError(f"{dataset_id}: action_tolerance must be >= 0, got {action_tolerance}")
     try:
-        return _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance, reward)
+        ds = _load_dataset(dataset_id, normalize_obs, reward_scale, reward_bias, gamma, action_tolerance, reward)
+        ds.env_kwargs = dict(env_kwargs or {})
+        return ds
     except DatasetError:
         raise
     except (OSError, KeyError, RuntimeError, ValueError, EOFError) as e:  # h5py / minari on damaged files
@@ -573,11 +598,13 @@ def load_dataset(
 def load_dataset_from_config(dataset_config: Any) -> OfflineDataset:
     """:func:`load_dataset` with the loading options of a run config's ``dataset`` section
     (``id``, ``normalize_obs``, ``reward_scale``, ``reward_bias``, ``gamma``, ``reward``,
-    ``action_tolerance``)."""
+    ``action_tolerance``, ``env_kwargs``)."""
     dc = dataset_config
+    env_kwargs = dc.get("env_kwargs") or {}
     return load_dataset(dc.id, normalize_obs=dc.normalize_obs, reward_scale=dc.reward_scale,
                         reward_bias=dc.reward_bias, gamma=dc.gamma, reward=dc.get("reward", "env"),
-                        action_tolerance=dc.get("action_tolerance", 1e-3))
+                        action_tolerance=dc.get("action_tolerance", 1e-3),
+                        env_kwargs=env_kwargs.to_dict() if hasattr(env_kwargs, "to_dict") else dict(env_kwargs))
 
 
 def success_rewards(infos: Any, steps: int, where: str) -> np.ndarray:

@@ -60,6 +60,12 @@ def register(name: str) -> Callable[[type["Learner"]], type["Learner"]]:
         if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"learner name {name!r} is taken by {old.__module__}.{old.__qualname__}; "
                              f"{cls.__module__}.{cls.__qualname__} needs another name")
+        # a bound of its own on a misspelt or missing field would never be checked (inherited ones
+        # may name fields a subclass dropped, as AWAC drops SAC's temperature)
+        unknown = sorted(set(vars(cls).get("bounds", {})) - set(cls.default_config()))
+        if unknown:
+            raise ConfigError(f"learner {name!r}: bounds name {', '.join(unknown)}, not in "
+                              f"{cls.__qualname__}.default_config()")
         cls.name = name
         REGISTRY[name] = cls
         return cls
@@ -67,13 +73,45 @@ def register(name: str) -> Callable[[type["Learner"]], type["Learner"]]:
     return deco
 
 
+#: Environment variable: comma-separated modules (importable names, e.g. ``my_learners.redq``) that
+#: register learners of one's own; imported the first time a learner is looked up by name, so that
+#: every launch script and analysis script knows them.
+LEARNER_MODULES_ENV = "SMAC_JAX_LEARNERS"
+_imported_env_modules: set[str] = set()
+
+
+def import_learner_modules() -> None:
+    """Import the modules named in ``$SMAC_JAX_LEARNERS`` (once each); one that cannot be imported
+    is a :class:`ConfigError` naming it."""
+    import importlib
+    import os
+
+    for mod in (m.strip() for m in os.environ.get(LEARNER_MODULES_ENV, "").split(",")):
+        if mod and mod not in _imported_env_modules:
+            try:
+                importlib.import_module(mod)
+            except ImportError as e:
+                raise ConfigError(f"{LEARNER_MODULES_ENV}: cannot import {mod!r} ({e}); is its directory on "
+                                  "PYTHONPATH?") from None
+            _imported_env_modules.add(mod)
+
+
 def available_learners() -> list[str]:
+    import_learner_modules()
     return sorted(REGISTRY)
 
 
 def get_learner_class(name: str) -> type["Learner"]:
     if name not in REGISTRY:
-        raise ConfigError(f"unknown learner {name!r}; available: {', '.join(available_learners())}")
+        import_learner_modules()
+    if name not in REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, available_learners(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown learner {name!r}{hint}; available: {', '.join(available_learners())}. "
+                          f"A learner of your own is known once its module is imported: name the module in "
+                          f"${LEARNER_MODULES_ENV} for the launch scripts")
     return REGISTRY[name]
 
 
@@ -122,6 +160,8 @@ class Bound:
 
     def describe(self) -> str:
         what = "an integer" if self.integer else "a number"
+        if self.lo is None and self.hi is None:
+            return f"must be a finite {what[3:] if self.integer else what[2:]}" + (" (or None)" if self.allow_none else "")
         if self.lo is not None and self.hi is not None:
             rng = f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
         elif self.lo is not None:
@@ -157,6 +197,40 @@ def learner_bounds(cls: type["Learner"]) -> dict[str, Bound]:
 ENSEMBLE_LAYOUTS = ("auto", "batched", "separate")
 
 
+def merge_section(owner: str, section: str, given: Any, defaults: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``defaults`` updated with the fields of a nested config section ``given`` (a partial
+    override, e.g. ``{"steps": 1000}``, keeps the other defaults); an unknown field or a value of
+    the wrong type is a :class:`ConfigError` naming ``section.field``."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"learner {owner!r}: unknown {section} field(s) {unknown} (known: {', '.join(sorted(defaults))})")
+    for k, v in dict(given).items():
+        try:
+            defaults[k] = v
+        except TypeError:
+            raise ConfigError(f"learner {owner!r}: {section}.{k}={v!r} has the wrong type; the default is "
+                              f"{defaults[k]!r}") from None
+    return defaults
+
+
+def check_section(owner: str, section: str, cfg: Any, bounds: dict[str, Bound], choices: dict | None = None) -> None:
+    """Range checks of a nested config section (SMAC's ``score_config``, SAMG's ``cvae``): each
+    field of ``bounds`` present in ``cfg`` must hold its bound, each of ``choices`` be one of its
+    values, and ``hidden_dims`` (if present) be layer widths; the message names ``section.field``."""
+    for field, bound in bounds.items():
+        if field in cfg and not bound.holds(cfg[field]):
+            raise ConfigError(f"learner {owner!r}: {section}.{field}={cfg[field]!r} {bound.describe()}")
+    for field, allowed in (choices or {}).items():
+        if field in cfg and cfg[field] not in allowed:
+            raise ConfigError(f"learner {owner!r}: {section}.{field}={cfg[field]!r} must be one of {tuple(allowed)}")
+    if "hidden_dims" in cfg:
+        dims = cfg["hidden_dims"]
+        if not (isinstance(dims, (tuple, list)) and len(dims) >= 1 and all(
+                isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in dims)):
+            raise ConfigError(f"learner {owner!r}: {section}.hidden_dims={dims!r} must be one or more integer "
+                              "layer widths >= 1, e.g. (256, 256)")
+
+
 def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
     """Range checks shared by every learner; the message names the field."""
     from smac_jax.optim import MUON_SCOPES, OPTIMIZERS
@@ -165,10 +239,13 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
         if not ok:
             raise ConfigError(f"learner {name!r}: {field}={cfg[field]!r} {what}")
 
+    defaults = REGISTRY[name].default_config() if name in REGISTRY else {}
     for k in cfg:
         v = cfg[k]
         if k.endswith("_lr"):
             need(isinstance(v, (int, float)) and 0 < v < math.inf, k, "must be a finite learning rate > 0")
+        if isinstance(v, float) and not math.isfinite(v):  # infinite only where the default is (CQL's clips)
+            need(math.isinf(v) and defaults.get(k) == v, k, "must be finite")
     for k in ("gamma", "tau"):
         if k in cfg:
             need(0 < cfg[k] <= 1, k, "must be in (0, 1]")
@@ -365,12 +442,34 @@ class Learner:
         groups updated and everything else as given."""
         names = (groups,) if isinstance(groups, str) else tuple(groups)
         grads, info = jax.grad(
-            lambda sub: loss_fn({**params, **sub}, batch, key, self.config), has_aux=True
+            lambda sub: self.call_loss(loss_fn, {**params, **sub}, batch, key), has_aux=True
         )({g: params[g] for g in names})
         params, opt_state = dict(params), dict(opt_state)
         for g in names:
             params[g], opt_state[g] = apply_grad(self.opts[g], params[g], opt_state[g], grads[g])
         return params, opt_state, info
+
+    def call_loss(self, loss_fn, params: dict, batch, key):
+        """``loss_fn(params, batch, key, config)``, its two commonest mistakes as one-line errors:
+        a config field its learner's ``default_config()`` lacks (:class:`ConfigError`) and a loss
+        that is not a scalar (:class:`~smac_jax.errors.ShapeError`)."""
+        from smac_jax.errors import ShapeError
+
+        fn = getattr(loss_fn, "__qualname__", repr(loss_fn))
+        try:
+            out = loss_fn(params, batch, key, self.config)
+        except AttributeError as e:  # ml_collections: AttributeError("'field'") for a missing field
+            field = str(e).strip("'\"")
+            if field.isidentifier() and field not in self.config:
+                raise ConfigError(f"learner {self.name!r}: {fn} reads config.{field}, which "
+                                  f"{type(self).__name__}.default_config() does not define") from None
+            raise
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise ShapeError(f"learner {self.name!r}: {fn} must return (scalar loss, info dict), got {type(out).__name__}")
+        if jnp.shape(out[0]) != ():
+            raise ShapeError(f"learner {self.name!r}: {fn} returned a loss of shape {tuple(jnp.shape(out[0]))}; "
+                             "a loss must be a scalar (e.g. take .mean() over the batch)")
+        return out
 
     # -- hand-over ------------------------------------------------------------------------
     def transfer(self, key: PRNGKey, src_state: TrainState, src_learner: "Learner") -> TrainState:

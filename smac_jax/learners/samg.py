@@ -47,12 +47,17 @@ import numpy as np
 
 from smac_jax import networks
 from smac_jax.learners import awac, calql, cql, iql, sac
-from smac_jax.learners.base import Bound, ConfigError, TransferError, count, register, sg
+from smac_jax.learners.base import (Bound, ConfigError, TransferError, above, at_least, check_section, count,
+                                    merge_section, register, sg)
 from smac_jax.learners.handover import check_same_structure
 from smac_jax.samg import adaptive, confidence
 from smac_jax.samg import cvae as cvae_mod
 
 #: Parameter groups SAMG adds (never optimised, never handed over to another learner).
+#: Ranges of the C-VAE's fields (``cvae``), checked when the learner is built.
+CVAE_BOUNDS = {"latent_dim": count(0), "log_std_min": Bound(), "log_std_max": Bound(), "beta_kl": at_least(0),
+               "anneal_frac": Bound(0, 1), "steps": count(), "batch_size": count(), "lr": above(0), "seed": count(0),
+               "chunk": count()}
 SAMG_GROUPS = ("offline_critic", "offline_value", "cvae", "cvae_stats", "guidance")
 
 
@@ -129,12 +134,11 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
             super().__init__(config, obs_dim, act_dim)
             c = config
             # A partial ``cvae`` override (e.g. {"steps": 1000}) keeps the other defaults.
-            full = cvae_mod.default_cvae_config()
-            unknown = sorted(set(c.cvae) - set(full))
-            if unknown:
-                raise ConfigError(f"{self.name}: unknown C-VAE field(s) {unknown} (known: {', '.join(sorted(full))})")
-            full.update(dict(c.cvae))
-            c.cvae = full
+            c.cvae = full = merge_section(self.name, "cvae", c.cvae, cvae_mod.default_cvae_config())
+            check_section(self.name, "cvae", full, CVAE_BOUNDS)
+            if full.log_std_min >= full.log_std_max:
+                raise ConfigError(f"{self.name}: cvae.log_std_min={full.log_std_min} must be below "
+                                  f"cvae.log_std_max={full.log_std_max}")
             if c.coefficient not in confidence.COEFFICIENTS:
                 raise ConfigError(f"{self.name}: coefficient must be one of {confidence.COEFFICIENTS}, "
                                   f"got {c.coefficient!r}")

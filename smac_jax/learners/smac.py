@@ -26,7 +26,8 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import Bound, ConfigError, TrainState, at_least, count, register, sg
+from smac_jax.learners.base import (Bound, ConfigError, TrainState, above, at_least, check_section, count,
+                                    merge_section, register, sg)
 from smac_jax.networks.mlp import MLP, QNetwork
 from smac_jax.optim import make_optimizer
 from smac_jax.score import model as score_model
@@ -153,6 +154,15 @@ def critic_loss(params, batch: Transitions, key, config):
     return loss, {**info, **sm_info, "smac_critic_loss": loss, "mc_return_mean": mc, "q_minus_mc": info["q_mean"] - mc}
 
 
+#: Ranges of the score model's fields (``score_config``), checked when the learner is built.
+SCORE_CONFIG_BOUNDS = {
+    "T": count(), "beta_min": above(0), "beta_max": above(0), "hidden_dim": count(), "n_blocks": count(),
+    "dropout": Bound(0, 1, hi_open=True), "time_dim": count(), "time_mlp_dim": count(), "fourier_init_std": above(0),
+    "lr": above(0), "ema": Bound(0, 1, lo_open=True), "batch_size": count(), "steps": count(),
+    "score_w": Bound(0, 1), "sample_clip": above(0),
+}
+
+
 @register("smac")
 class SMAC(sac.SAC):
     bounds = {"kappa": at_least(0), "policy_prob": Bound(0, 1), "score_w": Bound(0, 1),
@@ -196,6 +206,14 @@ class SMAC(sac.SAC):
             raise ConfigError(f"alpha_param must be one of {ALPHA_PARAMS}, got {config.alpha_param!r}")
         if config.sm_target not in SM_TARGETS:
             raise ConfigError(f"sm_target must be one of {SM_TARGETS}, got {config.sm_target!r}")
+        # a partial ``score_config`` override (e.g. {"steps": 1000}) keeps the other defaults
+        config.score_config = sc = merge_section(self.name, "score_config", config.score_config,
+                                                 type(self).default_config().score_config)
+        check_section(self.name, "score_config", sc, SCORE_CONFIG_BOUNDS,
+                      {"score_sign": score_model.SCORE_SIGNS, "sample_noise": score_model.SAMPLE_NOISES})
+        if sc.beta_max <= sc.beta_min:
+            raise ConfigError(f"learner {self.name!r}: score_config.beta_max={sc.beta_max} must be above "
+                              f"score_config.beta_min={sc.beta_min}")
         self.score_params = None
 
     # -- the score model ------------------------------------------------------------------

@@ -5,6 +5,8 @@ update, and the host call that joins the two inside one program.
 * :func:`make_online_loop`: many environment steps in one dispatch (the loop the pipeline and the
   dataset factory run); :func:`make_online_step` is one step per dispatch with the same
   semantics, and :func:`make_act_step` acts without inserting or updating.
+* :class:`DeviceCollector` and :func:`make_device_online_loop`: the same with JAX-native
+  environments (:mod:`smac_jax.jax_envs`), stepped inside the program: no host call at all.
 * :func:`host_call`: an ordered host call from inside a jitted program, NumPy in and NumPy out.
   By default it is the public ``jax.experimental.io_callback(..., ordered=True)``, which wraps
   every call in ``jax.device_put`` of its arguments (a JAX array is built for every operand,
@@ -40,8 +42,8 @@ from smac_jax.data import replay
 from smac_jax.training.steps import _mean_metrics, seed_vmap
 from smac_jax.types import Transitions
 
-__all__ = ["LEAN", "OnlineCollector", "clear_compiled_loops", "host_call", "lean_path_works", "make_act_step",
-           "make_online_loop", "make_online_step"]
+__all__ = ["LEAN", "DeviceCollector", "OnlineCollector", "clear_compiled_loops", "host_call", "lean_path_works",
+           "make_act_step", "make_device_online_loop", "make_online_loop", "make_online_step"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,9 +172,62 @@ class OnlineCollector:
         self.train_successes = np.asarray(state.get("train_successes", [0] * self.n), np.int64)
         self.obs = obs
 
+    def make_loop(self, learner, utd: int, mixing_ratio: float | None, train: bool, lean_callback: bool = False,
+                  hold_policy_until: int = 0):
+        """This collector's online loop: :func:`make_online_loop` stepping these environments."""
+        return make_online_loop(learner, self.step_packed, self.n, utd, mixing_ratio, train, lean_callback,
+                                hold_policy_until)
+
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+class DeviceCollector:
+    """The device counterpart of :class:`OnlineCollector`: one JAX-native environment per seed
+    (:class:`smac_jax.jax_envs.JaxEnv`), its states kept as arrays with a leading seed axis and
+    stepped inside the online program (:func:`make_device_online_loop`), never on the host.
+
+    Seed ``i``'s environment draws its resets from ``fold_in(fold_in(online_keys[i], ENV_STREAM),
+    s)`` at environment step ``s`` (the first reset: ``s = 0``), so a resumed run resets exactly as
+    an uninterrupted one; the start states therefore differ from the Gymnasium collector's (same
+    distribution, other draws). Rewards are scaled like the offline data's; bootstrapping is cut
+    by ``terminated`` only. :meth:`state_dict` holds the environments' states themselves (a few
+    numbers per seed), so resuming replays nothing."""
+
+    ENV_STREAM = 0x656E76  # "env": the environments' key stream, folded into each seed's online key
+
+    def __init__(self, env, online_keys: jax.Array, reward_scale: float = 1.0, reward_bias: float = 0.0):
+        self.env, self.n = env, int(online_keys.shape[0])
+        self.reward_scale, self.reward_bias = float(reward_scale), float(reward_bias)
+        self.env_state, self.obs = jax.jit(jax.vmap(lambda k: env.reset(self.env_key(k, 0))))(online_keys)
+
+    @classmethod
+    def env_key(cls, seed_key: jax.Array, step) -> jax.Array:
+        return jax.random.fold_in(jax.random.fold_in(seed_key, cls.ENV_STREAM), step)
+
+    def make_loop(self, learner, utd: int, mixing_ratio: float | None, train: bool, lean_callback: bool = False,
+                  hold_policy_until: int = 0):
+        """This collector's online loop (``lean_callback`` does not apply: there is no host call)."""
+        return make_device_online_loop(learner, self, utd, mixing_ratio, train, hold_policy_until)
+
+    def state_dict(self) -> dict:
+        leaves = jax.tree.leaves(self.env_state)
+        return {"env_state": [np.asarray(x).tolist() for x in leaves], "obs": np.asarray(self.obs).tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        leaves, tree = jax.tree.flatten(self.env_state)
+        if len(state.get("env_state", ())) != len(leaves) or np.shape(state.get("obs")) != np.shape(self.obs):
+            raise ValueError(f"collector state does not describe {self.n} JAX-native {self.env.env_id} environments")
+        self.env_state = jax.tree.unflatten(tree, [jnp.asarray(np.asarray(v, x.dtype).reshape(x.shape))
+                                                   for v, x in zip(state["env_state"], leaves)])
+        self.obs = jnp.asarray(np.asarray(state["obs"], np.float32))
+
+    def success_counts(self) -> dict:
+        return {}  # the JAX-native environments report no success
+
+    def close(self) -> None:
+        pass
 
 
 def _rng_state(env: gym.Env) -> dict:
@@ -340,9 +395,9 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     to the same program (same learner and config, shapes and flags): the two then share one
     compiled executable, each stepping its own environments (``loop.reused`` tells which).
 
-    ``lean_callback``: step the environments through :func:`host_call`
-    (default), or through ``jax.experimental.io_callback`` (slower on CPU: it builds JAX arrays
-    of the operands inside every call; kept for comparison, see ``experiments/benchmark.py``).
+    ``lean_callback``: step the environments through :func:`host_call`'s lean path (opt-in, the
+    pipeline's ``online.lean_host_call``), or through ``jax.experimental.io_callback`` (default;
+    slower on CPU: it builds JAX arrays of the operands inside every call, see ``experiments/benchmark.py``).
 
     ``hold_policy_until``: as in :func:`make_online_step` (the critic warm-up).
     """
@@ -387,6 +442,57 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
     loop.program = program
     loop.reused = False
     weakref.finalize(loop, _LOOP_SLOTS.pop, slot, None)  # the environments are released with the loop
+    return loop
+
+
+def make_device_online_loop(learner, collector: DeviceCollector, utd: int, mixing_ratio: float | None, train: bool,
+                            hold_policy_until: int = 0):
+    """:func:`make_online_loop` with JAX-native environments: the environments of ``collector``
+    (:class:`DeviceCollector`) are stepped inside the program, so a chunk of steps runs on the
+    device alone (no host call), with the per-step semantics of :func:`make_online_step`.
+
+    ``(states, buffers, actions, offline, seed_keys, start, n) -> (states, buffers, actions, metrics)``,
+    as :func:`make_online_loop`'s; the environments' states and observations are read from and
+    written back to ``collector``. States and buffers are donated.
+    """
+    per_seed = _online_per_seed(learner, utd, mixing_ratio, train, hold_policy_until)
+    env, scale, bias = collector.env, collector.reward_scale, collector.reward_bias
+    n_seeds = collector.n
+    zeros = jnp.zeros(n_seeds, jnp.float32)
+
+    def env_step(env_states, obs, actions, seed_keys, s):
+        keys = jax.vmap(lambda k: DeviceCollector.env_key(k, s))(seed_keys)
+        env_states, next_obs, final_obs, rew, term, trunc = jax.vmap(env.step)(keys, env_states, actions)
+        t = Transitions(obs=obs, action=actions, reward=rew * scale + bias, next_obs=final_obs,
+                        terminated=term.astype(jnp.float32), truncated=trunc.astype(jnp.float32),
+                        episode=jnp.full(n_seeds, -1, jnp.int32), rtg=zeros,
+                        mc_return=jnp.full(n_seeds, replay.NO_MC_RETURN, jnp.float32), traj_return=zeros)
+        return env_states, replay.pack(t), next_obs
+
+    def run(states, buffers, env_states, obs, actions, offline, seed_keys, start, n):
+        def one_step(i, carry):
+            states, buffers, env_states, obs, actions, _ = carry
+            s = start + i + 1
+            env_states, rows, obs = env_step(env_states, obs, actions, seed_keys, s)
+            states, buffers, actions, metrics = per_seed(states, buffers, rows, obs, offline, seed_keys, s)
+            return states, buffers, env_states, obs, actions, metrics
+
+        metrics0 = jax.eval_shape(lambda: per_seed(states, buffers, env_step(env_states, obs, actions, seed_keys, start)[1],
+                                                   obs, offline, seed_keys, start)[3])
+        metrics0 = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics0)
+        return jax.lax.fori_loop(0, n, one_step, (states, buffers, env_states, obs, actions, metrics0))
+
+    program = jax.jit(run, donate_argnums=(0, 1))
+
+    def loop(states, buffers, actions, offline, seed_keys, start, n):
+        if mixing_ratio is None:
+            offline = None
+        states, buffers, collector.env_state, collector.obs, actions, metrics = program(
+            states, buffers, collector.env_state, collector.obs, actions, offline, seed_keys, np.int32(start), np.int32(n))
+        return states, buffers, actions, metrics
+
+    loop.program = program
+    loop.reused = False
     return loop
 
 

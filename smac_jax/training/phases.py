@@ -26,7 +26,7 @@ from smac_jax.learners import Learner, make_learner
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import Evaluator, in_critic_units, make_act_fn, make_value_fn
 from smac_jax.training.logger import MetricsLog, make_sinks
-from smac_jax.training.online import OnlineCollector, make_act_step, make_online_loop
+from smac_jax.training.online import DeviceCollector, OnlineCollector, make_act_step
 from smac_jax.training import vmap_sweep
 from smac_jax.training.steps import make_offline_step, unalias
 
@@ -35,6 +35,12 @@ _ADVICE = ("Lower the learning rate, scale the rewards (dataset.reward_scale) or
 
 #: Key streams of a run, each folded from every seed's key (fixed numbers: changing them changes results).
 KEY_STREAMS = {"init": 0, "transfer": 1, "offline": 2, "online": 3}
+
+
+def eval_env_fn(dataset) -> Callable[[], Any]:
+    """Builds the environment the policies are evaluated and fine-tuned in: the dataset's evaluation
+    spec where Minari stores one (e.g. AntMaze's fixed start and goal), else its own."""
+    return lambda: dataset.make_env(eval_env=True)
 
 
 def stack_seeds(tree: Any, n: int) -> Any:
@@ -169,7 +175,7 @@ class RunContext:
             config=config, workdir=workdir, resume=resume, dataset=dataset,
             data=jax.device_put(jax.tree.map(jnp.asarray, t)), seeds=lane_seeds, keys=keys, off_learner=off,
             on_learner=on, ckpt=ckpt, log=log, sweep=sweep,
-            evaluator=Evaluator(dataset.make_env, len(lane_seeds), config.eval.episodes, base_seed=config.seed,
+            evaluator=Evaluator(eval_env_fn(dataset), len(lane_seeds), config.eval.episodes, base_seed=config.seed,
                                 seed_index=None if sweep is None else sweep.lane_seed_index),
             bar=tqdm(total=config.offline.steps + config.online.steps, disable=not progress, unit="step",
                      dynamic_ncols=True),
@@ -181,6 +187,16 @@ class RunContext:
         """Whether evaluations log a normalised score: a binary-reward task's success rate, or a
         return normalised by reference returns."""
         return self.dataset.reward == "success" or None not in self.ref_scores
+
+    @property
+    def score_reference(self) -> dict | None:
+        """The reference returns of the normalised score and where they come from (the run's
+        config, or the dataset's metadata: for generated datasets the library's own random and
+        expert policies, not D4RL's), or None where the score is not a normalised return."""
+        if self.dataset.reward == "success" or None in self.ref_scores:
+            return None
+        source = "config" if self.config.ref_min_score is not None else f"dataset {self.dataset.dataset_id} metadata"
+        return {"min": float(self.ref_scores[0]), "max": float(self.ref_scores[1]), "source": source}
 
     def evaluate(self, phase: str, step: int, act_fn, states, learner: Learner, metrics: dict) -> None:
         """Evaluate every seed's deterministic policy and log one row per seed."""
@@ -258,7 +274,7 @@ class RunContext:
 
     def _seed_evaluator(self) -> Evaluator:
         if self.seed_evaluator is None:
-            self.seed_evaluator = Evaluator(self.dataset.make_env, self.sweep.n_seeds, self.config.eval.episodes,
+            self.seed_evaluator = Evaluator(eval_env_fn(self.dataset), self.sweep.n_seeds, self.config.eval.episodes,
                                             base_seed=self.config.seed)
         return self.seed_evaluator
 
@@ -322,6 +338,16 @@ def offline_phase(ctx: RunContext) -> Any:
     return states
 
 
+def make_collector(ctx: RunContext) -> OnlineCollector | DeviceCollector:
+    """The online environments, one per seed: Gymnasium's on the host, or (``online.env="jax"``)
+    their JAX-native ports on the device."""
+    d = ctx.config.dataset
+    if ctx.config.online.env == "jax":
+        return DeviceCollector(ctx.dataset.make_jax_env(eval_env=True), ctx.keys["online"], d.reward_scale,
+                               d.reward_bias)
+    return OnlineCollector(eval_env_fn(ctx.dataset), ctx.seeds, 0, d.reward_scale, d.reward_bias)
+
+
 def start_online(ctx: RunContext, off_states: Any):
     """The online phase's starting point: the hand-over from the offline states, or the last
     online checkpoint when resuming. Returns (states, replay buffers, collector, step)."""
@@ -330,8 +356,7 @@ def start_online(ctx: RunContext, off_states: Any):
     obs_dim, act_dim = data_np.obs.shape[-1], data_np.action.shape[-1]
     buffers = stack_seeds(replay.init_replay(c.replay.init, data_np, obs_dim, act_dim, c.replay.capacity,
                                              c.replay.top_n), len(ctx.seeds))
-    collector = OnlineCollector(ctx.dataset.make_env, ctx.seeds, 0, ctx.config.dataset.reward_scale,
-                                ctx.config.dataset.reward_bias)
+    collector = make_collector(ctx)
     if off_states is not None:  # the hand-over (docs/algorithms.md, "Offline-to-online protocol")
         if ctx.sweep is not None:  # one offline state per lane, with the lane's values
             off_states = vmap_sweep.handover_source(ctx.sweep, off_states, learner)
@@ -349,7 +374,8 @@ def start_online(ctx: RunContext, off_states: Any):
     return unalias(restored["states"]), unalias(restored["buffers"]), collector, step
 
 
-def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCollector, step: int) -> None:
+def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCollector | DeviceCollector,
+                 step: int) -> None:
     """Fine-tune online: chunks of environment steps, each one dispatch (the environments are
     stepped from inside the program), ending at every evaluation, checkpoint and learning_starts."""
     c, learner = ctx.config.online, ctx.on_learner
@@ -358,8 +384,8 @@ def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCo
         ctx.evaluate("online", 0, act, states, learner, {})
     mixing = c.replay.mixing_ratio if c.replay.init == "mix" else None
     hold_until = c.learning_starts + c.critic_warmup if c.critic_warmup else 0
-    loops = {training: make_online_loop(learner, collector.step_packed, len(ctx.seeds), c.utd, mixing, training,
-                                        c.lean_host_call, hold_until) for training in (False, True)}
+    loops = {training: collector.make_loop(learner, c.utd, mixing, training, c.lean_host_call, hold_until)
+             for training in (False, True)}
     actions = make_act_step(learner)(states, collector.obs, ctx.keys["online"], step)
     t0, start = time.time(), step
     metrics: dict = {}

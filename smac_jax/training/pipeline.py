@@ -20,7 +20,7 @@ from smac_jax.data import replay
 from smac_jax.data.dataset import load_dataset_from_config
 from smac_jax.envs import REWARDS
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, WorkdirError  # noqa: F401  (re-exported)
-from smac_jax.learners import available_learners, make_learner, resolve_config
+from smac_jax.learners import Learner, available_learners, make_learner, resolve_config
 from smac_jax.training.logger import check_sinks, plot_evaluations
 from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     RunContext,
@@ -49,7 +49,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     dc = config.dataset
     dataset = load_dataset_from_config(dc)
     check_batch_sizes(config, int(dataset.transitions.reward.shape[0]))
+    check_replay_fits(config, dataset.transitions)
     check_env_fits(dataset)
+    check_online_env(config, dataset)
     check_learners(config, dataset)
     # only now, with every check passed, is the run written: a start that failed leaves the workdir as it was
     _write_workdir(workdir, config, existing, overwrite)
@@ -61,14 +63,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     finally:
         ctx.close()
     if ctx.sweep is not None:  # settings x seeds in one program: a summary per setting, and one over them
-        summary = vmap_sweep.write_outputs(workdir, config, ctx.sweep, ctx.log, ctx.has_scores)
+        summary = vmap_sweep.write_outputs(workdir, config, ctx.sweep, ctx.log, ctx.has_scores, ctx.score_reference)
         print(f"[smac_jax] {ctx.sweep.n_settings} settings x {config.n_seeds} seeds:\n" + vmap_sweep.format_table(summary))
         for warning in dict.fromkeys(s["transfer_drop_warning"] for s in summary["settings"] if "transfer_drop_warning" in s):
             print(f"[smac_jax] warning: {warning}")
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         return summary
-    summary = summarize(ctx.log, config, score_available=ctx.has_scores)
+    summary = summarize(ctx.log, config, score_available=ctx.has_scores, reference=ctx.score_reference)
     if "transfer_drop_warning" in summary:
         print(f"[smac_jax] warning: {summary['transfer_drop_warning']}")
     with open(os.path.join(workdir, "summary.json"), "w") as f:
@@ -77,6 +79,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
                      f"{config.offline.learner} -> {config.online.learner} on {dc.id}", summary["metric"],
                      summary["metric_label"])
     return summary
+
+
+def check_online_env(config: ml_collections.ConfigDict, dataset) -> None:
+    """``online.env="jax"`` needs a verified JAX-native port of the dataset's environment."""
+    if config.online.env == "jax":
+        try:
+            dataset.make_jax_env(eval_env=True)
+        except ValueError as e:
+            raise ConfigError(f"online.env='jax': {e}") from None
 
 
 def check_learners(config: ml_collections.ConfigDict, dataset) -> None:
@@ -88,11 +99,34 @@ def check_learners(config: ml_collections.ConfigDict, dataset) -> None:
     on = make_learner(config.online.learner, obs_dim, act_dim, config.online.agent)
     off.check_start(dataset)
     on.check_start(dataset, source=off)
+    for learner in (off, on):  # a learner of one's own: its loss's mistakes before the workdir is written
+        if not type(learner).__module__.startswith("smac_jax.") and type(learner).prepare is Learner.prepare:
+            _check_update(learner, dataset)
     key = jax.random.PRNGKey(0)[None]
     try:  # the hand-over on shapes, as the run checks it again once the learners are prepared
         _check_hand_over(off, on, {"init": key, "transfer": key})
     except ConfigError:
         pass  # a learner that needs its prepared model for it (SMAC's score model, SAMG's C-VAE)
+
+
+#: Where the online phase's environments run: "gymnasium" (the host, stepped from inside the online
+#: program by a host call) or "jax" (their JAX-native ports, stepped on the device: smac_jax.jax_envs).
+ONLINE_ENVS = ("gymnasium", "jax")
+
+
+def _check_update(learner: Learner, dataset) -> None:
+    """Trace one ``update`` of ``learner`` on a minibatch of ``dataset``'s shapes (``jax.eval_shape``:
+    nothing is computed), so that a config field its loss reads but its ``default_config()`` lacks,
+    or a loss that is not a scalar, stops the run before it writes its workdir. Run for learners
+    defined outside the library (the library's own are tested) that need no prepared model."""
+    store = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jax.dtypes.canonicalize_dtype(x.dtype)),
+                         dataset.transitions)
+    bs = learner.config.batch_size
+
+    def one_update(data, key):
+        return learner.update(learner.init(key), replay.sample_transitions(data, key, bs), key)
+
+    jax.eval_shape(one_update, store, jax.random.PRNGKey(0))
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -103,8 +137,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.n_seeds >= 1, f"n_seeds must be >= 1, got {config.n_seeds}")
     need(config.seed >= 0, f"seed must be >= 0 (environments take non-negative seeds), got {config.seed}")
     lo, hi = config.get("ref_min_score"), config.get("ref_max_score")
+    need((lo is None) == (hi is None), f"ref_min_score ({lo}) and ref_max_score ({hi}): give both or neither")
+    need(all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in (lo, hi)),
+         f"ref_min_score ({lo}) and ref_max_score ({hi}) must be finite numbers")
     need(lo is None or hi is None or hi > lo,
          f"ref_max_score ({hi}) must be above ref_min_score ({lo}): scores are 100 * (return - min) / (max - min)")
+    need(config.dataset.get("generate_seed", 0) >= 0,
+         f"dataset.generate_seed must be >= 0, got {config.dataset.get('generate_seed')}")
     need(0.0 < config.dataset.gamma <= 1.0, f"dataset.gamma must be in (0, 1], got {config.dataset.gamma}")
     for k in ("reward_scale", "reward_bias"):
         v = config.dataset.get(k, 0.0)
@@ -127,7 +166,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         need(off[k] % off.scan_steps == 0,
              f"offline.{k}={off[k]} must be a multiple of offline.scan_steps={off.scan_steps} "
              "(updates are fused in chunks of scan_steps)")
-    need(on.utd >= 1, f"online.utd must be >= 1, got {on.utd}")
+    need(on.env in ONLINE_ENVS, f"online.env must be one of {ONLINE_ENVS}, got {on.env!r}")
+    need(1 <= on.utd < 2**31, f"online.utd must be an integer in [1, 2**31), got {on.utd}")
     need(on.scan_steps >= 1, f"online.scan_steps must be >= 1, got {on.scan_steps}")
     need(on.learning_starts >= 0, f"online.learning_starts must be >= 0, got {on.learning_starts}")
     need(on.critic_warmup >= 0, f"online.critic_warmup must be >= 0, got {on.critic_warmup}")
@@ -135,8 +175,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(on.replay.init in replay.REPLAY_INITS,
          f"online.replay.init must be one of {replay.REPLAY_INITS}, got {on.replay.init!r}")
     need(0.0 <= on.replay.mixing_ratio < 1.0, f"online.replay.mixing_ratio must be in [0, 1), got {on.replay.mixing_ratio}")
-    need(on.replay.init != "top_n" or on.replay.top_n >= 1,
-         f"online.replay.top_n must be >= 1 with online.replay.init='top_n', got {on.replay.top_n}")
+    # top_n = 0 is an empty buffer: what docs/aca.md prescribes for ACA's random and medium presets
+    need(on.replay.init != "top_n" or on.replay.top_n >= 0,
+         f"online.replay.top_n must be >= 0 with online.replay.init='top_n', got {on.replay.top_n}")
     # unknown learner names and hyperparameters fail here, before any data is loaded
     for phase in ("offline", "online"):
         need(config[phase].learner in available_learners(),
@@ -156,6 +197,44 @@ def check_batch_sizes(config, n_transitions: int) -> None:
         b = config[phase].agent.batch_size
         if not 1 <= b <= size:
             raise ConfigError(f"{phase}.agent.batch_size={b} must be between 1 and {what}")
+
+
+def _memory_bytes() -> int | None:
+    """The memory the online replay buffers must fit in: the host's physical memory, and the
+    default device's limit where it reports one (None if neither is known)."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        limits.append((jax.devices()[0].memory_stats() or {}).get("bytes_limit"))
+    except Exception:  # noqa: BLE001  (a backend without memory statistics)
+        pass
+    limits = [int(v) for v in limits if v]
+    return min(limits) if limits else None
+
+
+def check_replay_fits(config, transitions, memory_bytes: int | None = None) -> None:
+    """The online replay buffers (one per lane, each ``replay.capacity`` rows plus the dataset rows
+    that ``full`` / ``top_n`` copy in) fit in ``memory_bytes`` (default: :func:`_memory_bytes`).
+    Checked before the offline phase: the buffers are built at the hand-over, so a capacity that
+    cannot be allocated would otherwise stop the run only after its offline training."""
+    r = config.online.replay
+    obs_dim, act_dim = transitions.obs.shape[-1], transitions.action.shape[-1]
+    rows = int(r.capacity)
+    if r.init == "full":
+        rows += int(transitions.reward.shape[0])
+    elif r.init == "top_n":
+        rows += int(replay.top_n_transitions(transitions, r.top_n).reward.shape[0])
+    sweep = vmap_sweep.parse(config)
+    lanes = config.n_seeds if sweep is None else len(sweep.lane_seed_index)
+    need = lanes * rows * replay.row_width(obs_dim, act_dim) * 4  # float32 rows
+    avail = _memory_bytes() if memory_bytes is None else memory_bytes
+    if avail is not None and need > avail:
+        raise ConfigError(f"online.replay.capacity={r.capacity}: the online replay buffers ({lanes} x {rows:,} rows of "
+                          f"{replay.row_width(obs_dim, act_dim)} float32) need {need / 2**30:.1f} GiB, more than the "
+                          f"{avail / 2**30:.1f} GiB of memory here; lower online.replay.capacity")
 
 
 #: What a run writes in its workdir; a workdir holding any of them holds a run.

@@ -43,6 +43,15 @@ def _mean_metrics(ms):
     return jax.tree.map(lambda x: jnp.mean(x, axis=0), ms)
 
 
+def _update_phase_current(learner) -> bool:
+    """Whether ``update_phase`` is defined in the class that defines ``update`` or below it: a
+    subclass that overrides only ``update`` (e.g. of TD3 or TD3+BC) must not have its update
+    bypassed by an inherited ``update_phase``, so it runs through ``update``."""
+    cls = type(getattr(learner, "inner", learner))  # a Swept learner delegates to its inner learner
+    definer = lambda name: next(k for k in cls.__mro__ if name in vars(k))
+    return issubclass(definer("update_phase"), definer("update"))
+
+
 def make_offline_step(learner, n_updates: int):
     """``(states, data, seed_keys, step) -> (states, metrics)``: ``n_updates`` updates per seed,
     each on a fresh uniform minibatch of the shared offline ``data``; metrics averaged over the chunk.
@@ -53,7 +62,7 @@ def make_offline_step(learner, n_updates: int):
     through ``learner.update`` otherwise: the same updates, without computing what a phase
     discards. Metrics of work done only at some phases average those phases."""
     bs = learner.config.batch_size
-    period = learner.update_period
+    period = learner.update_period if _update_phase_current(learner) else 1
 
     def per_seed(state, data: Transitions, seed_key, step):
         keys = jax.random.split(jax.random.fold_in(seed_key, step), n_updates)

@@ -45,7 +45,9 @@ def drop_window_warning(online_steps: Sequence[int], online_total_steps: int, le
             f"only; evaluate more often or check the drop with experiments/transfer_check.py --window_steps")
 
 
-def summarize(log: MetricsLog, config, score_available: bool) -> dict:
+def summarize(log: MetricsLog, config, score_available: bool, reference: dict | None = None) -> dict:
+    """The run's summary; ``reference``: the reference returns its normalised scores use
+    (``{"min", "max", "source"}``), recorded as ``score_reference``."""
     key = "eval_score" if score_available else "eval_return"
     off_steps, off = log.evaluations("offline", key)
     on_steps, on = log.evaluations("online", key)
@@ -53,6 +55,8 @@ def summarize(log: MetricsLog, config, score_available: bool) -> dict:
              "normalised score" if score_available else "evaluation return")
     out: dict[str, Any] = {"metric": key, "metric_label": label, "offline_learner": config.offline.learner,
                            "online_learner": config.online.learner, "dataset": config.dataset.id}
+    if reference is not None:
+        out["score_reference"] = reference
     if off.size:
         out["offline_final"] = off[:, -1].tolist()
         out["offline_final_mean"] = float(np.mean(off[:, -1]))

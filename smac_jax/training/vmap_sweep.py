@@ -356,13 +356,14 @@ def setting_dir(workdir: str, k: int) -> str:
     return os.path.join(workdir, SETTINGS_DIR, str(k))
 
 
-def write_outputs(workdir: str, config, sweep: Sweep, log: SettingsLog, score_available: bool) -> dict:
+def write_outputs(workdir: str, config, sweep: Sweep, log: SettingsLog, score_available: bool,
+                  reference: dict | None = None) -> dict:
     """Every setting's ``summary.json`` and ``eval.png`` in its directory, then the workdir's
     ``summary.json`` (every setting's values and results) and ``eval.png`` (every setting's curve)."""
     settings = []
     for k, sub in enumerate(log.logs):
         cfg = sweep.setting_config(config, k)
-        s = summarize(sub, cfg, score_available=score_available)
+        s = summarize(sub, cfg, score_available=score_available, reference=reference)
         d = setting_dir(workdir, k)
         with open(os.path.join(d, "summary.json"), "w") as f:
             json.dump(s, f, indent=2)
