@@ -53,19 +53,32 @@ def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_
     ``ref_scores``: the (min, max) reference returns of normalised scores (default: the dataset's);
     ``env_kwargs``: as ``dataset.env_kwargs``."""
     return dict(
+        # the ``dataset`` section's task-specific fields (documented in get_config)
         dataset=dict(id=dataset_id, generate_env=env, generate_kind=kind, generate_kwargs=generate_kwargs,
                      generate=generate, reward=reward, reward_scale=reward_scale, reward_bias=reward_bias,
                      env_kwargs=dict(env_kwargs or {})),
-        offline=dict(steps=budget, eval_every=eval_interval, ckpt_every=10_000, scan_steps=1_000),
-        online=dict(steps=online_budget or budget, eval_every=online_eval_interval or eval_interval, ckpt_every=10_000,
-                    learning_starts=learning_starts,
-                    replay=dict(init="empty", capacity=capacity)),
-        eval=dict(episodes=5),
-        offline_learner="smac",
-        online_learner="sac",
-        agent=dict(hidden_dims=(128, 128)),
-        score=dict(hidden_dim=128, steps=10_000),
-        ref_scores=ref_scores,
+        offline=dict(
+            steps=budget,  # offline gradient updates (every network once per update); a multiple of scan_steps
+            eval_every=eval_interval,  # updates between evaluations (and one after the last); multiple of scan_steps
+            ckpt_every=10_000,  # updates between checkpoints; a multiple of scan_steps
+            # updates fused into one device dispatch (lax.scan); also where the random keys of a
+            # dispatch are split from, so changing it gives another (equally valid) minibatch draw
+            scan_steps=1_000,
+        ),
+        online=dict(
+            steps=online_budget or budget,  # environment steps per seed (one environment per seed)
+            eval_every=online_eval_interval or eval_interval,  # environment steps between evaluations (and at 0)
+            ckpt_every=10_000,  # environment steps between checkpoints (learners, replay buffers, envs)
+            # environment steps the handed-over policy collects before the first online update
+            learning_starts=learning_starts,
+            replay=dict(init="empty", capacity=capacity),  # the task's replay settings (see get_config)
+        ),
+        eval=dict(episodes=5),  # evaluation episodes per seed, deterministic policy tanh(mean)
+        offline_learner="smac",  # the task's default offline learner (the config argument's OFFLINE)
+        online_learner="sac",  # the task's default online learner (the config argument's ONLINE)
+        agent=dict(hidden_dims=(128, 128)),  # overrides of both learners' fields (those they have)
+        score=dict(hidden_dim=128, steps=10_000),  # overrides of a learner's score_config (SMAC's score model)
+        ref_scores=ref_scores,  # (min, max) reference returns for normalised scores; None: the dataset's
     )
 
 
@@ -200,58 +213,93 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     on_name = parts[2] if len(parts) > 2 else t["online_learner"]
 
     c = ml_collections.ConfigDict()
-    c.task = task
-    c.seed = 0
-    c.n_seeds = 3
-    c.ckpt_keep = 2
+    c.task = task  # the task's name (a key of TASKS), kept in config.json; set by the config argument
+    c.seed = 0  # first seed, >= 0: the run trains seeds seed, seed + 1, ..., seed + n_seeds - 1
+    c.n_seeds = 3  # seeds trained together (vmapped over a leading seed axis), >= 1
+    c.ckpt_keep = 2  # checkpoints kept per phase (the latest ones), >= 1
     c.transfer_reset_optimizer = True  # optimiser states re-initialised at hand-over (docs/algorithms.md)
     # Settings x seeds in one program (docs/sweeps.md): "" (none) or "PATH=V1,V2,...[; PATH=...]" over float
     # hyperparameters of either learner, e.g. "offline.agent.kappa=0.3,1,3"; every combination runs
     # n_seeds seeds as lanes of the same vmapped programs, each setting's outputs in settings/<k>/.
     c.vmap_sweep = ""
     c.ref_min_score = ml_collections.config_dict.placeholder(float)  # override the dataset's metadata
-    c.ref_max_score = ml_collections.config_dict.placeholder(float)
+    c.ref_max_score = ml_collections.config_dict.placeholder(float)  # with ref_min_score: both or neither
     if t["ref_scores"] is not None:
         c.ref_min_score, c.ref_max_score = (float(v) for v in t["ref_scores"])
 
     d = t["dataset"]
-    # reward: "env" (the stored / environment reward) or "success" (1 on a step whose info["success"]
-    # is true, else 0, in the data and online; the score is then the success rate in percent).
-    # reward_scale / reward_bias: reward * scale + bias, in the data and online.
-    # action_tolerance: stored actions may exceed the action space's bounds by this much (clipped
-    # to them); a dataset with actions further out is refused.
-    # env_kwargs: keyword arguments for the environments the run builds (evaluation and online,
-    # gym.make's over the dataset's stored spec), e.g. AntMaze's continuing_task=False.
     c.dataset = ml_collections.ConfigDict(dict(
-        id=d["id"], normalize_obs=False, reward=d["reward"], reward_scale=d["reward_scale"],
-        reward_bias=d["reward_bias"], gamma=0.99, action_tolerance=1e-3,
-        generate=d["generate"], generate_env=d["generate_env"], generate_kind=d["generate_kind"],
-        generate_seed=0, generate_kwargs=d["generate_kwargs"], env_kwargs=d["env_kwargs"],
+        id=d["id"],  # the Minari dataset id the run loads (written by the generator when generate is set)
+        # standardise obs and next_obs with the dataset's mean and std, (o - mean) / (std + 1e-3); the
+        # same statistics are applied to the online and evaluation environments
+        normalize_obs=False,
+        # "env" (the stored / environment reward) or "success" (1 on a step whose info["success"]
+        # is true, else 0, in the data and online; the score is then the success rate in percent)
+        reward=d["reward"],
+        reward_scale=d["reward_scale"],  # reward * reward_scale + reward_bias, in the data and online
+        reward_bias=d["reward_bias"],  # added after reward_scale (see above); evaluation returns use the raw reward
+        # discount of the Monte-Carlo returns computed on load (mc_return: Cal-QL's bound, the Q-vs-return
+        # diagnostics), in (0, 1]; keep it equal to the learners' gamma
+        gamma=0.99,
+        # stored actions may exceed the action space's bounds by this much (clipped to them); a
+        # dataset with actions further out is refused
+        action_tolerance=1e-3,
+        # True: a dataset id that is not local is generated by the dataset factory (a SAC run on
+        # generate_env) before the run; False: it must be downloaded / imported, never generated
+        generate=d["generate"],
+        generate_env=d["generate_env"],  # Gymnasium id of the environment the dataset factory trains SAC on
+        generate_kind=d["generate_kind"],  # which D4RL-style kind it writes: random | medium | medium-replay | expert
+        generate_seed=0,  # seed of the dataset factory's SAC run and rollouts, >= 0
+        # keyword arguments of the dataset factory (generate_datasets: train_steps, eval_every,
+        # snapshot_every, n_transitions, ...)
+        generate_kwargs=d["generate_kwargs"],
+        # keyword arguments for the environments the run builds (evaluation and online, gym.make's
+        # over the dataset's stored spec), e.g. AntMaze's continuing_task=False
+        env_kwargs=d["env_kwargs"],
     ))
 
+    # learner: the offline learner's registered name (the config argument's OFFLINE); steps /
+    # eval_every / ckpt_every / scan_steps: the task's (see _task)
     c.offline = ml_collections.ConfigDict(dict(learner=off_name, **t["offline"]))
-    c.offline.agent = _agent_config(off_name, t)
+    c.offline.agent = _agent_config(off_name, t)  # the offline learner's hyperparameters (its default_config)
     online = dict(t["online"])
-    replay = dict(init="empty", capacity=100_000, mixing_ratio=0.5, top_n=50)
+    replay = dict(
+        # what the online learner samples: "empty" (one buffer, starting empty), "full" (the dataset
+        # copied in first), "mix" (a separate online buffer plus the dataset, mixed per minibatch),
+        # "top_n" (the top_n highest-return episodes copied in first); docs/algorithms.md, "Replay initialisations"
+        init="empty",
+        capacity=100_000,  # rows each seed's online buffer holds, >= 1 ("full" / "top_n" add room for dataset rows)
+        mixing_ratio=0.5,  # "mix" only: share of each minibatch drawn from the dataset, in [0, 1)
+        top_n=50,  # "top_n" only: how many highest-return dataset episodes are copied in, >= 0 (0 = an empty buffer)
+    )
     replay.update(online.pop("replay"))
-    # lean_host_call: step the environments through the library's lean host call instead of the
-    # public io_callback (opt-in: it relies on JAX internals; falls back with a warning where they
-    # changed; same results, 4-7% faster per online step at one seed on CPU, docs/README.md).
-    # env: where the online environments run: "gymnasium" (on the host, called from inside the online
-    # program) or "jax" (a JAX-native port stepped on the device with no host call: Pendulum-v1, through
-    # gymnax, pip install 'smac_jax[jax-envs]'; docs/algorithms.md, "JAX-native environments").
-    # critic_warmup: environment steps after learning_starts during which the online updates train
-    # the critic only; the handed-over policy (actor, temperature) is held still (docs/algorithms.md,
-    # "Critic warm-up"). 0 = off.
-    c.online = ml_collections.ConfigDict(dict(learner=on_name, env="gymnasium", utd=1, scan_steps=100,
-                                              lean_host_call=False, critic_warmup=0, replay=replay, **online))
-    c.online.agent = _agent_config(on_name, t)
+    # steps / eval_every / ckpt_every / learning_starts: the task's (see _task)
+    c.online = ml_collections.ConfigDict(dict(
+        learner=on_name,  # the online learner's registered name (the config argument's ONLINE)
+        # where the online environments run: "gymnasium" (on the host, called from inside the online
+        # program) or "jax" (a JAX-native port stepped on the device with no host call: Pendulum-v1, through
+        # gymnax, pip install 'smac_jax[jax-envs]'; docs/algorithms.md, "JAX-native environments")
+        env="gymnasium",
+        utd=1,  # update-to-data ratio: gradient updates per environment step, >= 1
+        scan_steps=100,  # environment steps fused into one device dispatch, >= 1 (the results do not depend on it)
+        # step the environments through the library's lean host call instead of the public
+        # io_callback (opt-in: it relies on JAX internals; falls back with a warning where they
+        # changed; same results, 4-7% faster per online step at one seed on CPU, docs/README.md)
+        lean_host_call=False,
+        # environment steps after learning_starts during which the online updates train the critic
+        # only; the handed-over policy (actor, temperature) is held still (docs/algorithms.md,
+        # "Critic warm-up"). 0 = off
+        critic_warmup=0,
+        replay=replay,  # the online replay buffer (fields above)
+        **online,
+    ))
+    c.online.agent = _agent_config(on_name, t)  # the online learner's hyperparameters (its default_config)
     for k, v in ONLINE_LEARNER_DEFAULTS.get(on_name, {}).items():
         _set_dotted(c.online, k, v)
     if task.startswith("d4rl-antmaze-"):
         for k, v in ANTMAZE_ONLINE_LEARNER_DEFAULTS.get(on_name, {}).items():
             _set_dotted(c, k, v)
-    c.eval = ml_collections.ConfigDict(t["eval"])
+    c.eval = ml_collections.ConfigDict(t["eval"])  # episodes: evaluation episodes per seed and evaluation, >= 1
     # Metric sinks besides metrics.jsonl; each receives every row the run writes (README.md, "Outputs").
     c.log = ml_collections.ConfigDict(dict(
         tensorboard=False,  # event files in <workdir>/tensorboard/seed_<k> (pip install "smac_jax[tensorboard]")

@@ -216,3 +216,11 @@ def test_partial_nested_overrides_keep_the_other_defaults():
     smac = make_learner("smac", 3, 1, {"score_config": {"steps": 10}})
     assert (smac.config.score_config.steps, smac.config.score_config.T) == (10, 5)
     assert make_learner("cql", 3, 1, {"cql_clip_diff_max": float("inf")}).config.cql_clip_diff_max == float("inf")
+
+
+def test_a_learner_swapped_by_override_says_where_learners_are_chosen(make_tiny_config):
+    from smac_jax.training import pipeline
+
+    config = make_tiny_config(**{"online.learner": "iql"})  # the agent section is still SAC's
+    with pytest.raises(ConfigError, match=r"name it in --config=configs/o2o.py:TASK,OFFLINE,ONLINE"):
+        pipeline.validate_config(config)

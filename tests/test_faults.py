@@ -316,13 +316,22 @@ def test_unwritable_workdir_is_one_clear_error(make_tiny_config, tmp_path):
                  id="ref-max-alone"),
     pytest.param({"ref_min_score": -math.inf, "ref_max_score": math.inf}, r"must be finite numbers", id="ref-infinite"),
     pytest.param({"dataset.generate_seed": -1}, r"dataset\.generate_seed must be >= 0, got -1", id="generate-seed"),
+    pytest.param({"online.agent.batch_size": 2500, "online.replay.init": "full"},
+                 r"online\.agent\.batch_size=2500 must be between 1 and online\.replay\.capacity=1000 plus the dataset's "
+                 r"1000 rows", id="batch-beyond-full-buffer"),
 ])
+
 def test_bad_config_values_are_named(make_tiny_config, tmp_path, overrides, match):
     cfg = make_tiny_config(**overrides)
     with pytest.raises(ConfigError, match=match):
         quiet_run(cfg, str(tmp_path / "run"))
     # a start that failed writes nothing, so the corrected command runs without --overwrite
     assert not os.path.exists(tmp_path / "run" / "config.json")
+
+def test_a_batch_larger_than_the_capacity_fits_a_full_buffer(make_tiny_config):
+    """With ``full`` the online buffer holds the dataset's rows too: a batch above the capacity alone is fine."""
+    config = make_tiny_config(**{"online.agent.batch_size": 1500, "online.replay.init": "full"})
+    pipeline.check_batch_sizes(config, 1000)
 
 
 def test_learner_checks_come_before_anything_is_written_or_fitted(make_tiny_config, tmp_path):
@@ -500,3 +509,10 @@ def test_generate_with_an_id_the_generator_does_not_write(make_tiny_config):
     with pytest.raises(pipeline.DatasetError, match=r"the generator writes Pendulum-v1 'medium-replay' as "
                                                     r"'smac_jax/pendulum/medium-replay-v0'"):
         ensure_dataset(cfg.dataset)
+
+
+def test_a_run_whose_learning_never_starts_says_so(make_tiny_config, tmp_path, capsys):
+    config = make_tiny_config(**{"offline.steps": 50, "online.steps": 20, "online.learning_starts": 20,
+                                 "online.eval_every": 20, "online.ckpt_every": 20})
+    pipeline.run(config, str(tmp_path / "run"), progress=False)
+    assert "online.learning_starts=20 >= online.steps=20" in capsys.readouterr().out

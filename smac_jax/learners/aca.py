@@ -196,10 +196,10 @@ class ACA(sac.SAC):
         placeholder = ml_collections.config_dict.placeholder
         cfg.preset = "medium-replay"  # random | medium | medium-replay | medium-expert | expert
         # Set any of these to override the preset's value (None: the preset's).
-        cfg.beta = placeholder(float)  # beta-clipping width
-        cfg.k_start = placeholder(float)  # c0
-        cfg.k_decay_episodes = placeholder(float)  # c1, in episodes of k_episode_updates updates
-        cfg.k_min = placeholder(float)  # c2
+        cfg.beta = placeholder(float)  # beta-clipping width, in pi_0's pre-tanh stds (c_beta at mu +- beta sigma)
+        cfg.k_start = placeholder(float)  # c0: k, the weight of C(log pi_0) in the critic, at hand-over
+        cfg.k_decay_episodes = placeholder(float)  # c1: k's decay length (k_decay), in episodes of k_episode_updates
+        cfg.k_min = placeholder(float)  # c2: the floor k decays to, <= k_start
         cfg.k_decay = "span"  # "span": (c0 - c2) / (c1 * 1000) per update | "rate": c0 / (c1 * 1000)
         cfg.k_episode_updates = 1000  # updates per "episode" of the paper's schedule
         cfg.actor_grad_clip = 0.25  # global gradient-norm clip of the actor (appendix E.5)
@@ -207,8 +207,8 @@ class ACA(sac.SAC):
         # A Gaussian source without SAC+ML's baseline Z: "fit" Z on the offline data at hand-over
         # (eq. 8-9 with the source policy), or "critic": R copies the source critic.
         cfg.source_without_baseline = "fit"
-        cfg.baseline_fit_steps = 10_000
-        cfg.baseline_fit_lr = 3e-4
+        cfg.baseline_fit_steps = 10_000  # "fit": Adam steps of Z's fit at hand-over (minibatch batch_size), >= 0
+        cfg.baseline_fit_lr = 3e-4  # "fit": learning rate of Z's fit
         cfg.baseline_fit_rows = 200_000  # at most this many dataset rows kept for the fit
         cfg.baseline_backup_entropy = False  # as SAC+ML's (eq. 9 has no entropy term)
         cfg.baseline_logp_floor = placeholder(float)  # as SAC+ML's (0.0: the paper's CQL variant)

@@ -89,9 +89,9 @@ class AWAC(SAC):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         cfg = base_config()
-        cfg.awac_lambda = 1.0
-        cfg.max_weight = 100.0
-        cfg.transfer_log_std_init = -1.0
+        cfg.awac_lambda = 1.0  # temperature lambda of the actor's weights exp(A / lambda), > 0
+        cfg.max_weight = 100.0  # upper clip of the advantage weights, > 0
+        cfg.transfer_log_std_init = -1.0  # log-std given to a deterministic actor handed over (as SAC's)
         return cfg
 
     lr_fields = {"actor": "actor_lr", "critic": "critic_lr"}

@@ -281,21 +281,23 @@ def base_config() -> ml_collections.ConfigDict:
     """Hyperparameters every actor-critic learner shares (docs/algorithms.md, "Conventions")."""
     return ml_collections.ConfigDict(
         dict(
-            gamma=0.99,
-            tau=0.005,
-            batch_size=256,
-            hidden_dims=(256, 256),
-            actor_layer_norm=False,
-            critic_layer_norm=False,
-            num_critics=2,
-            ensemble_layout="auto",  # "auto" | "batched" | "separate" (docs/algorithms.md, "Conventions")
-            actor_lr=3e-4,
-            critic_lr=3e-4,
+            gamma=0.99,  # discount of the TD targets, in (0, 1]; keep equal to dataset.gamma
+            tau=0.005,  # Polyak rate of the target networks, in (0, 1]: target <- (1 - tau) target + tau online
+            batch_size=256,  # transitions per minibatch, i.e. per update step
+            hidden_dims=(256, 256),  # widths of the hidden layers of every MLP (actor trunk, each critic, value nets)
+            actor_layer_norm=False,  # LayerNorm after each hidden Dense layer of the actor
+            critic_layer_norm=False,  # LayerNorm after each hidden Dense layer of the critics (and value nets)
+            num_critics=2,  # critic ensemble size; TD targets and actor losses use the minimum over it
+            # how an ensemble is computed: "auto" | "batched" | "separate"; speed only, same values
+            # (docs/algorithms.md, "Conventions")
+            ensemble_layout="auto",
+            actor_lr=3e-4,  # learning rate of the actor's optimiser, > 0
+            critic_lr=3e-4,  # learning rate of the critic ensemble's optimiser, > 0
             optimizer="adam",  # "adam" | "muon" (docs/algorithms.md, "Optimiser")
-            muon_consistent_rms=0.2,
-            muon_scope="hidden",  # "hidden" (hidden-to-hidden kernels) | "all_kernels"
-            log_std_min=-20.0,
-            log_std_max=2.0,
+            muon_consistent_rms=0.2,  # Muon's update RMS scale (0.2 matches AdamW's typical update RMS)
+            muon_scope="hidden",  # which kernels Muon updates: "hidden" (hidden-to-hidden) | "all_kernels"
+            log_std_min=-20.0,  # lower clip of the Gaussian actor's log-std (natural log)
+            log_std_max=2.0,  # upper clip of the Gaussian actor's log-std (natural log)
         )
     )
 

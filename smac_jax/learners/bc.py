@@ -59,8 +59,8 @@ class BC(Learner):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         cfg = base_config()
-        cfg.action_clip_eps = ACTION_CLIP_EPS
-        cfg.transfer_log_std_init = -1.0
+        cfg.action_clip_eps = ACTION_CLIP_EPS  # dataset actions clipped to +-(1 - eps) before log pi, in (0, 1)
+        cfg.transfer_log_std_init = -1.0  # log-std given to a deterministic actor handed over (as SAC's)
         return cfg
 
     lr_fields = {"actor": "actor_lr"}

@@ -187,17 +187,18 @@ def alpha_prime_loss(params, cql_diff, config):
 
 def cql_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Add the CQL fields (module docstring) to a SAC config."""
-    cfg.backup_entropy = False
-    cfg.cql_alpha = 5.0
-    cfg.cql_n_actions = 10
-    cfg.cql_temp = 1.0
+    cfg.backup_entropy = False  # no -T log pi(a'|s') in the TD target (the CQL / Cal-QL reference code)
+    cfg.cql_alpha = 5.0  # weight alpha_cql of the conservative penalty, >= 0
+    cfg.cql_n_actions = 10  # n: draws each of uniform, pi(.|s) and pi(.|s') actions (3n in the logsumexp), >= 1
+    cfg.cql_temp = 1.0  # temperature T_c of the penalty's logsumexp, > 0
+    # True: the Lagrange form, the penalty scaled by a learned alpha' that grows while it exceeds the gap
     cfg.cql_lagrange = False
-    cfg.cql_target_action_gap = 1.0
-    cfg.cql_alpha_prime_init = 1.0
-    cfg.cql_alpha_prime_lr = 3e-4
-    cfg.cql_max_target_backup = False
-    cfg.cql_clip_diff_min = -float("inf")
-    cfg.cql_clip_diff_max = float("inf")
+    cfg.cql_target_action_gap = 1.0  # Lagrange form only: the target value of the penalty (the gap)
+    cfg.cql_alpha_prime_init = 1.0  # Lagrange form only: alpha' at init, > 0
+    cfg.cql_alpha_prime_lr = 3e-4  # Lagrange form only: learning rate of log alpha'
+    cfg.cql_max_target_backup = False  # True: TD target = max over n policy samples of min_i Qbar_i(s', a')
+    cfg.cql_clip_diff_min = -float("inf")  # per-sample lower clip of logsumexp - Q(s, a_D); -inf = none
+    cfg.cql_clip_diff_max = float("inf")  # per-sample upper clip of logsumexp - Q(s, a_D); inf = none
     return cfg
 
 

@@ -114,14 +114,18 @@ class IQL(Learner):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         cfg = base_config()
-        cfg.expectile = 0.7
-        cfg.beta = 3.0
-        cfg.max_weight = 100.0
-        cfg.policy_extraction = "gaussian"  # "gaussian" | "deterministic_mean"
-        cfg.value_lr = 3e-4
-        cfg.expl_noise = 0.1  # stochastic acting with policy_extraction="deterministic_mean" only
+        cfg.expectile = 0.7  # tau of the value's expectile loss, in (0, 1); 0.5 = mean regression
+        cfg.beta = 3.0  # inverse temperature of the actor's weights exp(beta A), >= 0
+        cfg.max_weight = 100.0  # upper clip of the advantage weights, > 0
+        cfg.policy_extraction = "gaussian"  # "gaussian" (weighted log-likelihood) | "deterministic_mean"
+        cfg.value_lr = 3e-4  # learning rate of the value network V's optimiser, > 0
+        # std of the Gaussian noise added to tanh(mean) when acting stochastically; read with
+        # policy_extraction="deterministic_mean" only
+        cfg.expl_noise = 0.1
+        # update steps after a hand-over from a learner without V during which only V is trained
+        # (actor, critic and target critic held); 0 = off
         cfg.value_warmup_steps = 0
-        cfg.transfer_log_std_init = -1.0
+        cfg.transfer_log_std_init = -1.0  # log-std given to a deterministic actor handed over (as SAC's)
         return cfg
 
     def __init__(self, config, obs_dim: int, act_dim: int):

@@ -86,10 +86,12 @@ class SAC(Learner):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         cfg = base_config()
-        cfg.init_temperature = 1.0
-        cfg.target_entropy = ml_collections.config_dict.placeholder(float)
-        cfg.backup_entropy = True
-        cfg.temp_lr = 3e-4
+        cfg.init_temperature = 1.0  # starting entropy temperature T = exp(log_temp), > 0
+        cfg.target_entropy = ml_collections.config_dict.placeholder(float)  # nats; None (unset) = -|A|
+        cfg.backup_entropy = True  # subtract T log pi(a'|s') in the TD target (SAC's soft target)
+        cfg.temp_lr = 3e-4  # learning rate of the temperature's optimiser, > 0
+        # log-std given to a deterministic actor (TD3, TD3+BC) handed over to this learner: the bias of a
+        # new zero-weight log-std head, i.e. a state-independent std exp(transfer_log_std_init)
         cfg.transfer_log_std_init = -1.0
         return cfg
 

@@ -123,13 +123,14 @@ class SACML(sac.SAC):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         cfg = super().default_config()
-        cfg.ml_weight = 30.0
-        cfg.ml_lambda_actions = "dataset"
-        cfg.action_clip_eps = ACTION_CLIP_EPS
+        cfg.ml_weight = 30.0  # w in lambda = w / mean |Q| (ACA's Table 9: 30), >= 0
+        cfg.ml_lambda_actions = "dataset"  # actions of lambda's mean |Q|: "dataset" (a_D, the paper's) | "policy"
+        cfg.action_clip_eps = ACTION_CLIP_EPS  # dataset actions clipped to +-(1 - eps) before log pi(a_D|s)
         cfg.train_baseline = True  # the state baseline Z that ACA's online critic starts from
-        cfg.baseline_lr = 3e-4
+        cfg.baseline_lr = 3e-4  # learning rate of the baseline Z's optimiser
         cfg.baseline_backup_entropy = False  # paper eq. 9: no entropy term in Z's target
-        cfg.baseline_logp_floor = ml_collections.config_dict.placeholder(float)  # None: no floor
+        # floor on both log pi terms of Z's loss (eq. 8-9); None: no floor (the paper's CQL -> ACA variant: 0)
+        cfg.baseline_logp_floor = ml_collections.config_dict.placeholder(float)
         return cfg
 
     def optimizers(self):

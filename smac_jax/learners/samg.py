@@ -67,7 +67,7 @@ def samg_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     cfg.p_threshold = 0.6  # p_m: p = p_int if p_int >= p_m else 0
     cfg.even_p = 0.5  # p everywhere with coefficient="even"
     cfg.random_p_seed = 0  # seed of the per-transition U[0, 1] draws with coefficient="random"
-    cfg.cvae = cvae_mod.default_cvae_config()
+    cfg.cvae = cvae_mod.default_cvae_config()  # the C-VAE's fields (smac_jax.samg.cvae; docs/samg.md)
     cfg.cvae_path = ""  # where the fitted C-VAE is loaded from / saved to ("" = <workdir>/cvae)
     cfg.adaptive = True  # False: the C-VAE stays as fitted offline ("SAMG-static")
     cfg.adaptive_every = 10_000  # environment steps between adaptive updates

@@ -172,9 +172,9 @@ class SMAC(sac.SAC):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         cfg = sac.SAC.default_config()
-        cfg.optimizer = "muon"
-        cfg.kappa = 1.0
-        cfg.policy_prob = 0.5
+        cfg.optimizer = "muon"  # "adam" | "muon"; Muon on the kernels muon_scope picks (docs/algorithms.md)
+        cfg.kappa = 1.0  # weight of the score-matching term L_SM in the critic loss, >= 0
+        cfg.policy_prob = 0.5  # share of L_SM's actions drawn from pi(.|s); the rest uniform on [-1, 1]^|A|
         # States per step in the L_SM Monte-Carlo estimate (0 = the whole batch). Decision: 64, so a
         # SMAC update stays within about 2x a SAC update; the IDQL score network's forward pass alone
         # costs more than a whole SAC update at 256 states (docs/README.md, "Offline update throughput").
@@ -191,13 +191,13 @@ class SMAC(sac.SAC):
         # kept the critic calibrated and the Walker2d policy from collapsing over 60k updates and
         # raised the 20k-update score on Hopper, Walker2d and Pendulum (docs/algorithms.md, SMAC).
         cfg.sm_shrink = 0.3
-        cfg.alpha_lr = 3e-4
-        cfg.score_w = 1.0
+        cfg.alpha_lr = 3e-4  # learning rate of the alpha_psi(s) network (it matters with sm_target "alpha_score" only)
+        cfg.score_w = 1.0  # return conditioning w of the score queries, in [0, 1] (1 = the best trajectories)
         # The score model: where to load it from / save it to ("" = <workdir>/score_model), and
         # how to train it when it is missing (docs/algorithms.md, SMAC; ``steps`` is the budget).
         cfg.score_model_path = ""
-        cfg.score_config = score_model.default_score_config()
-        cfg.score_config.steps = 50_000
+        cfg.score_config = score_model.default_score_config()  # smac_jax.score.model's fields
+        cfg.score_config.steps = 50_000  # the score model's Adam steps when SMAC fits it
         return cfg
 
     def __init__(self, config, obs_dim, act_dim):

@@ -45,10 +45,10 @@ class TD3(Learner):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         cfg = base_config()
-        cfg.target_noise = 0.2
-        cfg.noise_clip = 0.5
-        cfg.policy_delay = 2
-        cfg.expl_noise = 0.1
+        cfg.target_noise = 0.2  # std of the Gaussian noise added to the target action (target policy smoothing)
+        cfg.noise_clip = 0.5  # target-smoothing noise clipped to [-noise_clip, noise_clip] (in [-1, 1] action units)
+        cfg.policy_delay = 2  # actor and target-network updates every policy_delay critic updates, >= 1
+        cfg.expl_noise = 0.1  # std of the Gaussian noise added to tanh(mean) when acting online
         return cfg
 
     def init_params(self, key) -> dict:

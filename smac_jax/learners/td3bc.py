@@ -62,8 +62,8 @@ class TD3BC(TD3):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         cfg = super().default_config()
-        cfg.alpha = 2.5
-        cfg.bc_decay = "none"  # "none" | "multiplicative" | "linear"
+        cfg.alpha = 2.5  # weight of the Q term, lambda = alpha / mean |Q_1(s, pi(s))|; >= 0
+        cfg.bc_decay = "none"  # schedule of the BC weight w: "none" (w = 1) | "multiplicative" | "linear"
         cfg.bc_decay_rate = 0.9999  # multiplicative: w = rate ** step
         cfg.bc_decay_steps = 100_000  # linear: steps from 1 to bc_final_weight
         cfg.bc_final_weight = 0.0  # floor (multiplicative) / end value (linear)

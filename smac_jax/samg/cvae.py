@@ -41,20 +41,20 @@ ENCODE_CHUNK = 4096
 def default_cvae_config() -> ml_collections.ConfigDict:
     """The C-VAE's hyperparameters (docs/samg.md lists the decisions behind each)."""
     return ml_collections.ConfigDict(dict(
-        hidden_dims=(750, 750),
-        latent_dim=0,  # 0 = 2 |A| (the SAMG default)
+        hidden_dims=(750, 750),  # hidden-layer widths of the encoder and the decoder MLPs (ReLU)
+        latent_dim=0,  # dimension of the latent z; 0 = 2 |A| (the SAMG default)
         # False: decoder p(s' | z, s), the simplified decoder the paper uses against posterior
         # collapse; True: Eq. 2's p(s' | z, s, a), whose latent collapses on deterministic
         # simulators (docs/samg.md, 'Posterior collapse')
         decoder_action=False,
-        log_std_min=-4.0,
-        log_std_max=15.0,
+        log_std_min=-4.0,  # lower clip of the encoder's log-std z_v (BCQ's VAE)
+        log_std_max=15.0,  # upper clip of the encoder's log-std z_v (BCQ's VAE)
         beta_kl=0.05,  # final KL weight (0.5 collapses the latent on MuJoCo data; docs/samg.md)
         anneal_frac=0.5,  # the KL weight rises 0 -> beta_kl over this fraction of the steps
-        steps=50_000,  # a one-off fit per dataset, saved and reused (docs/samg.md)
-        batch_size=256,
-        lr=1e-3,
-        seed=0,
+        steps=50_000,  # Adam steps of the offline fit: a one-off per dataset, saved and reused (docs/samg.md)
+        batch_size=256,  # (s, a, s') rows per C-VAE minibatch (offline fit and adaptive updates)
+        lr=1e-3,  # Adam learning rate of the C-VAE (offline fit and adaptive updates)
+        seed=0,  # seed of the C-VAE's initialisation, minibatches and reference rows (docs/samg.md)
         chunk=1_000,  # updates fused in one dispatch (and one progress-bar tick)
     ))
 

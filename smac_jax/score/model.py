@@ -81,26 +81,28 @@ def default_score_config() -> ml_collections.ConfigDict:
     """The score model's defaults (IDQL's DDPM; docs/algorithms.md, SMAC)."""
     c = ml_collections.ConfigDict()
     # Diffusion schedule.
-    c.T = 5
-    c.beta_min = 0.1
-    c.beta_max = 10.0
+    c.T = 5  # number of diffusion steps k = 1..T, >= 1
+    c.beta_min = 0.1  # VP schedule's noise rate beta(x) at x = 0, > 0
+    c.beta_max = 10.0  # VP schedule's noise rate beta(x) at x = 1, > beta_min
     # eps-network (smac_jax.networks.diffusion.EpsNetwork).
-    c.hidden_dim = 256
-    c.n_blocks = 3
-    c.dropout = 0.1
-    c.time_dim = 128
-    c.time_mlp_dim = 256
-    c.fourier_init_std = 1.0
+    c.hidden_dim = 256  # width of the residual stream (each block's inner layer is 4x wider)
+    c.n_blocks = 3  # number of residual blocks
+    c.dropout = 0.1  # dropout rate in each block, in [0, 1); active only while training
+    c.time_dim = 128  # size of the Fourier embedding of the step k (time_dim / 2 learnable frequencies)
+    c.time_mlp_dim = 256  # width of the 2-layer MLP applied to the step embedding
+    c.fourier_init_std = 1.0  # std of the Fourier frequencies W at init
     # Training.
-    c.lr = 3e-4
+    c.lr = 3e-4  # Adam learning rate
     c.ema = 0.001  # ema <- (1 - ema) * ema + ema * params, after every Adam step
-    c.batch_size = 256
+    c.batch_size = 256  # (s, a, w) rows per minibatch
     c.steps = 1_000_000  # total gradient steps for a dataset model (IDQL trains 3M)
     # Queries.
     c.score_w = 1.0  # return conditioning at score-query / sampling time (1 = best trajectories)
-    c.score_sign = "neg_eps_over_sigma"  # or "raw_eps"
-    c.sample_noise = "beta"  # or "posterior"
-    c.sample_clip = 1.0
+    # "neg_eps_over_sigma": score = -eps(a, k=1, s, w) / sigma_1, an estimate of grad_a log p(a|s, w);
+    # "raw_eps": eps(a, 1, s, w) itself (the paper's literal formula, opposite sign)
+    c.score_sign = "neg_eps_over_sigma"
+    c.sample_noise = "beta"  # reverse-chain noise variance per step: "beta" (beta_k, IDQL's) | "posterior"
+    c.sample_clip = 1.0  # sampled actions clipped to [-sample_clip, sample_clip] after every reverse step, > 0
     return c
 
 

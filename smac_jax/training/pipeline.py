@@ -53,6 +53,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     check_env_fits(dataset)
     check_online_env(config, dataset)
     check_learners(config, dataset)
+    on = config.online
+    if 0 < on.steps <= on.learning_starts:
+        print(f"[smac_jax] warning: online.learning_starts={on.learning_starts} >= online.steps={on.steps}: the online "
+              "phase only collects data with the handed-over policy, no online update runs")
     # only now, with every check passed, is the run written: a start that failed leaves the workdir as it was
     _write_workdir(workdir, config, existing, overwrite)
     ctx = RunContext.build(config, workdir, dataset, resume, progress)
@@ -185,15 +189,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         try:
             resolve_config(config[phase].learner, config[phase].agent)
         except ConfigError as e:
-            raise ConfigError(f"{phase}.agent: {e}") from None
+            # e.g. --config.online.learner=iql on a config built for SAC: the agent section is SAC's
+            hint = (f" ({phase}.agent holds another learner's hyperparameters: to change a learner, name it in "
+                    "--config=configs/o2o.py:TASK,OFFLINE,ONLINE, which brings its own)"
+                    if "is not a hyperparameter of learner" in str(e) else "")
+            raise ConfigError(f"{phase}.agent: {e}{hint}") from None
     vmap_sweep.parse(config)  # a malformed or unsweepable vmap_sweep fails here too
 
 
 def check_batch_sizes(config, n_transitions: int) -> None:
     """A minibatch is at least one row and no larger than what it is drawn from."""
+    r = config.online.replay
+    online_rows = r.capacity + (n_transitions if r.init == "full" else 0)  # "full" copies the dataset in too
     for phase, size, what in (("offline", n_transitions, f"the dataset's {n_transitions} transitions"),
-                              ("online", config.online.replay.capacity,
-                               f"online.replay.capacity={config.online.replay.capacity}")):
+                              ("online", online_rows, f"online.replay.capacity={r.capacity}" + (
+                                  f" plus the dataset's {n_transitions} rows" if r.init == "full" else ""))):
         b = config[phase].agent.batch_size
         if not 1 <= b <= size:
             raise ConfigError(f"{phase}.agent.batch_size={b} must be between 1 and {what}")
