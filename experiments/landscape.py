@@ -318,6 +318,9 @@ def main(argv):
         fail("--out is required")
     if _EVAL_SEED.value < 0:
         fail(f"--eval_seed must be >= 0 (environments take non-negative reset seeds), got {_EVAL_SEED.value}")
+    if _SEED_INDEX.value != 0 and not _PLANE.value:
+        fail(f"--seed_index={_SEED_INDEX.value} picks the seed whose actors span a plane: it needs --plane "
+             "(the interpolations and t-SNE cover every seed)")
     try:
         run(_OUT.value)
     except ls.LandscapeInputError as e:

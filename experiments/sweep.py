@@ -63,7 +63,9 @@ def main(argv):
     records = run_sweep(_TASKS.value, _OFF.value, _ON.value, _ROOT.value, config_fn, n_seeds=_SEEDS.value,
                         overrides=_SET.value, shard=parse_shard(_SHARD.value), progress=_PROGRESS.value,
                         pretrain_from=_PRETRAIN_FROM.value)
-    print(f"[sweep] {len(records)} runs done in {_ROOT.value}; report: python experiments/report.py --root={_ROOT.value}")
+    tunes = sum(r["online"] is not None for r in records)
+    print(f"[sweep] {tunes} fine-tunes and {len(records) - tunes} pretrains done in {_ROOT.value}; "
+          f"report: python experiments/report.py --root={_ROOT.value}")
 
 
 if __name__ == "__main__":

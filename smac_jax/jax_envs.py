@@ -91,6 +91,9 @@ def make_jax_env(env_id_or_spec: str | EnvSpec, *, obs_mean: np.ndarray | None =
         raise ValueError("the JAX-native environments need gymnax: pip install 'smac_jax[jax-envs]'") from None
     gx_id, param_names = SUPPORTED[env_id]
     env, params = gymnax.make(gx_id)
+    if not hasattr(env, "is_truncated"):  # gymnax < 1.0: one done flag, no final observation
+        raise ValueError("the JAX-native environments need gymnax >= 1.0 (its step keeps termination and the time "
+                         "limit apart and returns the final observation): pip install 'gymnax>=1.0'")
     unknown = sorted(set(kwargs) - set(param_names))
     if unknown:
         raise ValueError(f"{env_id}: the JAX-native port cannot take the environment argument(s) {unknown}; "

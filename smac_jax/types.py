@@ -43,6 +43,22 @@ class Transitions:
     def size(self) -> int:
         return self.reward.shape[0]
 
+    @classmethod
+    def random(cls, key: jax.Array, n: int, obs_dim: int, act_dim: int) -> "Transitions":
+        """A batch of ``n`` random transitions with every field in its documented range: standard
+        normal observations and rewards, actions uniform in [-1, 1], about one step in ten
+        terminated, episode indices, returns to go and Monte-Carlo returns as normal draws. For
+        calling, differentiating and testing a loss on a fixed batch without a dataset."""
+        import jax.numpy as jnp
+
+        k = jax.random.split(key, 8)
+        normal = lambda kk, *shape: jax.random.normal(kk, shape, jnp.float32)  # noqa: E731
+        return cls(obs=normal(k[0], n, obs_dim), action=jax.random.uniform(k[1], (n, act_dim), jnp.float32, -1.0, 1.0),
+                   reward=normal(k[2], n), next_obs=normal(k[3], n, obs_dim),
+                   terminated=(jax.random.uniform(k[4], (n,)) < 0.1).astype(jnp.float32),
+                   truncated=jnp.zeros(n, jnp.float32), episode=jax.random.randint(k[5], (n,), 0, max(n // 10, 1)),
+                   rtg=normal(k[6], n), mc_return=normal(k[7], n), traj_return=normal(k[6], n) * 10.0)
+
     def check_shapes(self, obs_dim: int | None = None, act_dim: int | None = None, where: str = "batch") -> None:
         """Raise :class:`~smac_jax.errors.ShapeError` naming the field unless every field has the
         shape documented above (leading row axis N; ``obs_dim`` / ``act_dim`` checked when given).

@@ -424,6 +424,8 @@ def test_non_finite_optimizer_state_is_caught_before_saving():
     pytest.param(["experiments/sweep.py", "--root=W", "--offline="], r"^error: --offline is empty", id="empty-list"),
     pytest.param(["experiments/smoke_task.py", "--task=pendulum", "--episodes=1", "--episode_steps=5"],
                  r"^error: --episodes x --episode_steps must be >= 16", id="smoke-too-small"),
+    pytest.param(["experiments/landscape.py", "--workdirs=W", "--out=W", "--seed_index=1"],
+                 r"^error: --seed_index=1 picks the seed whose actors span a plane: it needs --plane", id="seed-index-alone"),
     pytest.param(["experiments/benchmark.py", "--json=/nonexistent_dir/x.json"], r"^error: --json=/nonexistent_dir/x.json: "
                  "its directory does not exist", id="json-dir"),
 ])

@@ -73,3 +73,14 @@ def test_an_update_is_the_same_in_either_layout(name):
         states[layout] = state
     for a, b in zip(jax.tree.leaves(states["separate"].params), jax.tree.leaves(states["batched"].params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_random_batch_has_every_field_in_range():
+    import jax
+
+    from smac_jax.types import Transitions
+
+    b = Transitions.random(jax.random.PRNGKey(0), 64, 5, 2)
+    b.check_shapes(5, 2)
+    assert float(abs(b.action).max()) <= 1.0 and set(b.terminated.tolist()) <= {0.0, 1.0}
+    assert b.episode.dtype.name == "int32" and b.size == 64 and 0 < float(b.terminated.sum()) < 64
