@@ -196,7 +196,9 @@ class SMAC(sac.SAC):
         # The score model: where to load it from / save it to ("" = <workdir>/score_model), and
         # how to train it when it is missing (docs/algorithms.md, SMAC; ``steps`` is the budget).
         cfg.score_model_path = ""
-        cfg.score_config = score_model.default_score_config()  # smac_jax.score.model's fields
+        # smac_jax.score.model's fields; SMAC queries the score with its own score_w (the section's
+        # score_w, sample_noise and sample_clip serve sampling from the model, which SMAC does not do)
+        cfg.score_config = score_model.default_score_config()
         cfg.score_config.steps = 50_000  # the score model's Adam steps when SMAC fits it
         return cfg
 
