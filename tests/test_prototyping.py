@@ -118,3 +118,25 @@ def test_learner_modules_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SMAC_JAX_LEARNERS", "_no_such_module_here")
     with pytest.raises(ConfigError, match="cannot import '_no_such_module_here'"):
         get_learner_class("_test_unknown")
+
+
+def test_a_bc_schedule_of_ones_own_reaches_both_update_paths():
+    """A TD3+BC subclass overriding ``bc_weight_at`` gets its weight in ``update`` and in the phased
+    offline updates alike."""
+    class Halved(td3bc.TD3BC):
+        def bc_weight_at(self, step):
+            return jnp.asarray(0.5, jnp.float32)
+
+    register("_test_td3bc_halved")(Halved)
+    try:
+        learner = make_learner("_test_td3bc_halved", 3, 1, {"hidden_dims": (8,), "batch_size": 8})
+        keys = jax.random.split(jax.random.key(0), 1)
+        states = unalias(jax.vmap(learner.init)(keys))
+        data = Transitions.random(jax.random.key(1), 64, 3, 1)
+        _, metrics = make_offline_step(learner, n_updates=2)(states, data, keys, 0)
+        assert float(metrics["bc_weight"][0]) == 0.5
+        _, info = jax.jit(learner.update)(learner.init(jax.random.key(2)), Transitions.random(jax.random.key(3), 8, 3, 1),
+                                          jax.random.key(4))
+        assert float(info["bc_weight"]) == 0.5
+    finally:
+        REGISTRY.pop("_test_td3bc_halved", None)

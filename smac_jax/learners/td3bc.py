@@ -72,11 +72,12 @@ class TD3BC(TD3):
     def __init__(self, config, obs_dim: int, act_dim: int):
         super().__init__(config, obs_dim, act_dim)
         if config.bc_decay not in BC_DECAYS:
-            raise ConfigError(f"td3bc: bc_decay must be one of {BC_DECAYS}, got {config.bc_decay!r}")
+            raise ConfigError(f"{self.name}: bc_decay must be one of {BC_DECAYS}, got {config.bc_decay!r} (a schedule "
+                              "of one's own: override bc_weight_at in a subclass)")
         if config.bc_decay == "multiplicative" and not 0.0 < config.bc_decay_rate <= 1.0:
-            raise ConfigError(f"td3bc: bc_decay_rate must lie in (0, 1], got {config.bc_decay_rate}")
+            raise ConfigError(f"{self.name}: bc_decay_rate must lie in (0, 1], got {config.bc_decay_rate}")
         if config.bc_decay == "linear" and config.bc_decay_steps <= 0:
-            raise ConfigError(f"td3bc: bc_decay_steps must be > 0, got {config.bc_decay_steps}")
+            raise ConfigError(f"{self.name}: bc_decay_steps must be > 0, got {config.bc_decay_steps}")
 
     def update(self, state: TrainState, batch: Transitions, key):
         """TD3's update, with this step's BC weight passed to the actor loss as a (non-trained)
@@ -86,10 +87,18 @@ class TD3BC(TD3):
     def update_phase(self, state: TrainState, batch: Transitions, key, phase: int):
         return self._weighted(super().update_phase, state, batch, key, phase)
 
-    def _weighted(self, update, state: TrainState, *args):
+    def bc_weight_at(self, step: jax.Array) -> jax.Array | None:
+        """The BC weight w of the update at ``step`` (a traced int), or None for the constant 1 (no
+        schedule): ``bc_decay``'s schedule. A subclass overrides this for a schedule of its own;
+        the offline and online loops both go through it."""
         if self.config.bc_decay == "none":
+            return None
+        return bc_weight(step, self.config)
+
+    def _weighted(self, update, state: TrainState, *args):
+        w = self.bc_weight_at(state.step)
+        if w is None:
             return update(state, *args)
-        w = bc_weight(state.step, self.config)
         state, info = update(state.replace(params={**state.params, "bc_weight": w}), *args)
         params = {k: v for k, v in state.params.items() if k != "bc_weight"}
         return state.replace(params=params), info
