@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
-__all__ = ["JaxEnv", "SUPPORTED", "make_jax_env"]
+__all__ = ["JaxEnv", "SUPPORTED", "check_port", "make_jax_env"]
 
 #: Gymnasium id -> (gymnax id, Gymnasium keyword argument -> gymnax ``EnvParams`` field). A spec
 #: keyword argument not listed here is refused rather than ignored. gymnax's other continuous-action
@@ -58,8 +58,28 @@ class JaxEnv(NamedTuple):
 
 def _spec_id_and_kwargs(env_id_or_spec: str | EnvSpec) -> tuple[str, dict, int | None]:
     if isinstance(env_id_or_spec, EnvSpec):
+        wrappers = [w.name for w in (env_id_or_spec.additional_wrappers or ())]
+        if wrappers:  # gym.make(spec) applies them; the port cannot, so it would not be the data's environment
+            raise ValueError(f"{env_id_or_spec.id}: the JAX-native port cannot apply the spec's wrapper(s) {wrappers}; "
+                             "use online.env='gymnasium'")
         return env_id_or_spec.id, dict(env_id_or_spec.kwargs or {}), env_id_or_spec.max_episode_steps
     return str(env_id_or_spec), {}, None
+
+
+def check_port(env_id: str) -> None:
+    """Raise ``ValueError`` (one line) unless ``env_id`` has a verified port and gymnax (>= 1.0)
+    is installed: what :func:`make_jax_env` needs, checkable before any data exists."""
+    if env_id not in SUPPORTED:
+        raise ValueError(f"{env_id} has no JAX-native port here (those with one: {', '.join(SUPPORTED)}); "
+                         "use the Gymnasium environment (online.env='gymnasium')")
+    try:
+        import gymnax
+    except ImportError:
+        raise ValueError("the JAX-native environments need gymnax: pip install 'smac_jax[jax-envs]'") from None
+    env, _ = gymnax.make(SUPPORTED[env_id][0])
+    if not hasattr(env, "is_truncated"):  # gymnax < 1.0: one done flag, no final observation
+        raise ValueError("the JAX-native environments need gymnax >= 1.0 (its step keeps termination and the time "
+                         "limit apart and returns the final observation): pip install 'gymnax>=1.0'")
 
 
 def make_jax_env(env_id_or_spec: str | EnvSpec, *, obs_mean: np.ndarray | None = None,
@@ -78,22 +98,15 @@ def make_jax_env(env_id_or_spec: str | EnvSpec, *, obs_mean: np.ndarray | None =
     env_id, kwargs, max_steps = _spec_id_and_kwargs(env_id_or_spec)
     kwargs.update(env_kwargs or {})
     max_steps = kwargs.pop("max_episode_steps", max_steps)
-    if env_id not in SUPPORTED:
-        raise ValueError(f"{env_id} has no JAX-native port here (those with one: {', '.join(SUPPORTED)}); "
-                         "use the Gymnasium environment (online.env='gymnasium')")
+    check_port(env_id)
     if reward != "env":
         raise ValueError(f"reward={reward!r}: the JAX-native {env_id} reports no success; use online.env='gymnasium'")
     if (obs_mean is None) != (obs_std is None):
         raise ValueError("make_jax_env: pass obs_mean and obs_std together, or neither")
-    try:
-        import gymnax
-    except ImportError:
-        raise ValueError("the JAX-native environments need gymnax: pip install 'smac_jax[jax-envs]'") from None
+    import gymnax
+
     gx_id, param_names = SUPPORTED[env_id]
     env, params = gymnax.make(gx_id)
-    if not hasattr(env, "is_truncated"):  # gymnax < 1.0: one done flag, no final observation
-        raise ValueError("the JAX-native environments need gymnax >= 1.0 (its step keeps termination and the time "
-                         "limit apart and returns the final observation): pip install 'gymnax>=1.0'")
     unknown = sorted(set(kwargs) - set(param_names))
     if unknown:
         raise ValueError(f"{env_id}: the JAX-native port cannot take the environment argument(s) {unknown}; "

@@ -132,3 +132,40 @@ def test_a_dataset_without_a_port_is_refused_before_the_run():
     config = type("C", (), {"online": type("O", (), {"env": "jax"})()})()
     with pytest.raises(ConfigError, match=r"online.env='jax': Hopper-v5 has no JAX-native port"):
         pipeline.check_online_env(config, HopperData())
+
+
+def test_a_spec_with_wrappers_is_refused():
+    """gym.make(spec) applies a spec's additional wrappers (a Minari dataset recorded from a wrapped
+    environment stores them); the port cannot, so its rewards or observations would not be the data's."""
+    for wrap in (lambda e: gym.wrappers.ClipReward(e, -1.0, 1.0), gym.wrappers.TimeAwareObservation):
+        with pytest.raises(ValueError, match="wrapper") as e:
+            jax_envs.make_jax_env(wrap(gym.make("Pendulum-v1")).spec)
+        assert "\n" not in str(e.value)
+
+
+def test_online_env_jax_is_refused_before_a_dataset_is_generated(monkeypatch, tmp_path):
+    """A task whose dataset the launcher would generate from an environment without a port (or
+    gymnax missing) fails in check_start, before the generation, not after it."""
+    import importlib.util
+    import sys
+
+    import minari
+
+    from smac_jax.errors import ConfigError
+    from smac_jax.training import pipeline
+
+    spec = importlib.util.spec_from_file_location("o2o_cfg", "configs/o2o.py")
+    o2o = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(o2o)
+    monkeypatch.setattr(minari, "list_local_datasets", lambda *a, **k: {})
+    config = o2o.get_config("hopper,td3bc,sac")
+    config.online.env = "jax"
+    with pytest.raises(ConfigError, match=r"online.env='jax': Hopper-v5 has no JAX-native port"):
+        pipeline.check_start(config, str(tmp_path / "w"))
+    config = o2o.get_config("quickstart,td3bc,sac")
+    config.online.env = "jax"
+    pipeline.check_start(config, str(tmp_path / "w"))  # Pendulum: fine
+    monkeypatch.setitem(sys.modules, "gymnax", None)  # gymnax not installed
+    with pytest.raises(ConfigError, match="need gymnax"):
+        pipeline.check_start(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()

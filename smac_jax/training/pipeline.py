@@ -17,7 +17,7 @@ import jax
 import ml_collections
 
 from smac_jax.data import replay
-from smac_jax.data.dataset import load_dataset_from_config
+from smac_jax.data.dataset import list_local_datasets, load_dataset_from_config
 from smac_jax.envs import REWARDS
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, WorkdirError  # noqa: F401  (re-exported)
 from smac_jax.learners import Learner, available_learners, make_learner, resolve_config
@@ -89,9 +89,14 @@ def check_online_env(config: ml_collections.ConfigDict, dataset) -> None:
     """``online.env="jax"`` needs a verified JAX-native port of the dataset's environment."""
     if config.online.env == "jax":
         try:
-            dataset.make_jax_env(eval_env=True)
+            env = dataset.make_jax_env(eval_env=True)
         except ValueError as e:
             raise ConfigError(f"online.env='jax': {e}") from None
+        t = dataset.transitions
+        have, want = (env.obs_dim, env.act_dim), (t.obs.shape[-1], t.action.shape[-1])
+        if have != want:
+            raise ConfigError(f"online.env='jax': the JAX-native {env.env_id} has observations and actions of {have} "
+                              f"dimensions, the data {want}; use online.env='gymnasium'")
 
 
 def check_learners(config: ml_collections.ConfigDict, dataset) -> None:
@@ -195,6 +200,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                     if "is not a hyperparameter of learner" in str(e) else "")
             raise ConfigError(f"{phase}.agent: {e}{hint}") from None
     vmap_sweep.parse(config)  # a malformed or unsweepable vmap_sweep fails here too
+    _check_online_env_before_data(config)
+
+
+def _check_online_env_before_data(config) -> None:
+    """``online.env="jax"``: gymnax installed and, for a dataset the launcher would generate, a port of
+    the environment it generates from, before a dataset is generated (check_online_env checks the
+    loaded dataset's own environment)."""
+    if config.online.env != "jax":
+        return
+    from smac_jax import jax_envs
+
+    dc = config.dataset
+    try:
+        env_id = next(iter(jax_envs.SUPPORTED))  # gymnax alone, where the dataset is local or not generated
+        if dc.get("generate", False) and dc.get("generate_env") and dc.id not in list_local_datasets():
+            env_id = dc.generate_env
+        jax_envs.check_port(env_id)
+    except ValueError as e:
+        raise ConfigError(f"online.env='jax': {e}") from None
 
 
 def check_batch_sizes(config, n_transitions: int) -> None:
