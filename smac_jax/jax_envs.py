@@ -66,17 +66,17 @@ def _spec_id_and_kwargs(env_id_or_spec: str | EnvSpec) -> tuple[str, dict, int |
     return str(env_id_or_spec), {}, None
 
 
-def check_port(env_id: str) -> None:
-    """Raise ``ValueError`` (one line) unless ``env_id`` has a verified port and gymnax (>= 1.0)
-    is installed: what :func:`make_jax_env` needs, checkable before any data exists."""
-    if env_id not in SUPPORTED:
+def check_port(env_id: str | None = None) -> None:
+    """Raise ``ValueError`` (one line) unless ``env_id`` has a verified port (``None``: any) and
+    gymnax (>= 1.0) is installed: what :func:`make_jax_env` needs, checkable before any data exists."""
+    if env_id is not None and env_id not in SUPPORTED:
         raise ValueError(f"{env_id} has no JAX-native port here (those with one: {', '.join(SUPPORTED)}); "
                          "use the Gymnasium environment (online.env='gymnasium')")
     try:
         import gymnax
     except ImportError:
         raise ValueError("the JAX-native environments need gymnax: pip install 'smac_jax[jax-envs]'") from None
-    env, _ = gymnax.make(SUPPORTED[env_id][0])
+    env, _ = gymnax.make(SUPPORTED[env_id or next(iter(SUPPORTED))][0])
     if not hasattr(env, "is_truncated"):  # gymnax < 1.0: one done flag, no final observation
         raise ValueError("the JAX-native environments need gymnax >= 1.0 (its step keeps termination and the time "
                          "limit apart and returns the final observation): pip install 'gymnax>=1.0'")

@@ -68,6 +68,9 @@ def test_env_kwargs_reach_the_evaluation_and_online_environments(minari_store, p
         collector.close()
     finally:
         ctx.close()
+    vec = ds.make_vector_env(2)
+    assert [e.unwrapped.g for e in vec.envs] == [9.81, 9.81]
+    vec.close()
     assert load_dataset_from_config(tiny_config(pendulum_dataset_id).dataset).make_env().unwrapped.g == 10.0
 
 

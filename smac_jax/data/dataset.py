@@ -145,19 +145,28 @@ class OfflineDataset:
         spec when the dataset has one. ``kwargs`` go to :func:`smac_jax.envs.make_env`
         (``seed`` and ``gym.make`` options).
         """
+        return envs_lib.make_env(self._spec(eval_env), **self._env_kwargs(kwargs))
+
+    def _spec(self, eval_env: bool):
+        """The stored spec :meth:`make_env` builds from: Minari's evaluation spec with ``eval_env``
+        where the dataset has one, else its own."""
         spec = self.eval_env_spec if (eval_env and self.eval_env_spec is not None) else self.env_spec
         if spec is None:
             raise DatasetError(
                 f"Dataset {self.dataset_id!r} stores no environment spec, so its environment "
                 "cannot be recreated; build it with smac_jax.envs.make_env(env_id, ...) instead."
             )
+        return spec
+
+    def _env_kwargs(self, kwargs: dict) -> dict:
+        """``kwargs`` over the dataset's ``env_kwargs``, with its layout, reward and standardisation."""
         kwargs = {**self.env_kwargs, **kwargs}
         kwargs.setdefault("layout_space", self.observation_space)
         kwargs.setdefault("reward", self.reward)
         if self.normalize_obs:
             kwargs.setdefault("obs_mean", self.obs_mean)
             kwargs.setdefault("obs_std", self.obs_std)
-        return envs_lib.make_env(spec, **kwargs)
+        return kwargs
 
     def make_jax_env(self, *, eval_env: bool = False):
         """The JAX-native counterpart of :meth:`make_env` (:func:`smac_jax.jax_envs.make_jax_env`):
@@ -165,24 +174,12 @@ class OfflineDataset:
         for the device. Raises ``ValueError`` where there is no verified port."""
         from smac_jax import jax_envs
 
-        spec = self.eval_env_spec if (eval_env and self.eval_env_spec is not None) else self.env_spec
-        if spec is None:
-            raise DatasetError(f"Dataset {self.dataset_id!r} stores no environment spec, so its environment "
-                               "cannot be recreated")
         stats = dict(obs_mean=self.obs_mean, obs_std=self.obs_std) if self.normalize_obs else {}
-        return jax_envs.make_jax_env(spec, reward=self.reward, env_kwargs=self.env_kwargs, **stats)
+        return jax_envs.make_jax_env(self._spec(eval_env), reward=self.reward, env_kwargs=self.env_kwargs, **stats)
 
     def make_vector_env(self, num_envs: int, seeds: Any = None, *, eval_env: bool = False, **kwargs: Any):
         """:func:`smac_jax.envs.make_vector_env` of this dataset's environment (see :meth:`make_env`)."""
-        spec = self.eval_env_spec if (eval_env and self.eval_env_spec is not None) else self.env_spec
-        if spec is None:
-            raise DatasetError(f"Dataset {self.dataset_id!r} stores no environment spec.")
-        kwargs.setdefault("layout_space", self.observation_space)
-        kwargs.setdefault("reward", self.reward)
-        if self.normalize_obs:
-            kwargs.setdefault("obs_mean", self.obs_mean)
-            kwargs.setdefault("obs_std", self.obs_std)
-        return envs_lib.make_vector_env(spec, num_envs, seeds, **kwargs)
+        return envs_lib.make_vector_env(self._spec(eval_env), num_envs, seeds, **self._env_kwargs(kwargs))
 
     def episode_returns(self) -> np.ndarray:
         """(n_episodes,) float64 raw undiscounted return of each episode, by episode index."""

@@ -77,23 +77,21 @@ def register(name: str) -> Callable[[type["Learner"]], type["Learner"]]:
 #: register learners of one's own; imported the first time a learner is looked up by name, so that
 #: every launch script and analysis script knows them.
 LEARNER_MODULES_ENV = "SMAC_JAX_LEARNERS"
-_imported_env_modules: set[str] = set()
 
 
 def import_learner_modules() -> None:
-    """Import the modules named in ``$SMAC_JAX_LEARNERS`` (once each); one that cannot be imported
-    is a :class:`ConfigError` naming it."""
+    """Import the modules named in ``$SMAC_JAX_LEARNERS`` (Python imports each once); one that cannot
+    be imported is a :class:`ConfigError` naming it."""
     import importlib
     import os
 
     for mod in (m.strip() for m in os.environ.get(LEARNER_MODULES_ENV, "").split(",")):
-        if mod and mod not in _imported_env_modules:
+        if mod:
             try:
                 importlib.import_module(mod)
             except ImportError as e:
                 raise ConfigError(f"{LEARNER_MODULES_ENV}: cannot import {mod!r} ({e}); is its directory on "
                                   "PYTHONPATH?") from None
-            _imported_env_modules.add(mod)
 
 
 def available_learners() -> list[str]:
@@ -197,6 +195,15 @@ def learner_bounds(cls: type["Learner"]) -> dict[str, Bound]:
 ENSEMBLE_LAYOUTS = ("auto", "batched", "separate")
 
 
+LAYER_WIDTHS = "must be one or more integer layer widths >= 1, e.g. (256, 256)"
+
+
+def layer_widths(dims: Any) -> bool:
+    """Whether ``dims`` is a non-empty tuple / list of integer widths >= 1."""
+    return isinstance(dims, (tuple, list)) and len(dims) >= 1 and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in dims)
+
+
 def merge_section(owner: str, section: str, given: Any, defaults: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """``defaults`` updated with the fields of a nested config section ``given`` (a partial
     override, e.g. ``{"steps": 1000}``, keeps the other defaults); an unknown field or a value of
@@ -223,12 +230,8 @@ def check_section(owner: str, section: str, cfg: Any, bounds: dict[str, Bound], 
     for field, allowed in (choices or {}).items():
         if field in cfg and cfg[field] not in allowed:
             raise ConfigError(f"learner {owner!r}: {section}.{field}={cfg[field]!r} must be one of {tuple(allowed)}")
-    if "hidden_dims" in cfg:
-        dims = cfg["hidden_dims"]
-        if not (isinstance(dims, (tuple, list)) and len(dims) >= 1 and all(
-                isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in dims)):
-            raise ConfigError(f"learner {owner!r}: {section}.hidden_dims={dims!r} must be one or more integer "
-                              "layer widths >= 1, e.g. (256, 256)")
+    if "hidden_dims" in cfg and not layer_widths(cfg["hidden_dims"]):
+        raise ConfigError(f"learner {owner!r}: {section}.hidden_dims={cfg['hidden_dims']!r} {LAYER_WIDTHS}")
 
 
 def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
@@ -253,10 +256,7 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
         if k in cfg:
             need(int(cfg[k]) >= 1, k, "must be >= 1")
     if "hidden_dims" in cfg:
-        dims = cfg.hidden_dims
-        need(isinstance(dims, (tuple, list)) and len(dims) >= 1
-             and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in dims),
-             "hidden_dims", "must be one or more integer layer widths >= 1, e.g. (256, 256)")
+        need(layer_widths(cfg.hidden_dims), "hidden_dims", LAYER_WIDTHS)
     if "ensemble_layout" in cfg:
         need(cfg.ensemble_layout in ENSEMBLE_LAYOUTS, "ensemble_layout", f"must be one of {ENSEMBLE_LAYOUTS}")
     if "optimizer" in cfg:

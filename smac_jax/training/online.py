@@ -492,7 +492,6 @@ def make_device_online_loop(learner, collector: DeviceCollector, utd: int, mixin
         return states, buffers, actions, metrics
 
     loop.program = program
-    loop.reused = False
     return loop
 
 

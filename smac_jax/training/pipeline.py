@@ -213,10 +213,8 @@ def _check_online_env_before_data(config) -> None:
 
     dc = config.dataset
     try:
-        env_id = next(iter(jax_envs.SUPPORTED))  # gymnax alone, where the dataset is local or not generated
-        if dc.get("generate", False) and dc.get("generate_env") and dc.id not in list_local_datasets():
-            env_id = dc.generate_env
-        jax_envs.check_port(env_id)
+        generated = dc.get("generate", False) and dc.get("generate_env") and dc.id not in list_local_datasets()
+        jax_envs.check_port(dc.generate_env if generated else None)  # None: gymnax alone
     except ValueError as e:
         raise ConfigError(f"online.env='jax': {e}") from None
 
