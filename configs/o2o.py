@@ -277,8 +277,9 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     c.online = ml_collections.ConfigDict(dict(
         learner=on_name,  # the online learner's registered name (the config argument's ONLINE)
         # where the online environments run: "gymnasium" (on the host, called from inside the online
-        # program) or "jax" (a JAX-native port stepped on the device with no host call: Pendulum-v1, through
-        # gymnax, pip install 'smac_jax[jax-envs]'; docs/algorithms.md, "JAX-native environments")
+        # program) or "jax" (a JAX-native port stepped on the device with no host call: Pendulum-v1 through
+        # gymnax, Hopper-v5 / Walker2d-v5 / HalfCheetah-v5 through MJX; pip install 'smac_jax[jax-envs]';
+        # docs/algorithms.md, "JAX-native environments")
         env="gymnasium",
         utd=1,  # update-to-data ratio: gradient updates per environment step, >= 1
         scan_steps=100,  # environment steps fused into one device dispatch, >= 1 (the results do not depend on it)

@@ -28,11 +28,13 @@ JAX-CORL checkout (plus ``pip install pydantic omegaconf``):
 
     JAXCORL_DIR=path/to/JAX-CORL python experiments/benchmark.py --peer_harness=path/to/harness
 
-Environments on the device (``--device_env_seeds``): the online loop on Pendulum-v1 with Gymnasium's
-environments on the host against their JAX-native port stepped inside the program
-(``online.env="jax"``, needs gymnax), side by side at each seed count.
+Environments on the device (``--device_env_seeds``): the online loop on ``--device_env_id``
+(Pendulum-v1, or an MJX-stepped locomotion task) with Gymnasium's environments on the host against
+their JAX-native port stepped inside the program (``online.env="jax"``, the ``jax-envs`` extra),
+side by side at each seed count.
 
     python experiments/benchmark.py --device_env_seeds=1,8,64 --online_steps=2000 --online_rounds=10
+    python experiments/benchmark.py --device_env_seeds=1,64 --device_env_id=Hopper-v5
 
 Online loop compile time (``--loop_compile_rounds``): the online loop built and called once,
 compiled afresh against reusing an identical loop's executable (``make_online_loop``).
@@ -84,9 +86,11 @@ _PEER = flags.DEFINE_string("peer_harness", None, "Directory of a JAX-CORL timin
 _PEER_ALGOS = flags.DEFINE_list("peer_algos", ["td3bc", "cql", "iql", "awac"], "Algorithms of the peer comparison.")
 _PEER_ROUNDS = flags.DEFINE_integer("peer_rounds", 4, "Alternating rounds of the peer comparison.")
 _PEER_UPDATES = flags.DEFINE_integer("peer_updates", 800, "Updates timed per variant per round.")
-_DEVICE_ENV = flags.DEFINE_list("device_env_seeds", [], "Only time the online loop on Pendulum-v1 with the "
+_DEVICE_ENV = flags.DEFINE_list("device_env_seeds", [], "Only time the online loop on --device_env_id with the "
                                  "environments on the host against their JAX-native port on the device "
                                  "(online.env='jax'), at these seed counts (e.g. 1,8,64).")
+_DEVICE_ENV_ID = flags.DEFINE_string("device_env_id", "Pendulum-v1", "The environment of --device_env_seeds: one "
+                                     "with a JAX-native port (smac_jax.jax_envs.SUPPORTED).")
 _LOOP_COMPILE = flags.DEFINE_integer("loop_compile_rounds", 0, "Only time, over this many rounds, how long the "
                                      "online loop takes from being built to the end of its first call: compiled "
                                      "afresh, and reusing the executable of an identical earlier loop.")
@@ -423,8 +427,8 @@ def method_rates(data, rounds: int, scan: int, seconds: float) -> dict:
             "time_vs_sac": {name: med["sac"] / v for name, v in med.items() if name != "sac"}}
 
 
-def device_env_rate(n_seeds: int, window: int, rounds: int) -> dict:
-    """The online loop on Pendulum-v1 (SAC at its default sizes, one update per environment step
+def device_env_rate(n_seeds: int, window: int, rounds: int, env_id: str = "Pendulum-v1") -> dict:
+    """The online loop on ``env_id`` (SAC at its default sizes, one update per environment step
     per seed, ``window`` steps per dispatch) with the environments on the host (Gymnasium's,
     stepped from inside the program by the pipeline's default host call) against their JAX-native
     port stepped on the device (``online.env="jax"``), timed in alternating rounds; the ratio is
@@ -433,11 +437,12 @@ def device_env_rate(n_seeds: int, window: int, rounds: int) -> dict:
     from smac_jax.jax_envs import make_jax_env
     from smac_jax.training.online import DeviceCollector
 
-    obs_dim, act_dim = 3, 1
+    jenv = make_jax_env(env_id)
+    obs_dim, act_dim = jenv.obs_dim, jenv.act_dim
     learner = make_learner("sac", obs_dim, act_dim)
     keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
-    collectors = {"host": OnlineCollector(lambda: make_env("Pendulum-v1"), list(range(n_seeds))),
-                  "device": DeviceCollector(make_jax_env("Pendulum-v1"), keys)}
+    collectors = {"host": OnlineCollector(lambda: make_env(env_id), list(range(n_seeds))),
+                  "device": DeviceCollector(jenv, keys)}
     box = {"i": 0}
     for name, c in collectors.items():
         box[name] = unalias(jax.vmap(learner.init)(keys))
@@ -507,12 +512,20 @@ def main(argv):
             fail(f"--device_env_seeds takes comma-separated integers, got {_DEVICE_ENV.value}")
         if min(counts) < 1:
             fail(f"--device_env_seeds must be integers >= 1, got {_DEVICE_ENV.value}")
+        from smac_jax.jax_envs import check_port
+
+        env_id = _DEVICE_ENV_ID.value
+        try:
+            check_port(env_id)
+        except ValueError as e:
+            fail(f"--device_env_id: {e}")
         window = max(_ONLINE_STEPS.value // _ONLINE_ROUNDS.value, 1)
-        out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "malloc_tuned": tuned, "device_env": []}
-        print(f"device {out['device']}; online loop, Pendulum-v1, SAC 256x256, UTD 1, {window} steps per dispatch, "
+        out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "malloc_tuned": tuned, "env_id": env_id,
+               "device_env": []}
+        print(f"device {out['device']}; online loop, {env_id}, SAC 256x256, UTD 1, {window} steps per dispatch, "
               f"median of {_ONLINE_ROUNDS.value} alternating rounds (environment steps/s per seed):")
         for n in counts:
-            res = device_env_rate(n, window, _ONLINE_ROUNDS.value)
+            res = device_env_rate(n, window, _ONLINE_ROUNDS.value, env_id)
             out["device_env"].append(res)
             print(f"  {n} seed(s): host {res['host_env_steps_per_s']:.1f}, device {res['device_env_steps_per_s']:.1f}; "
                   f"device / host {res['device_over_host']:.2f} (rounds {res['device_over_host_min']:.2f}-"

@@ -60,7 +60,7 @@ def test_the_accelerator_benchmark_script_names_real_scripts_and_flags():
     assert subprocess.run(["bash", "-n", script], capture_output=True).returncode == 0
     text = open(script).read().replace("\\\n", " ")
     calls = re.findall(r"^\s*part \w+ \S+ (experiments/\w+\.py)(.*)$", text, flags=re.M)
-    assert len(calls) == 5
+    assert len(calls) == 6
     for path, args in calls:
         source = open(os.path.join(REPO_ROOT, path)).read()
         defined = set(re.findall(r"flags\.DEFINE_\w+\(\s*\"(\w+)\"", source))

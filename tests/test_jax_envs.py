@@ -64,7 +64,7 @@ def test_observation_standardisation_matches_make_env():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: jax_envs.make_jax_env("Hopper-v5"), "no JAX-native port"),
+    (lambda: jax_envs.make_jax_env("Ant-v5"), "no JAX-native port"),  # its reward needs mj_rnePostConstraint
     (lambda: jax_envs.make_jax_env("MountainCarContinuous-v0"), "no JAX-native port"),  # gymnax's port differs
     (lambda: jax_envs.make_jax_env("Pendulum-v1", reward="success"), "reports no success"),
     (lambda: jax_envs.make_jax_env(gym.make("Pendulum-v1", render_mode="rgb_array").spec), "render_mode"),
@@ -125,13 +125,13 @@ def test_a_dataset_without_a_port_is_refused_before_the_run():
     from smac_jax.errors import ConfigError
     from smac_jax.training import pipeline
 
-    class HopperData:
+    class AntData:
         def make_jax_env(self, eval_env=False):
-            return jax_envs.make_jax_env("Hopper-v5")
+            return jax_envs.make_jax_env("Ant-v5")
 
     config = type("C", (), {"online": type("O", (), {"env": "jax"})()})()
-    with pytest.raises(ConfigError, match=r"online.env='jax': Hopper-v5 has no JAX-native port"):
-        pipeline.check_online_env(config, HopperData())
+    with pytest.raises(ConfigError, match=r"online.env='jax': Ant-v5 has no JAX-native port"):
+        pipeline.check_online_env(config, AntData())
 
 
 def test_a_spec_with_wrappers_is_refused():
@@ -145,7 +145,7 @@ def test_a_spec_with_wrappers_is_refused():
 
 def test_online_env_jax_is_refused_before_a_dataset_is_generated(monkeypatch, tmp_path):
     """A task whose dataset the launcher would generate from an environment without a port (or
-    gymnax missing) fails in check_start, before the generation, not after it."""
+    the port's backend missing) fails in check_start, before the generation, not after it."""
     import importlib.util
     import sys
 
@@ -160,12 +160,17 @@ def test_online_env_jax_is_refused_before_a_dataset_is_generated(monkeypatch, tm
     monkeypatch.setattr(minari, "list_local_datasets", lambda *a, **k: {})
     config = o2o.get_config("hopper,td3bc,sac")
     config.online.env = "jax"
-    with pytest.raises(ConfigError, match=r"online.env='jax': Hopper-v5 has no JAX-native port"):
+    config.dataset.generate_env = "Ant-v5"
+    with pytest.raises(ConfigError, match=r"online.env='jax': Ant-v5 has no JAX-native port"):
+        pipeline.check_start(config, str(tmp_path / "w"))
+    config.dataset.generate_env = "Hopper-v5"
+    monkeypatch.setitem(sys.modules, "mujoco.mjx", None)  # MJX not installed
+    with pytest.raises(ConfigError, match="need MJX"):
         pipeline.check_start(config, str(tmp_path / "w"))
     config = o2o.get_config("quickstart,td3bc,sac")
     config.online.env = "jax"
     pipeline.check_start(config, str(tmp_path / "w"))  # Pendulum: fine
     monkeypatch.setitem(sys.modules, "gymnax", None)  # gymnax not installed
-    with pytest.raises(ConfigError, match="need gymnax"):
+    with pytest.raises(ConfigError, match="needs gymnax"):
         pipeline.check_start(config, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()

@@ -204,9 +204,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_online_env_before_data(config) -> None:
-    """``online.env="jax"``: gymnax installed and, for a dataset the launcher would generate, a port of
-    the environment it generates from, before a dataset is generated (check_online_env checks the
-    loaded dataset's own environment)."""
+    """``online.env="jax"``: a backend of the JAX-native environments installed and, for a dataset the
+    launcher would generate, a port of the environment it generates from, before a dataset is
+    generated (check_online_env checks the loaded dataset's own environment)."""
     if config.online.env != "jax":
         return
     from smac_jax import jax_envs
@@ -214,7 +214,7 @@ def _check_online_env_before_data(config) -> None:
     dc = config.dataset
     try:
         generated = dc.get("generate", False) and dc.get("generate_env") and dc.id not in list_local_datasets()
-        jax_envs.check_port(dc.generate_env if generated else None)  # None: gymnax alone
+        jax_envs.check_port(dc.generate_env if generated else None)  # None: some backend installed
     except ValueError as e:
         raise ConfigError(f"online.env='jax': {e}") from None
 
