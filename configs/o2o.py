@@ -73,7 +73,11 @@ def _task(dataset_id: str, env: str, kind: str, capacity: int, budget: int = 20_
             learning_starts=learning_starts,
             replay=dict(init="empty", capacity=capacity),  # the task's replay settings (see get_config)
         ),
-        eval=dict(episodes=5),  # evaluation episodes per seed, deterministic policy tanh(mean)
+        # episodes: evaluation episodes per seed, deterministic policy tanh(mean); env: where they run,
+        # "gymnasium" (the dataset's Gymnasium environment, on the host) or "jax" (its JAX-native port,
+        # every episode in one compiled program: for wide sweeps on an accelerator; other start-state
+        # draws, and MJX's float32 physics for the locomotion tasks; docs/algorithms.md)
+        eval=dict(episodes=5, env="gymnasium"),
         offline_learner="smac",  # the task's default offline learner (the config argument's OFFLINE)
         online_learner="sac",  # the task's default online learner (the config argument's ONLINE)
         agent=dict(hidden_dims=(128, 128)),  # overrides of both learners' fields (those they have)
@@ -300,7 +304,7 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
     if task.startswith("d4rl-antmaze-"):
         for k, v in ANTMAZE_ONLINE_LEARNER_DEFAULTS.get(on_name, {}).items():
             _set_dotted(c, k, v)
-    c.eval = ml_collections.ConfigDict(t["eval"])  # episodes: evaluation episodes per seed and evaluation, >= 1
+    c.eval = ml_collections.ConfigDict(t["eval"])  # episodes (>= 1) per seed and evaluation; env (see _task)
     # Metric sinks besides metrics.jsonl; each receives every row the run writes (README.md, "Outputs").
     c.log = ml_collections.ConfigDict(dict(
         tensorboard=False,  # event files in <workdir>/tensorboard/seed_<k> (pip install "smac_jax[tensorboard]")

@@ -305,6 +305,7 @@ def test_unwritable_workdir_is_one_clear_error(make_tiny_config, tmp_path):
     ({"online.agent.optimizer": "sgd"}, r"optimizer='sgd' must be one of"),
     ({"offline.agent.muon_scope": "input"}, r"muon_scope='input' must be one of"),
     ({"eval.episodes": 0}, r"eval\.episodes must be >= 1"),
+    ({"eval.env": "brax"}, r"eval\.env must be one of \('gymnasium', 'jax'\), got 'brax'"),
     ({"online.replay.capacity": 0}, r"online\.replay\.capacity must be >= 1"),
     ({"online.critic_warmup": -5}, r"online\.critic_warmup must be >= 0, got -5"),
     ({"offline.ckpt_every": 0}, r"offline\.ckpt_every must be > 0, got 0"),

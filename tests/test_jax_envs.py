@@ -129,7 +129,9 @@ def test_a_dataset_without_a_port_is_refused_before_the_run():
         def make_jax_env(self, eval_env=False):
             return jax_envs.make_jax_env("Ant-v5")
 
-    config = type("C", (), {"online": type("O", (), {"env": "jax"})()})()
+    import ml_collections
+
+    config = ml_collections.ConfigDict({"online": {"env": "jax"}, "eval": {"env": "gymnasium", "episodes": 5}})
     with pytest.raises(ConfigError, match=r"online.env='jax': Ant-v5 has no JAX-native port"):
         pipeline.check_online_env(config, AntData())
 
@@ -174,3 +176,61 @@ def test_online_env_jax_is_refused_before_a_dataset_is_generated(monkeypatch, tm
     with pytest.raises(ConfigError, match="needs gymnax"):
         pipeline.check_start(config, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
+
+
+def test_device_evaluation_agrees_with_gymnasium_on_pendulum():
+    """eval.env='jax': the same policy evaluated on Gymnasium's Pendulum (host) and on the port
+    (device) over 2 lanes x 100 episodes of 30 steps: lengths equal, mean returns within 3
+    standard errors (the start states are other draws of the same distribution)."""
+    from smac_jax.training.evaluation import DeviceEvaluator, Evaluator
+
+    act_fn = jax.jit(lambda st, obs: jnp.clip(st[:, None, None] * obs[..., 2:3], -1.0, 1.0))
+    states = jnp.asarray([-0.5, 0.2])
+    host = Evaluator(lambda: envs.make_env("Pendulum-v1", max_episode_steps=30), 2, 100, base_seed=0)
+    device = DeviceEvaluator(jax_envs.make_jax_env(gym.make("Pendulum-v1", max_episode_steps=30).spec), 2, 100,
+                             base_seed=0)
+    a, b = host(act_fn, states, 0, 0.99), device(act_fn, states, 0, 0.99)
+    host.close()
+    assert (a.lengths == 30).all() and (b.lengths == 30).all()
+    for i in range(2):
+        se = np.sqrt(a.returns[i].var() / 100 + b.returns[i].var() / 100)
+        assert abs(a.returns[i].mean() - b.returns[i].mean()) < 3 * se, (i, a.returns[i].mean(), b.returns[i].mean())
+        ratio = b.discounted[i].mean() / a.discounted[i].mean()
+        assert 0.8 < ratio < 1.25
+    assert a.returns[0].mean() != a.returns[1].mean()  # the two policies differ
+
+
+def test_a_run_evaluated_on_the_device(make_tiny_config, tmp_path):
+    """eval.env='jax' changes the evaluations only: a run's training metrics equal those of the
+    same run evaluated on Gymnasium's Pendulum, its evaluations are finite and reproducible."""
+    from smac_jax.training import pipeline
+
+    kw = {"offline.steps": 100}
+    config = make_tiny_config("td3bc", "sac", **kw, **{"eval.env": "jax"})
+    a = pipeline.run(config, str(tmp_path / "a"), progress=False)
+    b = pipeline.run(config, str(tmp_path / "b"), progress=False)
+    assert a == b
+    pipeline.run(make_tiny_config("td3bc", "sac", **kw), str(tmp_path / "g"), progress=False)
+    rows = {k: [json.loads(line) for line in open(tmp_path / k / "metrics.jsonl")] for k in ("a", "g")}
+    assert [r["step"] for r in rows["a"]] == [r["step"] for r in rows["g"]]
+    for ra, rg in zip(rows["a"], rows["g"]):
+        assert np.isfinite(ra["eval_return"])
+        for k in ("critic_loss", "actor_loss"):
+            if k in rg:
+                assert ra[k] == rg[k]
+    assert any(ra["eval_return"] != rg["eval_return"] for ra, rg in zip(rows["a"], rows["g"]))
+
+
+def test_eval_env_is_checked():
+    from smac_jax.errors import ConfigError
+    from smac_jax.training import pipeline
+
+    class AntData:
+        def make_jax_env(self, eval_env=False):
+            return jax_envs.make_jax_env("Ant-v5")
+
+    import ml_collections
+
+    config = ml_collections.ConfigDict({"online": {"env": "gymnasium"}, "eval": {"env": "jax", "episodes": 5}})
+    with pytest.raises(ConfigError, match=r"^eval.env='jax': Ant-v5 has no JAX-native port"):
+        pipeline.check_online_env(config, AntData())

@@ -178,7 +178,8 @@ def test_a_wide_sweep_says_what_its_evaluations_cost(pendulum_dataset_id):
     assert vmap_sweep.wide_sweep_note(wide, 5) == (
         "[smac_jax] vmap_sweep: 300 settings x 2 seeds = 600 lanes; every evaluation steps 3,000 environments "
         "(5 episodes per lane) on the host, which can take longer than the updates (fewer settings per run, or "
-        "eval.episodes, shorten it)")
+        "eval.episodes, shorten it; eval.env='jax' runs them on the device where the environment has a JAX-native "
+        "port)")
 
 
 def test_labels_name_distinct_settings_distinctly():

@@ -1,12 +1,14 @@
 """Evaluation of deterministic policies: every episode of a batch stepped in lockstep, one policy
 call per time step (:func:`run_episodes`), for the training loops (:class:`Evaluator`) and the
-landscape analysis."""
+landscape analysis; or, on a JAX-native environment, every episode inside one compiled program
+(:class:`DeviceEvaluator`, the pipeline's ``eval.env = "jax"``)."""
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Sequence
 
 import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from smac_jax.training.steps import seed_vmap
@@ -113,6 +115,75 @@ class Evaluator:
     def close(self):
         for env in self.envs:
             env.close()
+
+
+class DeviceEvaluator:
+    """:class:`Evaluator`'s counterpart on a JAX-native environment
+    (:class:`smac_jax.jax_envs.JaxEnv`): every lane's ``n_episodes`` episodes run inside one
+    compiled program (a ``while_loop`` over time steps, one policy call per step for all of them),
+    with no host call, until every episode has ended or ``max_steps`` steps were taken.
+
+    Episode ``e`` of lane ``i`` in evaluation round ``r`` starts from ``reset(key)`` with
+    ``key = fold_in(fold_in(PRNGKey(base_seed), r), seed_index[i] * n_episodes + e)``: reproducible,
+    different between rounds and seeds, the same for lanes with the same seed number. The start
+    states are therefore other draws than :class:`Evaluator`'s (same distribution). Success is not
+    reported (NaN), as the ported environments report none.
+    """
+
+    def __init__(self, env, n_seeds: int, n_episodes: int, base_seed: int, max_steps: int = 100_000,
+                 seed_index: Sequence[int] | None = None):
+        self.env, self.n_seeds, self.n_episodes = env, n_seeds, n_episodes
+        self.seed_index = np.asarray(list(range(n_seeds)) if seed_index is None else list(seed_index))
+        if len(self.seed_index) != n_seeds:
+            raise ValueError(f"seed_index has {len(self.seed_index)} entries for {n_seeds} lanes")
+        self.base_seed, self.max_steps = int(base_seed), int(max_steps)
+        self._programs = {}  # (act_fn, discount) -> the compiled evaluation
+
+    def keys(self, round_index: int) -> jax.Array:
+        """The episodes' reset keys, shape (n_seeds, n_episodes, 2)."""
+        base = jax.random.fold_in(jax.random.PRNGKey(self.base_seed), round_index)
+        ids = self.seed_index[:, None] * self.n_episodes + np.arange(self.n_episodes)[None, :]
+        return jax.vmap(jax.vmap(lambda i: jax.random.fold_in(base, i)))(jnp.asarray(ids, jnp.uint32))
+
+    def __call__(self, act_fn, states, round_index: int, discount: float = 1.0) -> Episodes:
+        """:class:`Episodes` with every array shaped (n_seeds, n_episodes, ...)."""
+        key = (act_fn, float(discount))
+        if key not in self._programs:
+            self._programs[key] = jax.jit(self._program(act_fn, float(discount)))
+        returns, lengths, discounted, first_obs = jax.device_get(self._programs[key](states, self.keys(round_index)))
+        return Episodes(returns.astype(np.float64), lengths.astype(np.int64), discounted.astype(np.float64),
+                        first_obs, np.full(returns.shape, np.nan))
+
+    def _program(self, act_fn, discount: float):
+        env, max_steps = self.env, self.max_steps
+        reset, step = jax.vmap(jax.vmap(env.reset)), jax.vmap(jax.vmap(env.step))
+
+        def run(states, keys):
+            env_state, obs = reset(keys)
+            zeros = jnp.zeros(keys.shape[:2], jnp.float32)
+            carry = (env_state, obs, jnp.ones(keys.shape[:2], bool), zeros, zeros, zeros.astype(jnp.int32),
+                     jnp.float32(1.0), jnp.int32(0))
+
+            def cond(c):
+                return c[2].any() & (c[7] < max_steps)
+
+            def body(c):
+                env_state, obs, active, ret, disc, length, weight, t = c
+                action = act_fn(states, obs)
+                env_state, _, next_obs, reward, terminated, truncated = step(keys, env_state, action)
+                ret = ret + jnp.where(active, reward, 0.0)
+                disc = disc + jnp.where(active, weight * reward, 0.0)
+                length = length + active.astype(jnp.int32)
+                active = active & ~(terminated | truncated)
+                return env_state, next_obs, active, ret, disc, length, weight * discount, t + 1
+
+            _, _, _, ret, disc, length, _, _ = jax.lax.while_loop(cond, body, carry)
+            return ret, length, disc, obs
+
+        return run
+
+    def close(self):
+        pass
 
 
 def in_critic_units(discounted: np.ndarray, lengths: np.ndarray, gamma: float, reward_scale: float = 1.0,

@@ -24,7 +24,7 @@ from smac_jax.data import replay
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, TransferError
 from smac_jax.learners import Learner, make_learner
 from smac_jax.training.checkpoint import Checkpointer
-from smac_jax.training.evaluation import Evaluator, in_critic_units, make_act_fn, make_value_fn
+from smac_jax.training.evaluation import DeviceEvaluator, Evaluator, in_critic_units, make_act_fn, make_value_fn
 from smac_jax.training.logger import MetricsLog, make_sinks
 from smac_jax.training.online import DeviceCollector, OnlineCollector, make_act_step
 from smac_jax.training import vmap_sweep
@@ -41,6 +41,17 @@ def eval_env_fn(dataset) -> Callable[[], Any]:
     """Builds the environment the policies are evaluated and fine-tuned in: the dataset's evaluation
     spec where Minari stores one (e.g. AntMaze's fixed start and goal), else its own."""
     return lambda: dataset.make_env(eval_env=True)
+
+
+def make_evaluator(config, dataset, n_lanes: int, seed_index=None) -> Evaluator | DeviceEvaluator:
+    """The run's evaluator: Gymnasium's environments on the host (``eval.env = "gymnasium"``) or
+    the JAX-native port of the dataset's environment, every episode in one compiled program
+    (``"jax"``)."""
+    if config.eval.get("env", "gymnasium") == "jax":
+        return DeviceEvaluator(dataset.make_jax_env(eval_env=True), n_lanes, config.eval.episodes,
+                               base_seed=config.seed, seed_index=seed_index)
+    return Evaluator(eval_env_fn(dataset), n_lanes, config.eval.episodes, base_seed=config.seed,
+                     seed_index=seed_index)
 
 
 def stack_seeds(tree: Any, n: int) -> Any:
@@ -132,7 +143,7 @@ class RunContext:
     on_learner: Learner
     ckpt: Checkpointer
     log: MetricsLog
-    evaluator: Evaluator
+    evaluator: Evaluator | DeviceEvaluator
     bar: Any
     ref_scores: tuple[float | None, float | None]
     sweep: Any = None  # the run's vmap_sweep.Sweep, or None
@@ -153,7 +164,7 @@ class RunContext:
         if sweep is not None:  # settings x seeds lanes (smac_jax.training.vmap_sweep)
             off, on = vmap_sweep.wrap_learners(sweep, config, off, on, t)
             note = vmap_sweep.wide_sweep_note(sweep, int(config.eval.episodes))
-            if note:
+            if note and config.eval.get("env", "gymnasium") != "jax":  # on the device it is one program
                 print(note, flush=True)
             lane_seeds = [config.seed + j for j in sweep.lane_seed_index]
         else:
@@ -175,8 +186,7 @@ class RunContext:
             config=config, workdir=workdir, resume=resume, dataset=dataset,
             data=jax.device_put(jax.tree.map(jnp.asarray, t)), seeds=lane_seeds, keys=keys, off_learner=off,
             on_learner=on, ckpt=ckpt, log=log, sweep=sweep,
-            evaluator=Evaluator(eval_env_fn(dataset), len(lane_seeds), config.eval.episodes, base_seed=config.seed,
-                                seed_index=None if sweep is None else sweep.lane_seed_index),
+            evaluator=make_evaluator(config, dataset, len(lane_seeds), None if sweep is None else sweep.lane_seed_index),
             bar=tqdm(total=config.offline.steps + config.online.steps, disable=not progress, unit="step",
                      dynamic_ncols=True),
             ref_scores=ref,
@@ -272,10 +282,9 @@ class RunContext:
             return self.sweep.n_seeds
         return len(self.seeds)
 
-    def _seed_evaluator(self) -> Evaluator:
+    def _seed_evaluator(self) -> Evaluator | DeviceEvaluator:
         if self.seed_evaluator is None:
-            self.seed_evaluator = Evaluator(eval_env_fn(self.dataset), self.sweep.n_seeds, self.config.eval.episodes,
-                                            base_seed=self.config.seed)
+            self.seed_evaluator = make_evaluator(self.config, self.dataset, self.sweep.n_seeds)
         return self.seed_evaluator
 
     def close(self) -> None:

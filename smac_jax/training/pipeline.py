@@ -86,17 +86,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
 
 
 def check_online_env(config: ml_collections.ConfigDict, dataset) -> None:
-    """``online.env="jax"`` needs a verified JAX-native port of the dataset's environment."""
-    if config.online.env == "jax":
+    """``online.env="jax"`` / ``eval.env="jax"`` need a verified JAX-native port of the dataset's
+    environment."""
+    for field in _jax_env_fields(config):
         try:
             env = dataset.make_jax_env(eval_env=True)
         except ValueError as e:
-            raise ConfigError(f"online.env='jax': {e}") from None
+            raise ConfigError(f"{field}='jax': {e}") from None
         t = dataset.transitions
         have, want = (env.obs_dim, env.act_dim), (t.obs.shape[-1], t.action.shape[-1])
         if have != want:
-            raise ConfigError(f"online.env='jax': the JAX-native {env.env_id} has observations and actions of {have} "
-                              f"dimensions, the data {want}; use online.env='gymnasium'")
+            raise ConfigError(f"{field}='jax': the JAX-native {env.env_id} has observations and actions of {have} "
+                              f"dimensions, the data {want}; use {field}='gymnasium'")
+
+
+def _jax_env_fields(config) -> list[str]:
+    """The config fields that ask for the JAX-native environments."""
+    return [f for f, v in (("online.env", config.online.env), ("eval.env", config.get("eval", {}).get("env")))
+            if v == "jax"]
 
 
 def check_learners(config: ml_collections.ConfigDict, dataset) -> None:
@@ -161,6 +168,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0,
          f"dataset.action_tolerance must be a finite number >= 0, got {tol!r}")
     need(config.eval.episodes >= 1, f"eval.episodes must be >= 1, got {config.eval.episodes}")
+    need(config.eval.get("env", "gymnasium") in ONLINE_ENVS,
+         f"eval.env must be one of {ONLINE_ENVS}, got {config.eval.get('env')!r}")
     need(config.ckpt_keep >= 1, f"ckpt_keep must be >= 1, got {config.ckpt_keep}")
     check_sinks(config)  # a missing optional package fails here, before any data is loaded
     need(config.dataset.get("reward", "env") in REWARDS,
@@ -204,10 +213,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_online_env_before_data(config) -> None:
-    """``online.env="jax"``: a backend of the JAX-native environments installed and, for a dataset the
-    launcher would generate, a port of the environment it generates from, before a dataset is
-    generated (check_online_env checks the loaded dataset's own environment)."""
-    if config.online.env != "jax":
+    """``online.env="jax"`` or ``eval.env="jax"``: a backend of the JAX-native environments installed
+    and, for a dataset the launcher would generate, a port of the environment it generates from,
+    before a dataset is generated (check_online_env checks the loaded dataset's own environment)."""
+    fields = _jax_env_fields(config)
+    if not fields:
         return
     from smac_jax import jax_envs
 
@@ -216,7 +226,7 @@ def _check_online_env_before_data(config) -> None:
         generated = dc.get("generate", False) and dc.get("generate_env") and dc.id not in list_local_datasets()
         jax_envs.check_port(dc.generate_env if generated else None)  # None: some backend installed
     except ValueError as e:
-        raise ConfigError(f"online.env='jax': {e}") from None
+        raise ConfigError(f"{fields[0]}='jax': {e}") from None
 
 
 def check_batch_sizes(config, n_transitions: int) -> None:

@@ -149,7 +149,8 @@ def wide_sweep_note(sweep: Sweep, episodes: int) -> str | None:
         return None
     return (f"[smac_jax] vmap_sweep: {sweep.n_settings} settings x {sweep.n_seeds} seeds = {lanes} lanes; every "
             f"evaluation steps {lanes * episodes:,} environments ({episodes} episodes per lane) on the host, "
-            "which can take longer than the updates (fewer settings per run, or eval.episodes, shorten it)")
+            "which can take longer than the updates (fewer settings per run, or eval.episodes, shorten it; "
+            "eval.env='jax' runs them on the device where the environment has a JAX-native port)")
 
 
 def parse(config: ml_collections.ConfigDict) -> Sweep | None:

@@ -1,0 +1,79 @@
+"""DeviceEvaluator (eval.env="jax"): every evaluation episode inside one compiled program,
+checked against a NumPy replay of the same episodes on a toy JAX-native environment."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from smac_jax.jax_envs import JaxEnv
+from smac_jax.training.evaluation import DeviceEvaluator
+
+LIMIT, GOAL = 6, 2.0
+
+
+def _toy_env() -> JaxEnv:
+    """A 1-d walk: start uniform in [-1, 1], position += action, reward = new position,
+    terminated past GOAL, truncated after LIMIT steps (then reset in the same step)."""
+    def reset(key):
+        pos = jax.random.uniform(key, (), jnp.float32, -1.0, 1.0)
+        return (pos, jnp.int32(0)), jnp.stack([pos, 0.0])
+
+    def step(key, state, action):
+        pos, t = state[0] + action[0], state[1] + 1
+        terminated, truncated = pos > GOAL, t >= LIMIT
+        fresh, first = reset(key)
+        done = terminated | truncated
+        new = jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, (pos, t))
+        obs = jnp.stack([pos, t.astype(jnp.float32)])
+        return new, jnp.where(done, first, obs), obs, pos, terminated, truncated
+
+    return JaxEnv("Toy-v0", 2, 1, LIMIT, reset, step)
+
+
+def _reference(env, speeds, evaluator, round_index, gamma):
+    """The same episodes replayed one by one in float64 NumPy from the documented reset keys."""
+    s, n = evaluator.n_seeds, evaluator.n_episodes
+    ret, disc, length, first = np.zeros((s, n)), np.zeros((s, n)), np.zeros((s, n), int), np.zeros((s, n, 2))
+    base = jax.random.fold_in(jax.random.PRNGKey(evaluator.base_seed), round_index)
+    for i in range(s):
+        for e in range(n):
+            key = jax.random.fold_in(base, int(evaluator.seed_index[i]) * n + e)
+            _, obs = env.reset(key)
+            first[i, e] = obs
+            pos = float(obs[0])
+            for t in range(10_000):
+                pos += speeds[i] + 0.1 * pos  # the policy below, on the observed position
+                ret[i, e] += pos
+                disc[i, e] += gamma**t * pos
+                length[i, e] += 1
+                if pos > GOAL or t + 1 >= LIMIT:
+                    break
+    return ret, disc, length, first
+
+
+def test_episodes_equal_a_numpy_replay():
+    env = _toy_env()
+    speeds = np.array([0.05, 0.3, 0.9], np.float32)  # slow lanes truncate, fast ones terminate early
+    act_fn = jax.jit(lambda st, obs: (st[:, None] + 0.1 * obs[..., 0])[..., None])
+    ev = DeviceEvaluator(env, 3, 4, base_seed=7)
+    eps = ev(act_fn, jnp.asarray(speeds), round_index=3, discount=0.9)
+    ret, disc, length, first = _reference(env, speeds, ev, 3, 0.9)
+    np.testing.assert_array_equal(eps.lengths, length)
+    assert (length < LIMIT).any() and (length == LIMIT).any()
+    np.testing.assert_allclose(eps.returns, ret, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(eps.discounted, disc, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(eps.first_obs, first, rtol=1e-6)
+    assert np.isnan(eps.success).all() and eps.returns.shape == (3, 4)
+    # another round draws other start states; the same round the same ones
+    assert not np.allclose(ev(act_fn, jnp.asarray(speeds), 4, 0.9).first_obs, eps.first_obs)
+    np.testing.assert_array_equal(ev(act_fn, jnp.asarray(speeds), 3, 0.9).returns, eps.returns)
+
+
+def test_lanes_with_the_same_seed_meet_the_same_episodes():
+    """A sweep's lanes (settings x seeds): lanes of one seed number start from the same states."""
+    env = _toy_env()
+    act_fn = jax.jit(lambda st, obs: (st[:, None] + 0.0 * obs[..., 0])[..., None])
+    ev = DeviceEvaluator(env, 4, 3, base_seed=0, seed_index=[0, 1, 0, 1])
+    eps = ev(act_fn, jnp.asarray([0.1, 0.1, 0.5, 0.5]), 0)
+    np.testing.assert_array_equal(eps.first_obs[0], eps.first_obs[2])
+    np.testing.assert_array_equal(eps.first_obs[1], eps.first_obs[3])
+    assert not np.allclose(eps.first_obs[0], eps.first_obs[1])
