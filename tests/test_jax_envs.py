@@ -222,3 +222,19 @@ def test_a_run_evaluated_on_the_device(make_tiny_config, tmp_path):
             if k in rg:
                 assert ra[k] == rg[k]
     assert any(ra["eval_return"] != rg["eval_return"] for ra, rg in zip(rows["a"], rows["g"]))
+
+
+def test_a_sweep_evaluated_on_the_device_matches_plain_runs(make_tiny_config, tmp_path):
+    """eval.env='jax' in a vmap_sweep (online values only: the settings share the offline phase,
+    evaluated one lane per seed): each setting's lanes meet its seeds' episodes, so a setting's
+    metrics are those of a plain run of its values."""
+    from test_vmap_sweep import assert_rows_close, quiet_run, rows
+
+    from smac_jax.training import vmap_sweep
+
+    config = make_tiny_config("td3bc", "sac", **{"eval.env": "jax", "offline.steps": 100,
+                                                 "vmap_sweep": "online.agent.actor_lr=1e-4,1e-3"})
+    quiet_run(config, str(tmp_path / "sweep"))
+    plain = vmap_sweep.parse(config).setting_config(config, 1)
+    quiet_run(plain, str(tmp_path / "plain"))
+    assert_rows_close(rows(tmp_path / "sweep" / "settings" / "1" / "metrics.jsonl"), rows(tmp_path / "plain" / "metrics.jsonl"))
