@@ -427,6 +427,10 @@ def test_non_finite_optimizer_state_is_caught_before_saving():
                  r"^error: --episodes x --episode_steps must be >= 16", id="smoke-too-small"),
     pytest.param(["experiments/landscape.py", "--workdirs=W", "--out=W", "--seed_index=1"],
                  r"^error: --seed_index=1 picks the seed whose actors span a plane: it needs --plane", id="seed-index-alone"),
+    pytest.param(["experiments/check_jax_envs.py", "--envs=Ant-v5"], r"^error: --envs: \['Ant-v5'\] have no JAX-native port",
+                 id="check-jax-envs-unported"),
+    pytest.param(["experiments/benchmark.py", "--device_env_seeds=1", "--device_env_id=Ant-v5"],
+                 r"^error: --device_env_id: Ant-v5 has no JAX-native port", id="device-env-unported"),
     pytest.param(["experiments/benchmark.py", "--json=/nonexistent_dir/x.json"], r"^error: --json=/nonexistent_dir/x.json: "
                  "its directory does not exist", id="json-dir"),
 ])
