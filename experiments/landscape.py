@@ -40,7 +40,11 @@ _PLANE_POINTS = flags.DEFINE_integer("plane_points", 11, "Grid points per plane 
 _PLANE_RANGE = flags.DEFINE_list("plane_range", ["-0.5", "1.5"], "Range of both plane coordinates.")
 _SEED_INDEX = flags.DEFINE_integer("seed_index", 0, "Which training seed's actors span the plane.")
 _EPISODES = flags.DEFINE_integer("episodes", 5, "Evaluation episodes per point.")
-_EVAL_SEED = flags.DEFINE_integer("eval_seed", 0, "Episode e of every point starts from reset seed eval_seed + e.")
+_EVAL_SEED = flags.DEFINE_integer("eval_seed", 0, "Episode e of every point starts from reset seed eval_seed + e "
+                                  "(--env=jax: from the reset key fold_in(PRNGKey(eval_seed), e)).")
+_ENV = flags.DEFINE_enum("env", "gymnasium", ["gymnasium", "jax"], "Where the episodes run: the dataset's Gymnasium "
+                         "environment, or its JAX-native port (every point and episode in one compiled program, for "
+                         "accelerators; other start states, and MJX's float32 physics for the locomotion tasks).")
 _BATCH = flags.DEFINE_integer("batch_points", 0, "At most this many points per evaluation batch (0: one batch "
                               "per analysis).")
 _TSNE = flags.DEFINE_bool("tsne", True, "Write the t-SNE figure of the runs' checkpoints.")
@@ -90,7 +94,8 @@ def _evaluate(jobs, env_fn):
     parts = {id(job): [] for job in jobs}
     for job, lo, hi in tqdm(batches, desc="evaluation batches", unit="batch", dynamic_ncols=True):
         chunk = jax.tree.map(lambda x: x[lo:hi], job.stacked)
-        parts[id(job)].append(ls.evaluate_stacked(job.learner, chunk, env_fn, _EPISODES.value, _EVAL_SEED.value))
+        evaluate = ls.evaluate_stacked_on_device if _ENV.value == "jax" else ls.evaluate_stacked
+        parts[id(job)].append(evaluate(job.learner, chunk, env_fn, _EPISODES.value, _EVAL_SEED.value))
     for job in jobs:
         job.returns = np.concatenate(parts[id(job)])
 
@@ -278,7 +283,7 @@ def run(out: str) -> None:
     used = set()
     named = {**dict(ls.expand_runs(_PLANE.value)), **expanded}  # --plane's runs are plain (checked above)
     labels = {wd: named.get(wd) or _label(wd, configs[wd], used) for wd in runs_wd}
-    env_fn, value, value_name = ls.evaluation_environment(configs)
+    env_fn, value, value_name = ls.evaluation_environment(configs, jax_env=_ENV.value == "jax")
 
     ts = ls.interpolation_grid(_POINTS.value, _EXTEND.value)
     xs = ys = np.linspace(lo, hi, _PLANE_POINTS.value)

@@ -11,7 +11,11 @@ initialised actors, with the same episode seeds:
 * ``batched_1thread``: the same with the physics in the calling thread only;
 * ``batched_gym``: all points in one call, every environment stepped by ``env.step``;
 * ``sequential``: one point per call (its episodes still in lockstep), ``env.step``: evaluating
-  the points one after another without this library's batching.
+  the points one after another without this library's batching;
+* ``device`` (with ``--device``, where the environment has a JAX-native port): all points in one
+  compiled program on the port (``evaluate_stacked_on_device``); its first call (compile included)
+  and a second call are timed; its returns are other draws (start states, float32 physics), so
+  only their mean is reported.
 
 Compilation is done before timing (one warm-up call of each batch shape, one step long). Every
 timing includes building the environments (one per point and episode, inside evaluate_stacked);
@@ -33,7 +37,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from smac_jax.cli import run_cli
+from smac_jax.cli import fail, run_cli
 from smac_jax.analysis import landscape as ls
 from smac_jax.envs import make_env
 from smac_jax.learners import make_learner
@@ -48,6 +52,8 @@ _NO_TERMINATION = flags.DEFINE_bool("no_termination", False, "MuJoCo locomotion:
                                      "so every episode runs to the time limit (as a trained policy's would).")
 _THREADS = flags.DEFINE_integer("threads", None, "Physics threads of the batched path (default: one per 16 "
                                 "environments up to the CPU count).")
+_DEVICE = flags.DEFINE_bool("device", False, "Also time the plane on the environment's JAX-native port, every point "
+                            "and episode in one compiled program (smac_jax.jax_envs).")
 _OUT = flags.DEFINE_string("out", None, "Append the result as a JSON line to this file.")
 
 
@@ -73,6 +79,13 @@ class PhysicsTimer:
 
 def main(argv):
     del argv
+    if _DEVICE.value:
+        from smac_jax.jax_envs import check_port
+
+        try:
+            check_port(_ENV.value)
+        except ValueError as e:
+            fail(f"--device: {e}")
     kwargs = {"terminate_when_unhealthy": False} if _NO_TERMINATION.value else {}
     env_fn = lambda: make_env(_ENV.value, **kwargs)  # noqa: E731
     probe = env_fn()
@@ -126,6 +139,18 @@ def main(argv):
         "identical_returns": bool(np.array_equal(batched, sequential) and np.array_equal(batched, batched_gym)
                                   and np.array_equal(batched, batched_1)), "mean_return": float(batched.mean()),
     }
+    if _DEVICE.value:
+        from smac_jax.jax_envs import make_jax_env
+
+        jenv = make_jax_env(_ENV.value, env_kwargs=kwargs)
+        t0 = time.perf_counter()
+        ls.evaluate_stacked_on_device(learner, grid, jenv, e, 0)
+        t_first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        on_device = ls.evaluate_stacked_on_device(learner, grid, jenv, e, 0)
+        t_device = time.perf_counter() - t0
+        result.update({"device_first_call_s": round(t_first, 2), "device_s": round(t_device, 2),
+                       "ratio_device": round(t_sequential / t_device, 2), "device_mean_return": float(on_device.mean())})
     if vectorizable:
         result["physics_1thread_s"] = round(physics.seconds, 2)
         result["physics_bound_ratio"] = round(t_sequential / (physics.seconds / threads), 2)

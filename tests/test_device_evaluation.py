@@ -77,3 +77,33 @@ def test_lanes_with_the_same_seed_meet_the_same_episodes():
     np.testing.assert_array_equal(eps.first_obs[0], eps.first_obs[2])
     np.testing.assert_array_equal(eps.first_obs[1], eps.first_obs[3])
     assert not np.allclose(eps.first_obs[0], eps.first_obs[1])
+
+
+def test_landscape_points_on_the_device_equal_a_step_by_step_replay():
+    """analysis.landscape.evaluate_stacked_on_device: every point meets the same episodes (reset
+    keys fold_in(PRNGKey(seed), e)); returns and lengths equal a replay that acts with
+    learner.act one observation at a time and steps the environment eagerly."""
+    from smac_jax.analysis import landscape as ls
+    from smac_jax.learners import make_learner
+
+    env = _toy_env()
+    learner = make_learner("sac", 2, 1, {"hidden_dims": (8, 8)})
+    actors = [learner.init(jax.random.PRNGKey(k)).params["actor"] for k in (0, 1)]
+    stacked = ls.stack([actors[0], actors[1], actors[0]])
+    returns, lengths = ls.evaluate_stacked_on_device(learner, stacked, env, episodes=3, seed=5, return_lengths=True)
+    assert returns.shape == lengths.shape == (3, 3)
+    np.testing.assert_array_equal(returns[0], returns[2])  # same parameters, same episodes
+    states = ls.actor_state(stacked)
+    for p in range(3):
+        st = jax.tree.map(lambda x: x[p], states)
+        for e in range(3):
+            state, obs = env.reset(jax.random.fold_in(jax.random.PRNGKey(5), e))
+            ret, n = 0.0, 0
+            while True:
+                a = learner.act(st, obs[None], jax.random.PRNGKey(0), True)[0]
+                state, _, obs, r, term, trunc = env.step(jax.random.PRNGKey(0), state, a)
+                ret, n = ret + float(r), n + 1
+                if term or trunc:
+                    break
+            assert lengths[p, e] == n
+            np.testing.assert_allclose(returns[p, e], ret, rtol=1e-5, atol=1e-5)

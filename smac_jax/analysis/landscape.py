@@ -32,7 +32,7 @@ import numpy as np
 from smac_jax.errors import ConfigError
 from smac_jax.learners.base import Learner, TrainState, get_learner_class, make_learner
 from smac_jax.learners.handover import convert_actor
-from smac_jax.training.evaluation import make_act_fn, run_episodes
+from smac_jax.training.evaluation import DeviceEvaluator, make_act_fn, run_episodes
 from smac_jax.training.vmap_sweep import (is_swept, pair_label, parse_spec, setting_dirs, setting_lanes, setting_of,
                                           sweeps_offline)
 
@@ -293,6 +293,32 @@ def evaluate_stacked(learner: Learner, actor_states_stacked: Params | TrainState
             env.close()
     returns = returns.reshape(n_points, episodes)
     return (returns, lengths.reshape(n_points, episodes)) if return_lengths else returns
+
+
+def evaluate_stacked_on_device(learner: Learner, actor_states_stacked: Params | TrainState, env, episodes: int,
+                               seed: int, max_steps: int | None = None, return_lengths: bool = False):
+    """:func:`evaluate_stacked` on a JAX-native environment (``env``: a
+    :class:`smac_jax.jax_envs.JaxEnv`, e.g. ``dataset.make_jax_env(eval_env=True)``): every
+    (point, episode) inside one compiled program
+    (:class:`smac_jax.training.evaluation.DeviceEvaluator`), no host call per step. Episode ``e``
+    of every point starts from ``env.reset(fold_in(PRNGKey(seed), e))`` (the same start states at
+    every point; other draws than the Gymnasium path's). ``max_steps`` caps the episode length
+    (default: the environment's time limit, else 100,000 steps). Returns as :func:`evaluate_stacked`."""
+    states = actor_states_stacked if isinstance(actor_states_stacked, TrainState) else actor_state(actor_states_stacked)
+    n_points = stack_size(states.params["actor"])
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    cap = int(max_steps) if max_steps is not None else 100_000
+    evaluators = _DEVICE_EVALUATORS.setdefault(learner, {})
+    if (env, cap) not in evaluators:  # one per learner and environment: its compiled programs are reused
+        evaluators[(env, cap)] = DeviceEvaluator(env, 1, episodes, base_seed=0, max_steps=cap)
+    base = jax.random.PRNGKey(int(seed))
+    keys = jax.vmap(lambda e: jax.random.fold_in(base, e))(jnp.arange(episodes, dtype=jnp.uint32))
+    eps = evaluators[(env, cap)].run(_stacked_policy(learner), states, jnp.broadcast_to(keys, (n_points, *keys.shape)))
+    return (eps.returns, eps.lengths) if return_lengths else eps.returns
+
+
+_DEVICE_EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # learner -> {(env, cap): evaluator}
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,11 +598,13 @@ def load_params(workdir: str, phase: str, step: int | None = None,
     return step, learner, {g: jax.tree.map(lambda x: np.asarray(x)[lanes], out[g]) for g in groups}
 
 
-def evaluation_environment(configs: dict) -> tuple[Callable[[], gym.Env], Callable[[Any], np.ndarray], str]:
+def evaluation_environment(configs: dict, jax_env: bool = False) -> tuple[Any, Callable[[Any], np.ndarray], str]:
     """The evaluation environment of runs on one dataset (``configs``: {name: run config dict}),
     a returns -> value function and the value's name: the normalised score with the runs'
     reference returns (the config's ``ref_min_score``/``ref_max_score``, else the dataset's), or
-    the raw return where there are none."""
+    the raw return where there are none. The environment: a factory of Gymnasium environments
+    (for :func:`evaluate_stacked`), or with ``jax_env`` the JAX-native port (for
+    :func:`evaluate_stacked_on_device`; :class:`LandscapeInputError` where there is none)."""
     from smac_jax.data.dataset import DatasetError, load_dataset
 
     keys = {(c["dataset"]["id"], bool(c["dataset"]["normalize_obs"]), c["dataset"].get("reward", "env"),
@@ -594,6 +622,11 @@ def evaluation_environment(configs: dict) -> tuple[Callable[[], gym.Env], Callab
     if cfg.get("ref_min_score") is not None:
         lo, hi = cfg["ref_min_score"], cfg["ref_max_score"]
     make_env = functools.partial(dataset.make_env, eval_env=True)  # as the runs evaluated
+    if jax_env:
+        try:
+            make_env = dataset.make_jax_env(eval_env=True)
+        except ValueError as e:
+            raise LandscapeInputError(f"--env=jax: {e}") from None
     if reward == "success":  # binary reward: the return counts the steps spent at the goal
         return make_env, lambda r: np.asarray(r, np.float64), "return (steps at the goal)"
     if lo is None or hi is None or lo == hi:

@@ -147,10 +147,15 @@ class DeviceEvaluator:
 
     def __call__(self, act_fn, states, round_index: int, discount: float = 1.0) -> Episodes:
         """:class:`Episodes` with every array shaped (n_seeds, n_episodes, ...)."""
+        return self.run(act_fn, states, self.keys(round_index), discount)
+
+    def run(self, act_fn, states, keys: jax.Array, discount: float = 1.0) -> Episodes:
+        """The episodes that start from ``reset(keys[i, e])``, lane ``i`` acting with
+        ``act_fn(states, obs)``; ``keys`` of any shape (lanes, episodes, 2)."""
         key = (act_fn, float(discount))
         if key not in self._programs:
             self._programs[key] = jax.jit(self._program(act_fn, float(discount)))
-        returns, lengths, discounted, first_obs = jax.device_get(self._programs[key](states, self.keys(round_index)))
+        returns, lengths, discounted, first_obs = jax.device_get(self._programs[key](states, keys))
         return Episodes(returns.astype(np.float64), lengths.astype(np.int64), discounted.astype(np.float64),
                         first_obs, np.full(returns.shape, np.nan))
 
