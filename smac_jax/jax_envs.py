@@ -12,7 +12,8 @@ true final observation; ``terminated`` and ``truncated`` (the time limit) are ke
 
 Only environments whose port computes the same transitions as the Gymnasium environment a dataset
 names are offered (:data:`SUPPORTED`): a policy trained offline on Gymnasium's data then meets the
-same dynamics online, and is evaluated on the Gymnasium environment itself. Two backends
+same dynamics online (and is evaluated on the Gymnasium environment itself unless the pipeline's
+``eval.env = "jax"`` asks for the port). Two backends
 (``pip install 'smac_jax[jax-envs]'``):
 
 * `gymnax <https://github.com/RobertTLange/gymnax>`_ (>= 1.0) for Pendulum-v1 (:data:`GYMNAX_PORTS`);
@@ -81,8 +82,7 @@ def _spec_id_and_kwargs(env_id_or_spec: str | EnvSpec) -> tuple[str, dict, int |
     if isinstance(env_id_or_spec, EnvSpec):
         wrappers = [w.name for w in (env_id_or_spec.additional_wrappers or ())]
         if wrappers:  # gym.make(spec) applies them; the port cannot, so it would not be the data's environment
-            raise ValueError(f"{env_id_or_spec.id}: the JAX-native port cannot apply the spec's wrapper(s) {wrappers}; "
-                             "use online.env='gymnasium'")
+            raise ValueError(f"{env_id_or_spec.id}: the JAX-native port cannot apply the spec's wrapper(s) {wrappers}")
         return env_id_or_spec.id, dict(env_id_or_spec.kwargs or {}), env_id_or_spec.max_episode_steps
     return str(env_id_or_spec), {}, None
 
@@ -92,8 +92,7 @@ def check_port(env_id: str | None = None) -> None:
     installed (``None``: some backend is): what :func:`make_jax_env` needs, checkable before any
     data exists."""
     if env_id is not None and env_id not in SUPPORTED:
-        raise ValueError(f"{env_id} has no JAX-native port here (those with one: {', '.join(SUPPORTED)}); "
-                         "use the Gymnasium environment (online.env='gymnasium')")
+        raise ValueError(f"{env_id} has no JAX-native port here (those with one: {', '.join(SUPPORTED)})")
     if env_id is None:
         errors = []
         for check in (_gymnax, _mjx):
@@ -147,20 +146,25 @@ def make_jax_env(env_id_or_spec: str | EnvSpec, *, obs_mean: np.ndarray | None =
     env_id, kwargs, max_steps = _spec_id_and_kwargs(env_id_or_spec)
     check_port(env_id)
     if reward != "env":
-        raise ValueError(f"reward={reward!r}: the JAX-native {env_id} reports no success; use online.env='gymnasium'")
+        raise ValueError(f"reward={reward!r}: the JAX-native {env_id} reports no success")
     if (obs_mean is None) != (obs_std is None):
         raise ValueError("make_jax_env: pass obs_mean and obs_std together, or neither")
     if env_id in MJX_PORTS:
         return _make_mjx_env(env_id, env_id_or_spec, env_kwargs or {}, obs_mean, obs_std)
     kwargs.update(env_kwargs or {})
     max_steps = kwargs.pop("max_episode_steps", max_steps)
+    kwargs.pop("disable_env_checker", None)  # gym.make's own: the environment is the same either way
     gymnax = _gymnax()
     gx_id, param_names = GYMNAX_PORTS[env_id]
     env, params = gymnax.make(gx_id)
     unknown = sorted(set(kwargs) - set(param_names))
     if unknown:
-        raise ValueError(f"{env_id}: the JAX-native port cannot take the environment argument(s) {unknown}; "
-                         "use online.env='gymnasium'")
+        raise ValueError(f"{env_id}: the JAX-native port cannot take the environment argument(s) {unknown}")
+    for k, v in kwargs.items():  # the ported arguments are numbers
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise ValueError(f"{env_id}: environment argument {k}={v!r} must be a finite number")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"{env_id}: max_episode_steps={max_steps!r} must be a positive integer")
     params = params.replace(**{param_names[k]: v for k, v in kwargs.items()})
     if max_steps is not None:
         params = params.replace(max_steps_in_episode=int(max_steps))
@@ -229,33 +233,40 @@ def _make_mjx_env(env_id: str, env_id_or_spec: str | EnvSpec, env_kwargs: dict, 
         name = env_id
         chain = vector_mujoco._wrapper_chain(env)
         if u.render_mode is not None:
-            raise ValueError(f"{name}: render_mode={u.render_mode!r}: the JAX-native port does not render; "
-                             "use online.env='gymnasium'")
+            raise ValueError(f"{name}: render_mode={u.render_mode!r}: the JAX-native port does not render")
         if chain is None or chain[0] or chain[1] or vector_mujoco._kind(u) is None:
             raise ValueError(f"{name}: the JAX-native port reproduces the plain Gymnasium environment only "
-                             "(no wrappers); use online.env='gymnasium'")
+                             "(no wrappers)")
         kind, limit = vector_mujoco._kind(u), chain[2]
         model = u.model
+        if model.opt.noslip_iterations:  # MJX has no noslip solver and would step without it
+            raise ValueError(f"{name}: MJX has no noslip solver (the model sets noslip_iterations="
+                             f"{model.opt.noslip_iterations})")
         if model.na:
-            raise ValueError(f"{name}: a model with actuator states (na={model.na}) is not ported; "
-                             "use online.env='gymnasium'")
+            raise ValueError(f"{name}: a model with actuator states (na={model.na}) is not ported")
         try:
             mx = mjx.put_model(model)
         except NotImplementedError as e:  # a model feature MJX lacks (e.g. from a custom xml_file)
-            raise ValueError(f"{name}: MJX cannot step this model ({str(e).splitlines()[0] if str(e) else e!r}); "
-                             "use online.env='gymnasium'") from None
+            raise ValueError(f"{name}: MJX cannot step this model ({str(e).splitlines()[0] if str(e) else e!r})") from None
         template = mjx.make_data(mx)
+        def number(arg: str, cast=float):  # a constructor argument as a number: a string given for one fails here
+            value = getattr(u, "_" + arg)
+            try:
+                return tuple(map(cast, value)) if isinstance(value, (tuple, list, np.ndarray)) else cast(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name}: environment argument {arg}={value!r} is not a number the port can use") from None
+
         frame_skip, dt = int(u.frame_skip), float(u.dt)
-        forward_w, ctrl_w = float(u._forward_reward_weight), float(u._ctrl_cost_weight)
-        noise = float(u._reset_noise_scale)
+        forward_w, ctrl_w = number("forward_reward_weight"), number("ctrl_cost_weight")
+        noise = number("reset_noise_scale")
         exclude_x = bool(u._exclude_current_positions_from_observation)
+        if kind != "halfcheetah":
+            healthy_reward, terminate = number("healthy_reward"), bool(u._terminate_when_unhealthy)
+            z_range, angle_range = number("healthy_z_range"), number("healthy_angle_range")
+            state_range = number("healthy_state_range") if kind == "hopper" else None
         init_qpos = jnp.asarray(u.init_qpos, jnp.float32)
         init_qvel = jnp.asarray(u.init_qvel, jnp.float32)
         low, high = _bounds(u.action_space)
-        if kind != "halfcheetah":
-            healthy_reward, terminate = float(u._healthy_reward), bool(u._terminate_when_unhealthy)
-            z_range, angle_range = tuple(map(float, u._healthy_z_range)), tuple(map(float, u._healthy_angle_range))
-            state_range = tuple(map(float, u._healthy_state_range)) if kind == "hopper" else None
         obs_dim = int(np.prod(env.observation_space.shape))
         act_dim = int(np.prod(env.action_space.shape))
     finally:

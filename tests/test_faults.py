@@ -387,6 +387,18 @@ def test_non_finite_optimizer_state_is_caught_before_saving():
 
 
 # -- launch scripts: one line, exit status 2 ----------------------------------------------------
+def test_a_bad_environment_argument_stops_before_the_run(make_tiny_config, tmp_path):
+    """dataset.env_kwargs with a value the environment cannot step with (Pendulum's g as a string):
+    one line naming the field before the workdir is written, not a traceback at the first evaluation."""
+    from smac_jax.errors import DatasetError
+
+    config = make_tiny_config(**{"dataset.env_kwargs": {"g": "x"}})
+    with pytest.raises(DatasetError, match=r"cannot be built with dataset\.env_kwargs=\{'g': 'x'\}") as e:
+        pipeline.run(config, str(tmp_path / "w"), progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("argv, match", [
     (["experiments/o2o.py", "--config=configs/o2o.py:pendulum", "--config.offline.stepz=1", "--workdir=W"],
      r"^error: unknown config key 'offline\.stepz' \(did you mean 'steps'\?\)$"),

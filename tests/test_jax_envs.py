@@ -69,6 +69,7 @@ def test_observation_standardisation_matches_make_env():
     (lambda: jax_envs.make_jax_env("Pendulum-v1", reward="success"), "reports no success"),
     (lambda: jax_envs.make_jax_env(gym.make("Pendulum-v1", render_mode="rgb_array").spec), "render_mode"),
     (lambda: jax_envs.make_jax_env("Pendulum-v1", obs_mean=np.zeros(3)), "together"),
+    (lambda: jax_envs.make_jax_env("Pendulum-v1", env_kwargs={"g": "x"}), r"g='x' must be a finite number"),
 ])
 def test_bad_requests_are_one_line_errors(call, match):
     with pytest.raises(ValueError, match=match) as e:

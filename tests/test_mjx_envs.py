@@ -105,3 +105,22 @@ def test_bad_requests_are_one_line_errors(call, match):
     with pytest.raises(ValueError, match=match) as e:
         call()
     assert "\n" not in str(e.value)
+
+
+def test_models_and_arguments_the_port_would_step_differently_are_refused(tmp_path):
+    """A model setting MJX ignores (the noslip solver) and a non-numeric constructor argument: one
+    line naming them, instead of a port that steps another environment or fails mid-run."""
+    import os
+    import re
+
+    import gymnasium.envs.mujoco as gm
+
+    xml = open(os.path.join(os.path.dirname(gm.__file__), "assets", "hopper.xml")).read()
+    path = tmp_path / "hopper_noslip.xml"
+    path.write_text(re.sub(r"<option ", '<option noslip_iterations="10" ', xml, count=1))
+    with pytest.raises(ValueError, match="no noslip solver") as e:
+        jax_envs.make_jax_env("Hopper-v5", env_kwargs={"xml_file": str(path)})
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"ctrl_cost_weight='abc' is not a number") as e:
+        jax_envs.make_jax_env("Walker2d-v5", env_kwargs={"ctrl_cost_weight": "abc"})
+    assert "\n" not in str(e.value)

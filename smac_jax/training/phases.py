@@ -109,19 +109,22 @@ def chunk_ends(start: int, stop: int, size: int, every: tuple[int, ...], marks: 
 
 
 def check_env_fits(dataset) -> None:
-    """The dataset's environment builds and takes the data's observation and action layout."""
+    """The dataset's environment builds, resets and steps (with the dataset's ``env_kwargs``), and
+    takes the data's observation and action layout: a bad environment argument stops the run
+    here, not at its first evaluation."""
     obs_dim, act_dim = dataset.transitions.obs.shape[-1], dataset.transitions.action.shape[-1]
     try:
         env = dataset.make_env()
         obs, _ = env.reset(seed=0)
         env_act = env.action_space.shape
-        if getattr(dataset, "reward", "env") == "success":  # the binary reward needs info["success"] online
-            env.step(np.zeros(env_act, np.float32))
+        env.step(np.zeros(env_act, np.float32))  # also: the binary reward needs info["success"] online
         env.close()
     except DatasetError:
         raise
     except Exception as e:  # noqa: BLE001  (gymnasium / the wrappers on a spec that does not fit)
-        raise DatasetError(f"{dataset.dataset_id}: its environment cannot be built to match the data "
+        kwargs = getattr(dataset, "env_kwargs", None)
+        given = f" with dataset.env_kwargs={kwargs}" if kwargs else ""
+        raise DatasetError(f"{dataset.dataset_id}: its environment cannot be built{given} to match the data "
                            f"({type(e).__name__}: {str(e)[:200]})") from None
     if np.shape(obs) != (obs_dim,) or tuple(env_act) != (act_dim,):
         raise DatasetError(f"{dataset.dataset_id}: the data has observations of {obs_dim} and actions of {act_dim} "

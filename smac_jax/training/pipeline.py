@@ -92,7 +92,7 @@ def check_online_env(config: ml_collections.ConfigDict, dataset) -> None:
         try:
             env = dataset.make_jax_env(eval_env=True)
         except ValueError as e:
-            raise ConfigError(f"{field}='jax': {e}") from None
+            raise ConfigError(f"{field}='jax': {e}; use {field}='gymnasium'") from None
         t = dataset.transitions
         have, want = (env.obs_dim, env.act_dim), (t.obs.shape[-1], t.action.shape[-1])
         if have != want:
@@ -226,7 +226,7 @@ def _check_online_env_before_data(config) -> None:
         generated = dc.get("generate", False) and dc.get("generate_env") and dc.id not in list_local_datasets()
         jax_envs.check_port(dc.generate_env if generated else None)  # None: some backend installed
     except ValueError as e:
-        raise ConfigError(f"{fields[0]}='jax': {e}") from None
+        raise ConfigError(f"{fields[0]}='jax': {e}; use {fields[0]}='gymnasium'") from None
 
 
 def check_batch_sizes(config, n_transitions: int) -> None:
