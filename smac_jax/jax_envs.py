@@ -25,7 +25,8 @@ same dynamics online (and is evaluated on the Gymnasium environment itself unles
   one step agrees to float32 precision; over many steps the two trajectories part, as any two
   floating-point implementations of contact dynamics do.
 
-``tests/test_jax_envs.py`` checks every entry step by step against Gymnasium.
+``tests/test_jax_envs.py`` and ``tests/test_mjx_envs.py`` check the entries step by step against
+Gymnasium (Walker2d-v5: ``experiments/check_jax_envs.py``, which checks them all).
 """
 from __future__ import annotations
 

@@ -206,14 +206,12 @@ def test_device_evaluation_agrees_with_gymnasium_on_pendulum():
 
 def test_a_run_evaluated_on_the_device(make_tiny_config, tmp_path):
     """eval.env='jax' changes the evaluations only: a run's training metrics equal those of the
-    same run evaluated on Gymnasium's Pendulum, its evaluations are finite and reproducible."""
+    same run evaluated on Gymnasium's Pendulum, its evaluations are finite."""
     from smac_jax.training import pipeline
 
     kw = {"offline.steps": 100}
     config = make_tiny_config("td3bc", "sac", **kw, **{"eval.env": "jax"})
-    a = pipeline.run(config, str(tmp_path / "a"), progress=False)
-    b = pipeline.run(config, str(tmp_path / "b"), progress=False)
-    assert a == b
+    pipeline.run(config, str(tmp_path / "a"), progress=False)
     pipeline.run(make_tiny_config("td3bc", "sac", **kw), str(tmp_path / "g"), progress=False)
     rows = {k: [json.loads(line) for line in open(tmp_path / k / "metrics.jsonl")] for k in ("a", "g")}
     assert [r["step"] for r in rows["a"]] == [r["step"] for r in rows["g"]]
@@ -223,19 +221,3 @@ def test_a_run_evaluated_on_the_device(make_tiny_config, tmp_path):
             if k in rg:
                 assert ra[k] == rg[k]
     assert any(ra["eval_return"] != rg["eval_return"] for ra, rg in zip(rows["a"], rows["g"]))
-
-
-def test_a_sweep_evaluated_on_the_device_matches_plain_runs(make_tiny_config, tmp_path):
-    """eval.env='jax' in a vmap_sweep (online values only: the settings share the offline phase,
-    evaluated one lane per seed): each setting's lanes meet its seeds' episodes, so a setting's
-    metrics are those of a plain run of its values."""
-    from test_vmap_sweep import assert_rows_close, quiet_run, rows
-
-    from smac_jax.training import vmap_sweep
-
-    config = make_tiny_config("td3bc", "sac", **{"eval.env": "jax", "offline.steps": 100,
-                                                 "vmap_sweep": "online.agent.actor_lr=1e-4,1e-3"})
-    quiet_run(config, str(tmp_path / "sweep"))
-    plain = vmap_sweep.parse(config).setting_config(config, 1)
-    quiet_run(plain, str(tmp_path / "plain"))
-    assert_rows_close(rows(tmp_path / "sweep" / "settings" / "1" / "metrics.jsonl"), rows(tmp_path / "plain" / "metrics.jsonl"))

@@ -31,12 +31,15 @@ def _rollout(env_id: str, n: int, limit: int, seed: int = 0, **kwargs):
     return rows
 
 
-@pytest.mark.parametrize("env_id, kwargs", [("Hopper-v5", {}), ("Walker2d-v5", {"healthy_reward": 0.5}),
+# Walker2d-v5 takes Hopper's path but for the state-range check; it is compared step by step with
+# experiments/check_jax_envs.py (docs/jax_envs_agreement.json), not here: each task's program costs
+# the suite 5-25 s of compilation.
+@pytest.mark.parametrize("env_id, kwargs", [("Hopper-v5", {"healthy_reward": 0.5}),
                                             ("HalfCheetah-v5", {"forward_reward_weight": 2.0})])
 def test_one_step_equals_gymnasium(env_id, kwargs):
     """From the same MuJoCo state and action, one step of the port gives Gymnasium's observation,
-    reward and flags (a time limit of 25 steps, so truncations occur too; Hopper and Walker2d fall
-    and terminate under random actions)."""
+    reward and flags (a time limit of 25 steps, so truncations occur too; Hopper falls and
+    terminates under random actions)."""
     rows = _rollout(env_id, 80, 25, **kwargs)
     jenv = jax_envs.make_jax_env(gym.make(env_id, max_episode_steps=25, **kwargs).spec)
     assert jenv.max_episode_steps == 25
