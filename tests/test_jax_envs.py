@@ -79,14 +79,12 @@ def test_bad_requests_are_one_line_errors(call, match):
 
 def test_online_phase_on_the_device(make_tiny_config, tmp_path):
     """online.env='jax': the online phase runs with the JAX-native Pendulum (online updates on the
-    transitions it collects, evaluations on Gymnasium's Pendulum) and the same seed gives the same
-    numbers."""
+    transitions it collects, evaluations on Gymnasium's Pendulum). That the same seed gives the same
+    numbers is checked by tests/test_faults.py's kill-and-resume runs against an uninterrupted one."""
     from smac_jax.training import pipeline
 
     config = make_tiny_config("td3bc", "sac", **{"online.env": "jax", "offline.steps": 100})
-    a = pipeline.run(config, str(tmp_path / "a"), progress=False)
-    b = pipeline.run(config, str(tmp_path / "b"), progress=False)
-    assert a == b
+    pipeline.run(config, str(tmp_path / "a"), progress=False)
     rows = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
     online = [r for r in rows if r["phase"] == "online"]
     assert sorted({r["step"] for r in online}) == [0, 60, 120]
