@@ -170,7 +170,7 @@ def make_jax_env(env_id_or_spec: str | EnvSpec, *, obs_mean: np.ndarray | None =
     if max_steps is not None:
         params = params.replace(max_steps_in_episode=int(max_steps))
     space = env.action_space(params)
-    low, high = _bounds(space)
+    rescale = _rescaler(space)
     obs_dim = int(np.prod(env.observation_space(params).shape))
     observe = _observer(obs_dim, obs_mean, obs_std)
 
@@ -179,18 +179,18 @@ def make_jax_env(env_id_or_spec: str | EnvSpec, *, obs_mean: np.ndarray | None =
         return state, observe(obs)
 
     def step(key, state, action):
-        a = low + (action + 1.0) * 0.5 * (high - low)  # RescaleAction's map (the environments clip)
-        obs, state, rew, terminated, truncated, info = env.step(key, state, a, params)
+        obs, state, rew, terminated, truncated, info = env.step(key, state, rescale(action), params)
         return (state, observe(obs), observe(info["final_observation"]), jnp.asarray(rew, jnp.float32).reshape(()),
                 jnp.asarray(terminated, bool).reshape(()), jnp.asarray(truncated, bool).reshape(()))
 
     return JaxEnv(env_id, obs_dim, int(np.prod(space.shape)), int(params.max_steps_in_episode), reset, step)
 
 
-def _bounds(space) -> tuple[jax.Array, jax.Array]:
+def _rescaler(space) -> Callable[[jax.Array], jax.Array]:
+    """RescaleAction's map from ``[-1, 1]`` to the Box ``space``'s bounds (the environments clip)."""
     low = jnp.asarray(np.broadcast_to(np.asarray(space.low, np.float32), space.shape))
     high = jnp.asarray(np.broadcast_to(np.asarray(space.high, np.float32), space.shape))
-    return low, high
+    return lambda action: low + (action + 1.0) * 0.5 * (high - low)
 
 
 def _observer(obs_dim: int, obs_mean, obs_std) -> Callable[[jax.Array], jax.Array]:
@@ -231,14 +231,14 @@ def _make_mjx_env(env_id: str, env_id_or_spec: str | EnvSpec, env_kwargs: dict, 
         raise ValueError(f"{env_id}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     try:
         u = env.unwrapped
-        name = env_id
+        name, kind = env_id, vector_mujoco._kind(u)
         chain = vector_mujoco._wrapper_chain(env)
         if u.render_mode is not None:
             raise ValueError(f"{name}: render_mode={u.render_mode!r}: the JAX-native port does not render")
-        if chain is None or chain[0] or chain[1] or vector_mujoco._kind(u) is None:
+        if chain is None or chain[0] or chain[1] or kind is None:
             raise ValueError(f"{name}: the JAX-native port reproduces the plain Gymnasium environment only "
                              "(no wrappers)")
-        kind, limit = vector_mujoco._kind(u), chain[2]
+        limit = chain[2]
         model = u.model
         if model.opt.noslip_iterations:  # MJX has no noslip solver and would step without it
             raise ValueError(f"{name}: MJX has no noslip solver (the model sets noslip_iterations="
@@ -250,6 +250,7 @@ def _make_mjx_env(env_id: str, env_id_or_spec: str | EnvSpec, env_kwargs: dict, 
         except NotImplementedError as e:  # a model feature MJX lacks (e.g. from a custom xml_file)
             raise ValueError(f"{name}: MJX cannot step this model ({str(e).splitlines()[0] if str(e) else e!r})") from None
         template = mjx.make_data(mx)
+
         def number(arg: str, cast=float):  # a constructor argument as a number: a string given for one fails here
             value = getattr(u, "_" + arg)
             try:
@@ -267,7 +268,7 @@ def _make_mjx_env(env_id: str, env_id_or_spec: str | EnvSpec, env_kwargs: dict, 
             state_range = number("healthy_state_range") if kind == "hopper" else None
         init_qpos = jnp.asarray(u.init_qpos, jnp.float32)
         init_qvel = jnp.asarray(u.init_qvel, jnp.float32)
-        low, high = _bounds(u.action_space)
+        rescale = _rescaler(u.action_space)
         obs_dim = int(np.prod(env.observation_space.shape))
         act_dim = int(np.prod(env.action_space.shape))
     finally:
@@ -302,7 +303,7 @@ def _make_mjx_env(env_id: str, env_id_or_spec: str | EnvSpec, env_kwargs: dict, 
         return data
 
     def step(key, state, action):
-        a = low + (action + 1.0) * 0.5 * (high - low)  # RescaleAction's map (MuJoCo clamps the control)
+        a = rescale(action)  # MuJoCo clamps the control; the control cost takes it as given
         data = physics(state, a)
         qpos, qvel = data.qpos, data.qvel
         forward = forward_w * ((qpos[0] - state.qpos[0]) / dt)

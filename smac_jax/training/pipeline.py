@@ -88,16 +88,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
 def check_online_env(config: ml_collections.ConfigDict, dataset) -> None:
     """``online.env="jax"`` / ``eval.env="jax"`` need a verified JAX-native port of the dataset's
     environment."""
-    for field in _jax_env_fields(config):
-        try:
-            env = dataset.make_jax_env(eval_env=True)
-        except ValueError as e:
-            raise ConfigError(f"{field}='jax': {e}; use {field}='gymnasium'") from None
-        t = dataset.transitions
-        have, want = (env.obs_dim, env.act_dim), (t.obs.shape[-1], t.action.shape[-1])
-        if have != want:
-            raise ConfigError(f"{field}='jax': the JAX-native {env.env_id} has observations and actions of {have} "
-                              f"dimensions, the data {want}; use {field}='gymnasium'")
+    fields = _jax_env_fields(config)
+    if not fields:
+        return
+    field = fields[0]  # both ask for the same port: built and checked once
+    try:
+        env = dataset.make_jax_env(eval_env=True)
+    except ValueError as e:
+        raise ConfigError(f"{field}='jax': {e}; use {field}='gymnasium'") from None
+    t = dataset.transitions
+    have, want = (env.obs_dim, env.act_dim), (t.obs.shape[-1], t.action.shape[-1])
+    if have != want:
+        raise ConfigError(f"{field}='jax': the JAX-native {env.env_id} has observations and actions of {have} "
+                          f"dimensions, the data {want}; use {field}='gymnasium'")
 
 
 def _jax_env_fields(config) -> list[str]:
