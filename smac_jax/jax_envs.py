@@ -50,9 +50,9 @@ __all__ = ["GYMNAX_PORTS", "JaxEnv", "MJX_PORTS", "MjxState", "SUPPORTED", "chec
 GYMNAX_PORTS: dict[str, tuple[str, dict[str, str]]] = {
     "Pendulum-v1": ("Pendulum-v1", {"g": "g"}),
 }
-#: Gymnasium ids stepped with MJX (any of their constructor arguments). Ant-v5 is not offered: its
-#: reward's contact cost needs the constraint forces MuJoCo computes after the step
-#: (``mj_rnePostConstraint``), which MJX does not provide.
+#: Gymnasium ids stepped with MJX (any of their constructor arguments). Ant-v5 is not offered: MJX
+#: orients the friction pyramid of a near-vertical leg's floor contact differently from MuJoCo, so
+#: with Ant's pyramidal cones its steps in contact differ far beyond float32 precision.
 MJX_PORTS: tuple[str, ...] = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")
 #: Every Gymnasium id with a JAX-native port.
 SUPPORTED: tuple[str, ...] = (*GYMNAX_PORTS, *MJX_PORTS)

@@ -64,7 +64,7 @@ def test_observation_standardisation_matches_make_env():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: jax_envs.make_jax_env("Ant-v5"), "no JAX-native port"),  # its reward needs mj_rnePostConstraint
+    (lambda: jax_envs.make_jax_env("Ant-v5"), "no JAX-native port"),  # MJX orients its contacts' friction differently
     (lambda: jax_envs.make_jax_env("MountainCarContinuous-v0"), "no JAX-native port"),  # gymnax's port differs
     (lambda: jax_envs.make_jax_env("Pendulum-v1", reward="success"), "reports no success"),
     (lambda: jax_envs.make_jax_env(gym.make("Pendulum-v1", render_mode="rgb_array").spec), "render_mode"),
