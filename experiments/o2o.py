@@ -1,6 +1,8 @@
 """Offline pre-training -> hand-over -> online fine-tuning, several seeds vmapped, in one command.
 
     python experiments/o2o.py --config=configs/o2o.py:pendulum --workdir=runs/pendulum
+    python experiments/o2o.py --config=configs/o2o.py:pendulum --config.online.steps=20000 --workdir=runs/x
+    # after an interruption: the same command with --resume (the config must be the run's own)
     python experiments/o2o.py --config=configs/o2o.py:pendulum --config.online.steps=20000 \
         --workdir=runs/x --resume
 """

@@ -36,3 +36,9 @@ class CheckpointMismatchError(SmacJaxError, ValueError):
 
 class WorkdirError(SmacJaxError, RuntimeError):
     """The workdir holds another run, or cannot be written."""
+
+
+class ProtocolError(SmacJaxError, RuntimeError):
+    """A learner broke the protocol the training loops rely on (``smac_jax/learners/CONTRIBUTING.md``):
+    its update did not advance ``state.step``, returned a metric that is not one number, or trains
+    a parameter group that has no optimiser."""

@@ -37,7 +37,7 @@ from smac_jax.types import Metrics, PRNGKey, Transitions
 
 REGISTRY: dict[str, type["Learner"]] = {}
 
-from smac_jax.errors import ConfigError, TransferError  # noqa: E402,F401  (re-exported)
+from smac_jax.errors import ConfigError, ProtocolError, TransferError  # noqa: E402,F401  (re-exported)
 
 
 @flax.struct.dataclass
@@ -443,6 +443,15 @@ class Learner:
         ``groups``, each with its own optimiser; returns ``(params, opt_state, info)`` with those
         groups updated and everything else as given."""
         names = (groups,) if isinstance(groups, str) else tuple(groups)
+        absent = [g for g in names if g not in params]
+        if absent:
+            raise ProtocolError(f"learner {self.name!r}: grad_step on parameter group(s) {absent}, which its "
+                                f"params lack (groups: {sorted(params)})")
+        no_opt = [g for g in names if g not in self.opts or g not in opt_state]
+        if no_opt:
+            raise ProtocolError(f"learner {self.name!r}: parameter group(s) {no_opt} have no optimiser: add each to "
+                                f"{type(self).__name__}.lr_fields (group -> config field of its learning rate) or "
+                                "build it in optimizers()")
         grads, info = jax.grad(
             lambda sub: self.call_loss(loss_fn, {**params, **sub}, batch, key), has_aux=True
         )({g: params[g] for g in names})

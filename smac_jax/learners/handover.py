@@ -70,8 +70,13 @@ def check_same_structure(expected: Any, got: Any, group: str, src: str, dst: str
     e_shapes = jax.tree.map(jnp.shape, expected)
     g_shapes = jax.tree.map(jnp.shape, got)
     if jax.tree.structure(e_shapes) != jax.tree.structure(g_shapes) or e_shapes != g_shapes:
+        leaves = lambda t: {jax.tree_util.keystr(p): x for p, x in  # noqa: E731
+                            jax.tree_util.tree_flatten_with_path(t, is_leaf=lambda x: isinstance(x, tuple))[0]}
+        e, g = leaves(e_shapes), leaves(g_shapes)
+        diff = [f"{k}: {dst} {e.get(k, 'absent')}, {src} {g.get(k, 'absent')}" for k in sorted(set(e) | set(g))
+                if e.get(k) != g.get(k)]
+        more = f" (and {len(diff) - 2} more)" if len(diff) > 2 else ""
         raise TransferError(
-            f"{src} -> {dst}: parameter group {group!r} differs in shape; "
-            f"{dst} expects {e_shapes}, {src} has {g_shapes}. Use the same hidden_dims / num_critics / "
-            f"layer-norm settings on both sides."
+            f"{src} -> {dst}: parameter group {group!r} differs in shape: {'; '.join(diff[:2])}{more}. Use the same "
+            "hidden_dims / num_critics / layer-norm settings on both sides."
         )

@@ -26,6 +26,7 @@ import numpy as np
 
 from smac_jax.errors import ConfigError
 from smac_jax.learners.base import Learner, TrainState, make_learner
+from smac_jax.types import Transitions
 
 #: Where a lane's values live in ``TrainState.extra``.
 HPARAMS = "hparams"
@@ -80,11 +81,26 @@ class Swept(Learner):
         varies slowest) x ``n_seeds`` seeds: lane ``k * n_seeds + j`` is setting ``k`` with seed
         index ``j`` (give it seed ``j``'s key). Each combination must pass the learner's own
         checks (a learner is built with it); the lanes' values are keyed by field name."""
+        for field in values:
+            if field not in learner.config:
+                raise ConfigError(f"Swept.grid: {field!r} is not a hyperparameter of learner {learner.name!r} "
+                                  f"(known: {', '.join(sorted(learner.config))})")
+            check_float_field(field, learner.config[field], "Swept.grid")
         combos = list(itertools.product(*values.values()))
         for combo in combos:
             make_learner(learner.name, learner.obs_dim, learner.act_dim, {**learner.config, **dict(zip(values, combo))})
         lane_values = {f: np.repeat([c[i] for c in combos], n_seeds) for i, f in enumerate(values)}
-        return cls(learner, lane_values, {f: f for f in values}, lane_seed_index=list(range(n_seeds)) * len(combos))
+        swept = cls(learner, lane_values, {f: f for f in values}, lane_seed_index=list(range(n_seeds)) * len(combos))
+        key = jax.random.PRNGKey(0)
+        state = jax.eval_shape(learner.init, key)
+        batch = jax.eval_shape(lambda k: Transitions.random(k, int(learner.config.batch_size), learner.obs_dim,
+                                                            learner.act_dim), key)
+        obs = jax.ShapeDtypeStruct((4, learner.obs_dim), jnp.float32)
+        check_sweepable(swept, {"initialisation": (lambda b, k: b.init(k), (key,)),
+                                "update": (lambda b, st, bt, k: b.update(st, bt, k), (state, batch, key)),
+                                "action": (lambda b, st, o, k: b.act(st, o, k, False), (state, obs, key))},
+                        "the", where="Swept.grid")
+        return swept
 
     @property
     def n_lanes(self) -> int:
@@ -157,7 +173,17 @@ def _uses(jaxpr, n_inputs: int) -> list[bool]:
     return [id(v) in live for v in jaxpr.invars[:n_inputs]]
 
 
-def check_sweepable(learner: Swept, programs: dict[str, Any], phase: str) -> None:
+def check_float_field(path: str, current: Any, where: str = "vmap_sweep") -> None:
+    """Raise :class:`ConfigError` unless a field's value ``current`` is a float: an integer (a
+    size, count or period) or anything else shapes the programs and cannot vary per lane."""
+    if isinstance(current, bool) or not isinstance(current, float):
+        kind = "an integer (a size, count or period)" if isinstance(current, int) and not isinstance(current, bool) \
+            else f"not a number ({current!r})"
+        raise ConfigError(f"{where}: {path} is {kind}: it shapes the program, so it is swept as separate "
+                          "runs (experiments/sweep.py --set)")
+
+
+def check_sweepable(learner: Swept, programs: dict[str, Any], phase: str, where: str = "vmap_sweep") -> None:
     """Raise :class:`ConfigError` naming a swept field of ``learner`` that cannot vary per lane.
 
     ``programs``: name -> ``(fn, args)`` with ``fn(bound_learner, *args) -> outputs`` and ``args``
@@ -177,11 +203,11 @@ def check_sweepable(learner: Swept, programs: dict[str, Any], phase: str) -> Non
                 closed = jax.make_jaxpr(traced)(jax.ShapeDtypeStruct((), jnp.float32), *args)
             except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError) as e:
                 reason = str(e).strip().splitlines()[0][:160]
-                raise ConfigError(f"vmap_sweep: {path} cannot vary within one program: learner {learner.name!r} "
+                raise ConfigError(f"{where}: {path} cannot vary within one program: learner {learner.name!r} "
                                   f"uses its value to build its {name} program ({reason}); sweep it as "
                                   "separate runs (experiments/sweep.py --set)") from None
             used = used or _uses(closed.jaxpr, 1)[0]
         if not used:
-            raise ConfigError(f"vmap_sweep: {path} changes nothing in the {', '.join(programs)} programs of "
+            raise ConfigError(f"{where}: {path} changes nothing in the {', '.join(programs)} programs of "
                               f"{phase} learner {learner.name!r} (unused with this config, or read outside them, "
                               "e.g. when the learner is prepared); sweep it as separate runs (experiments/sweep.py --set)")

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ConfigError, TrainState, at_least, register, sg
+from smac_jax.learners.base import ConfigError, ProtocolError, TrainState, at_least, register, sg
 from smac_jax.learners.td3 import TD3
 from smac_jax.types import Transitions
 
@@ -100,5 +100,9 @@ class TD3BC(TD3):
         if w is None:
             return update(state, *args)
         state, info = update(state.replace(params={**state.params, "bc_weight": w}), *args)
+        if "actor_loss" in info and "bc_weight" not in info:  # an actor loss of one's own ignoring the schedule
+            raise ProtocolError(f"learner {self.name!r}: bc_decay={self.config.bc_decay!r} schedules the BC weight, but "
+                                "its actor loss reports no 'bc_weight' metric: read the weight as "
+                                "params.get('bc_weight', 1.0) and return it in the info dict (as td3bc.actor_loss does)")
         params = {k: v for k, v in state.params.items() if k != "bc_weight"}
         return state.replace(params=params), info

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from smac_jax.data import replay
-from smac_jax.training.steps import _mean_metrics, seed_vmap
+from smac_jax.training.steps import _mean_metrics, checked_metrics, seed_vmap
 from smac_jax.types import Transitions
 
 __all__ = ["LEAN", "DeviceCollector", "OnlineCollector", "clear_compiled_loops", "host_call", "lean_path_works",
@@ -285,6 +285,7 @@ def _online_per_seed(learner, utd: int, mixing_ratio: float | None, train: bool,
                 else:
                     batch = replay.sample_mixed(buffer, offline, k_b, bs, mixing_ratio)
                 new, m = learner.update(st, batch, k_u)
+                m = checked_metrics(learner, m)
                 if hold_policy_until > 0:
                     new = hold_policy(learner, new, st, step <= hold_policy_until)
                 return new, m

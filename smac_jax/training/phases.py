@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from smac_jax.data import replay
-from smac_jax.errors import ConfigError, DatasetError, DivergenceError, TransferError
+from smac_jax.errors import ConfigError, DatasetError, DivergenceError, ProtocolError, TransferError
 from smac_jax.learners import Learner, make_learner
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import DeviceEvaluator, Evaluator, in_critic_units, make_act_fn, make_value_fn
@@ -59,15 +59,35 @@ def stack_seeds(tree: Any, n: int) -> Any:
 
 
 def check_finite(metrics: dict, phase: str, learner: Learner, step: int) -> None:
-    for k, v in metrics.items():
-        v = np.asarray(v)
-        bad = ~np.isfinite(v)
-        if bad.any():
-            seeds = np.nonzero(bad.reshape(bad.shape[0], -1).any(1))[0].tolist()
-            raise DivergenceError(
-                f"{phase} learner {learner.name!r} diverged: metric {k!r} is not finite at step {step} "
-                f"for {_lanes(learner, seeds)} (values {v.tolist()}). {_ADVICE}"
-            )
+    """Raise :class:`DivergenceError` naming every metric that is not finite for some seed (the
+    first with its lanes and values: which one went first cannot be told from one chunk's means)."""
+    bad = {k: ~np.isfinite(np.asarray(v)) for k, v in metrics.items()}
+    names = [k for k, b in bad.items() if b.any()]
+    if names:
+        k, b = names[0], bad[names[0]]
+        seeds = np.nonzero(b.reshape(b.shape[0], -1).any(1))[0].tolist()
+        others = f" (also not finite: {', '.join(map(repr, names[1:]))})" if len(names) > 1 else ""
+        raise DivergenceError(
+            f"{phase} learner {learner.name!r} diverged: metric {k!r} is not finite at step {step} "
+            f"for {_lanes(learner, seeds)} (values {np.asarray(metrics[k]).tolist()}){others}. {_ADVICE}"
+        )
+
+
+def update_counts(states) -> np.ndarray:
+    """Every lane's ``state.step`` (the updates its learner has made), on the host."""
+    return np.asarray(jax.device_get(states.step)).reshape(-1)
+
+
+def check_update_counts(states, expected: np.ndarray, phase: str, learner: Learner, step: int) -> None:
+    """Raise :class:`ProtocolError` unless every lane's ``state.step`` equals ``expected``: a
+    learner's update returns its state with ``step`` advanced by one, which delays, schedules and
+    the minibatch draws of a resumed run rely on."""
+    got = update_counts(states)
+    if not np.array_equal(got, expected):
+        show = lambda a: a.tolist() if a.size <= 8 else f"{sorted(set(a.tolist()))[:8]} (over {a.size} lanes)"  # noqa: E731
+        raise ProtocolError(f"{phase} learner {learner.name!r}: state.step is {show(got)} at {phase} step {step}, "
+                            f"expected {show(expected)}: its update must return the state with step incremented "
+                            "by one per call")
 
 
 def _lanes(learner: Learner, lanes: list[int]) -> str:
@@ -341,10 +361,13 @@ def offline_phase(ctx: RunContext) -> Any:
     act = make_act_fn(learner)
     ctx.bar.update(step)
     t0, start = time.time(), step
+    counts = update_counts(states)
     for end in chunk_ends(step, c.steps, c.scan_steps, (c.eval_every, c.ckpt_every)):
         states, metrics = update(states, ctx.data, ctx.keys["offline"][:n], step)
         ctx.bar.update(end - step)
+        counts = counts + (end - step)
         step = end
+        check_update_counts(states, counts, "offline", learner, step)
         ctx.end_chunk("offline", step, act, states, learner, metrics, lambda: (states, {}),
                       _rate(step - start, t0))
     return states
@@ -402,12 +425,15 @@ def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCo
     t0, start = time.time(), step
     metrics: dict = {}
     every = (c.eval_every, c.ckpt_every) + ((learner.host_update_every,) if learner.host_update_every else ())
+    counts = update_counts(states)
     for end in chunk_ends(step, c.steps, c.scan_steps, every, (c.learning_starts,)):
         training = step >= c.learning_starts  # environment step s trains iff s > learning_starts
         states, buffers, actions, m = loops[training](states, buffers, actions, ctx.data, ctx.keys["online"],
                                                       step, end - step)
         ctx.bar.update(end - step)
+        counts = counts + (end - step) * c.utd * training
         step = end
+        check_update_counts(states, counts, "online", learner, step)
         metrics = m or metrics
         if learner.host_update_every and step % learner.host_update_every == 0:
             states = learner.periodic_host_update(states, buffers, step)

@@ -308,10 +308,33 @@ def _check_workdir(workdir: str, config, resume: bool, overwrite: bool) -> list[
                            "--workdir")
     if resume and os.path.exists(cfg_path):
         with open(cfg_path) as f:
-            if f.read() != _config_json(config):
-                raise ConfigError(f"--resume: {cfg_path} holds a different config than the one given; "
-                                  "resume with the same config, or use a new workdir")
+            stored = f.read()
+        if stored != _config_json(config):
+            raise ConfigError(f"--resume: {cfg_path} holds a different config than the one given "
+                              f"({_config_changes(stored, config)}); resume with the run's config, or use a new workdir")
     return existing
+
+
+def _config_changes(stored: str, config, limit: int = 4) -> str:
+    """The fields where ``config`` differs from the stored ``config.json`` text, as "field: old -> new"."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    try:
+        old, new = flat(json.loads(stored)), flat(json.loads(_config_json(config)))
+    except (json.JSONDecodeError, AttributeError):
+        return "its config.json is not a config this library wrote"
+    missing = object()
+    changes = [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" for k in sorted(set(old) | set(new))
+               if old.get(k, missing) != new.get(k, missing)]
+    more = f"; and {len(changes) - limit} more" if len(changes) > limit else ""
+    return "; ".join(changes[:limit]) + more
 
 
 def _write_workdir(workdir: str, config, existing: list[str], overwrite: bool) -> None:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from smac_jax.data import replay
-from smac_jax.errors import ShapeError
+from smac_jax.errors import ProtocolError, ShapeError
 from smac_jax.types import Transitions
 
 
@@ -43,6 +43,20 @@ def _mean_metrics(ms):
     return jax.tree.map(lambda x: jnp.mean(x, axis=0), ms)
 
 
+def checked_metrics(learner, metrics):
+    """``metrics`` as an update returned them (checked when the program is traced): a dict of one
+    number per metric, since the loops average, log and check them per seed; otherwise a one-line
+    :class:`~smac_jax.errors.ProtocolError` naming the learner and the metrics."""
+    if not isinstance(metrics, dict):
+        raise ProtocolError(f"learner {learner.name!r}: update must return (state, metrics dict), got metrics of "
+                            f"type {type(metrics).__name__}")
+    bad = {k: tuple(jnp.shape(v)) for k, v in metrics.items() if jnp.shape(v) != ()}
+    if bad:
+        raise ProtocolError(f"learner {learner.name!r}: update returned metric(s) that are not one number per update "
+                            f"(shapes {bad}); reduce each to a scalar, e.g. with jnp.mean")
+    return metrics
+
+
 def _update_phase_current(learner) -> bool:
     """Whether ``update_phase`` is defined in the class that defines ``update`` or below it: a
     subclass that overrides only ``update`` (e.g. of TD3 or TD3+BC) must not have its update
@@ -70,7 +84,7 @@ def make_offline_step(learner, n_updates: int):
         def body(st, k):
             k_b, k_u = jax.random.split(k)
             st, m = learner.update(st, replay.sample_transitions(data, k_b, bs), k_u)
-            return st, m
+            return st, checked_metrics(learner, m)
 
         state, ms = jax.lax.scan(body, state, keys)
         return state, _mean_metrics(ms)
@@ -83,7 +97,7 @@ def make_offline_step(learner, n_updates: int):
             for phase in range(period):
                 k_b, k_u = jax.random.split(ks[phase])
                 st, m = learner.update_phase(st, replay.sample_transitions(data, k_b, bs), k_u, phase)
-                phase_metrics.append(m)
+                phase_metrics.append(checked_metrics(learner, m))
             names = {n for m in phase_metrics for n in m}
             return st, {n: jnp.mean(jnp.stack([m[n] for m in phase_metrics if n in m])) for n in names}
 

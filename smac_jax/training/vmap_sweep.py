@@ -41,7 +41,7 @@ import numpy as np
 from smac_jax.data import replay
 from smac_jax.errors import ConfigError
 from smac_jax.learners import make_learner, resolve_config
-from smac_jax.learners.swept import HPARAMS, Swept, check_sweepable, with_hparams
+from smac_jax.learners.swept import HPARAMS, Swept, check_float_field, check_sweepable, with_hparams
 from smac_jax.training.logger import (SENSITIVITY_PANELS, MetricsLog, format_value, make_sinks, plot_evaluations,
                                       plot_sensitivity, plot_settings)
 from smac_jax.training.summary import summarize
@@ -168,11 +168,7 @@ def parse(config: ml_collections.ConfigDict) -> Sweep | None:
         current = defaults[field]
         if field in NOT_SWEEPABLE:
             raise ConfigError(f"vmap_sweep: {path} cannot be swept in one program: {NOT_SWEEPABLE[field]}")
-        if isinstance(current, bool) or not isinstance(current, float):
-            kind = "an integer (a size, count or period)" if isinstance(current, int) and not isinstance(current, bool) \
-                else f"not a number ({current!r})"
-            raise ConfigError(f"vmap_sweep: {path} is {kind}: it shapes the program, so it is swept as separate "
-                              "runs (experiments/sweep.py --set)")
+        check_float_field(path, current)
     sweep = Sweep(tuple(p for p, _ in grid), grid_settings(grid), int(config.n_seeds))
     for k in range(sweep.n_settings):  # each setting's values pass the learner's range checks
         for phase in PHASES:

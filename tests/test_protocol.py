@@ -1,0 +1,161 @@
+"""A learner written outside the library that breaks the protocol the training loops rely on
+(``smac_jax/learners/CONTRIBUTING.md``) stops with one line naming it: an update that does not
+advance ``state.step``, a metric that is not one number, a trained group without an optimiser, a
+TD3+BC actor loss that ignores the scheduled BC weight, a swept field that cannot vary per lane.
+Also the messages that name what differs: a resumed run's changed config fields, a hand-over's
+mismatched parameter, every non-finite metric."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from smac_jax.errors import ConfigError, DivergenceError, ProtocolError, TransferError
+from smac_jax.learners import make_learner, td3bc
+from smac_jax.learners.base import REGISTRY, register
+from smac_jax.learners.handover import check_same_structure
+from smac_jax.learners.sac import SAC
+from smac_jax.learners.swept import Swept
+from smac_jax.training import phases, pipeline
+from smac_jax.training.steps import make_offline_step
+from smac_jax.types import Transitions
+
+OBS, ACT = 3, 1
+
+
+class _NoStep(SAC):
+    """SAC whose update forgets to advance ``state.step``."""
+
+    def update(self, state, batch, key):
+        new, info = super().update(state, batch, key)
+        return new.replace(step=state.step), info
+
+
+class _VectorMetric(SAC):
+    def update(self, state, batch, key):
+        new, info = super().update(state, batch, key)
+        return new, {**info, "td_error": batch.reward * 2.0}
+
+
+class _NoOptimiser(SAC):
+    """Trains an extra parameter group that ``lr_fields`` does not name."""
+
+    def init_params(self, key):
+        return {**super().init_params(key), "q_bias": jnp.zeros(())}
+
+    def update(self, state, batch, key):
+        loss = lambda p, b, k, c: (jnp.square(p["q_bias"] - 1.0), {})  # noqa: E731
+        params, opt, _ = self.grad_step("q_bias", loss, state.params, state.opt_state, batch, key)
+        return state.replace(params=params, opt_state=opt, step=state.step + 1), {}
+
+
+def _abstract(learner, n_seeds=2, n_data=64):
+    key = jax.random.PRNGKey(0)
+    states = jax.eval_shape(jax.vmap(learner.init), jax.random.split(key, n_seeds))
+    data = jax.eval_shape(lambda k: Transitions.random(k, n_data, OBS, ACT), key)
+    return states, data, jax.random.split(key, n_seeds)
+
+
+def _learner(cls, **config):
+    return cls(make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8), "batch_size": 8, **config}).config, OBS, ACT)
+
+
+def test_an_update_that_does_not_advance_step_stops_the_run(make_tiny_config, tmp_path):
+    register("test_protocol_nostep")(_NoStep)  # registered for this test only (other files list the registry)
+    try:
+        cfg = make_tiny_config(offline="test_protocol_nostep", **{"offline.steps": 50, "offline.ckpt_every": 50})
+        with pytest.raises(ProtocolError, match=r"^offline learner 'test_protocol_nostep': state.step is \[0, 0\] "
+                                                r"at offline step 50, expected \[50, 50\]: its update must return"):
+            pipeline.run(cfg, str(tmp_path / "run"), progress=False)
+    finally:
+        REGISTRY.pop("test_protocol_nostep", None)
+
+
+def test_the_update_count_check_names_lanes_compactly():
+    learner = make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8)})
+    states = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(0), 12))
+    phases.check_update_counts(states, np.zeros(12, int), "online", learner, 0)  # as initialised: no error
+    with pytest.raises(ProtocolError, match=r"state.step is \[0\] \(over 12 lanes\) at online step 40, expected \[20\]"):
+        phases.check_update_counts(states, np.full(12, 20), "online", learner, 40)
+
+
+def test_a_metric_that_is_not_a_number_is_named_when_traced():
+    learner = _learner(_VectorMetric)
+    states, data, keys = _abstract(learner)
+    with pytest.raises(ProtocolError, match=r"update returned metric\(s\) that are not one number per update "
+                                            r"\(shapes \{'td_error': \(8,\)\}\)"):
+        jax.eval_shape(make_offline_step(learner, 2), states, data, keys, 0)
+
+
+def test_a_group_without_an_optimiser_is_named():
+    learner = _learner(_NoOptimiser)
+    states, data, keys = _abstract(learner)
+    with pytest.raises(ProtocolError, match=r"parameter group\(s\) \['q_bias'\] have no optimiser: add each to "
+                                            r"_NoOptimiser.lr_fields"):
+        jax.eval_shape(make_offline_step(learner, 2), states, data, keys, 0)
+
+
+def test_a_td3bc_actor_loss_that_ignores_the_scheduled_weight_is_named():
+    def own_loss(params, batch, key, config):  # reads no bc_weight
+        loss, info = td3bc.actor_loss({k: v for k, v in params.items() if k != "bc_weight"}, batch, key, config)
+        return loss, {k: v for k, v in info.items() if k != "bc_weight"}
+
+    class Own(td3bc.TD3BC):
+        actor_loss_fn = staticmethod(own_loss)
+
+    base = make_learner("td3bc", OBS, ACT, {"hidden_dims": (8, 8), "batch_size": 8, "bc_decay": "linear"})
+    learner = Own(base.config, OBS, ACT)
+    states, data, keys = _abstract(learner)
+    with pytest.raises(ProtocolError, match=r"bc_decay='linear' schedules the BC weight, but its actor loss reports "
+                                            "no 'bc_weight' metric"):
+        jax.eval_shape(make_offline_step(learner, 2), states, data, keys, 0)
+    plain = td3bc.TD3BC(base.config, OBS, ACT)  # the library's own loss reads and reports it
+    jax.eval_shape(make_offline_step(plain, 2), *_abstract(plain), 0)
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"num_critics": [2, 3]}, r"^Swept.grid: num_critics is an integer \(a size, count or period\): it shapes"),
+    ({"no_such_field": [1.0, 2.0]}, r"^Swept.grid: 'no_such_field' is not a hyperparameter of learner 'sac'"),
+    ({"transfer_log_std_init": [-1.0, -2.0]}, r"^Swept.grid: transfer_log_std_init changes nothing in the "
+                                             r"initialisation, update, action programs"),
+])
+def test_swept_grid_refuses_what_cannot_vary_per_lane(values, match):
+    learner = make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8), "batch_size": 8})
+    with pytest.raises(ConfigError, match=match):
+        Swept.grid(learner, values, 2)
+    assert Swept.grid(learner, {"critic_lr": [3e-4, 1e-3]}, 2).n_lanes == 4
+
+
+def test_resume_with_another_config_names_the_changed_fields(make_tiny_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    cfg = make_tiny_config()
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True, default=str)
+    pipeline.check_start(cfg, workdir, resume=True)  # the same config: no error
+    changed = make_tiny_config(**{"online.steps": 800, "offline.agent.critic_lr": 1e-3})
+    with pytest.raises(ConfigError, match=r"holds a different config than the one given \(offline.agent.critic_lr: "
+                                          r"0.0003 -> 0.001; online.steps: 120 -> 800\); resume with the run's config"):
+        pipeline.check_start(changed, workdir, resume=True)
+
+
+def test_a_handover_shape_mismatch_names_the_parameter():
+    small = {"params": {"Dense_0": {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)}}}
+    wide = {"params": {"Dense_0": {"kernel": jnp.zeros((3, 8)), "bias": jnp.zeros(8)}}}
+    with pytest.raises(TransferError, match=r"^sac -> td3: parameter group 'critic' differs in shape: "
+                                            r"\['params'\]\['Dense_0'\]\['bias'\]: td3 \(4,\), sac \(8,\); "
+                                            r"\['params'\]\['Dense_0'\]\['kernel'\]: td3 \(3, 4\), sac \(3, 8\)\. Use"):
+        check_same_structure(small, wide, "critic", "sac", "td3")
+
+
+def test_a_divergence_names_every_non_finite_metric():
+    learner = make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8)})
+    metrics = {"actor_loss": np.array([np.nan, 1.0]), "critic_loss": np.array([np.inf, 2.0]), "q": np.ones(2)}
+    with pytest.raises(DivergenceError, match=r"metric 'actor_loss' is not finite at step 7 for seed index\(es\) "
+                                              r"\[0\] \(values \[nan, 1.0\]\) \(also not finite: 'critic_loss'\)\. "):
+        phases.check_finite(metrics, "offline", learner, 7)
