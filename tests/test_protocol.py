@@ -79,9 +79,11 @@ def test_an_update_that_does_not_advance_step_stops_the_run(make_tiny_config, tm
 def test_the_update_count_check_names_lanes_compactly():
     learner = make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8)})
     states = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(0), 12))
-    phases.check_update_counts(states, np.zeros(12, int), "online", learner, 0)  # as initialised: no error
+    got, metrics = phases.fetch_chunk(states, {"critic_loss": jnp.ones(12)})
+    assert isinstance(metrics["critic_loss"], np.ndarray) and got.shape == (12,)
+    phases.check_update_counts(got, np.zeros(12, int), "online", learner, 0)  # as initialised: no error
     with pytest.raises(ProtocolError, match=r"state.step is \[0\] \(over 12 lanes\) at online step 40, expected \[20\]"):
-        phases.check_update_counts(states, np.full(12, 20), "online", learner, 40)
+        phases.check_update_counts(got, np.full(12, 20), "online", learner, 40)
 
 
 def test_a_metric_that_is_not_a_number_is_named_when_traced():

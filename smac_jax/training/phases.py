@@ -78,11 +78,17 @@ def update_counts(states) -> np.ndarray:
     return np.asarray(jax.device_get(states.step)).reshape(-1)
 
 
-def check_update_counts(states, expected: np.ndarray, phase: str, learner: Learner, step: int) -> None:
-    """Raise :class:`ProtocolError` unless every lane's ``state.step`` equals ``expected``: a
-    learner's update returns its state with ``step`` advanced by one, which delays, schedules and
-    the minibatch draws of a resumed run rely on."""
-    got = update_counts(states)
+def fetch_chunk(states, metrics: dict) -> tuple[np.ndarray, dict]:
+    """What the host checks after a chunk, in one transfer: every lane's ``state.step`` and the
+    chunk's metrics."""
+    got = jax.device_get({"step": states.step, "metrics": metrics})
+    return np.asarray(got["step"]).reshape(-1), got["metrics"]
+
+
+def check_update_counts(got: np.ndarray, expected: np.ndarray, phase: str, learner: Learner, step: int) -> None:
+    """Raise :class:`ProtocolError` unless every lane's ``state.step`` (``got``, from
+    :func:`fetch_chunk`) equals ``expected``: a learner's update returns its state with ``step``
+    advanced by one, which delays, schedules and the minibatch draws of a resumed run rely on."""
     if not np.array_equal(got, expected):
         show = lambda a: a.tolist() if a.size <= 8 else f"{sorted(set(a.tolist()))[:8]} (over {a.size} lanes)"  # noqa: E731
         raise ProtocolError(f"{phase} learner {learner.name!r}: state.step is {show(got)} at {phase} step {step}, "
@@ -107,8 +113,8 @@ def _finite_per_seed(tree: Any) -> Any:
 
 def check_finite_state(states: Any, phase: str, learner: Learner, step: int) -> None:
     """Parameters and optimiser state are finite for every seed (checked before each checkpoint)."""
-    flags = _finite_per_seed({"params": states.params, "optimizer state": states.opt_state})
-    for path, ok in jax.tree_util.tree_flatten_with_path(flags)[0]:
+    flags = jax.device_get(_finite_per_seed({"params": states.params, "optimizer state": states.opt_state}))
+    for path, ok in jax.tree_util.tree_flatten_with_path(flags)[0]:  # (one transfer for every leaf's flags)
         ok = np.asarray(ok)
         if not ok.all():
             where = "/".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
@@ -367,7 +373,8 @@ def offline_phase(ctx: RunContext) -> Any:
         ctx.bar.update(end - step)
         counts = counts + (end - step)
         step = end
-        check_update_counts(states, counts, "offline", learner, step)
+        got, metrics = fetch_chunk(states, metrics)
+        check_update_counts(got, counts, "offline", learner, step)
         ctx.end_chunk("offline", step, act, states, learner, metrics, lambda: (states, {}),
                       _rate(step - start, t0))
     return states
@@ -433,7 +440,8 @@ def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCo
         ctx.bar.update(end - step)
         counts = counts + (end - step) * c.utd * training
         step = end
-        check_update_counts(states, counts, "online", learner, step)
+        got, m = fetch_chunk(states, m)
+        check_update_counts(got, counts, "online", learner, step)
         metrics = m or metrics
         if learner.host_update_every and step % learner.host_update_every == 0:
             states = learner.periodic_host_update(states, buffers, step)
