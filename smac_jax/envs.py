@@ -21,6 +21,7 @@ layout, so a policy trained offline sees identical inputs online.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -101,6 +102,36 @@ def _env_name(env: gym.Env) -> str:
 # --------------------------------------------------------------------------------------------
 # Single environments
 # --------------------------------------------------------------------------------------------
+#: MuJoCo warning texts already shown in this process (see :func:`gym_make`).
+_MUJOCO_WARNINGS_SHOWN: set[str] = set()
+
+
+def gym_make(env_id_or_spec: str | EnvSpec, **kwargs) -> gym.Env:
+    """``gym.make``, with each distinct warning MuJoCo's model compiler prints while the
+    environment is built shown once per process (on stderr) instead of at every build: MuJoCo 4
+    warns about HalfCheetah's deprecated ``settotalmass`` attribute each time its model is loaded,
+    and an evaluation builds one environment per seed and episode. Any warning handler a user set
+    is left to handle them."""
+    try:
+        import mujoco
+    except ImportError:  # no MuJoCo: nothing to quieten
+        return gym.make(env_id_or_spec, **kwargs)
+    previous = mujoco.get_mju_user_warning()
+    if previous is not None:
+        return gym.make(env_id_or_spec, **kwargs)
+
+    def once(text: str) -> None:
+        if text not in _MUJOCO_WARNINGS_SHOWN:
+            _MUJOCO_WARNINGS_SHOWN.add(text)
+            print(f"WARNING (MuJoCo, shown once): {text}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(once)
+    try:
+        return gym.make(env_id_or_spec, **kwargs)
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 def make_env(
     env_id_or_spec: str | EnvSpec,
     *,
@@ -139,7 +170,7 @@ def make_env(
     """
     if reward not in REWARDS:
         raise ValueError(f"make_env: reward must be one of {REWARDS}, got {reward!r}")
-    env = gym.make(env_id_or_spec, **kwargs)
+    env = gym_make(env_id_or_spec, **kwargs)
     try:
         env = _wrap_actions(env)
         env = _wrap_observations(env, layout_space, obs_mean, obs_std)

@@ -223,10 +223,11 @@ def _make_mjx_env(env_id: str, env_id_or_spec: str | EnvSpec, env_kwargs: dict, 
     import gymnasium as gym
 
     from smac_jax import vector_mujoco
+    from smac_jax.envs import gym_make
 
     mjx = _mjx()
     try:
-        env = gym.make(env_id_or_spec, **env_kwargs)
+        env = gym_make(env_id_or_spec, **env_kwargs)
     except (TypeError, ValueError, gym.error.Error) as e:  # e.g. an argument the environment does not take
         raise ValueError(f"{env_id}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     try:

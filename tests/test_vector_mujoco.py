@@ -113,3 +113,29 @@ def test_threaded_physics_gives_identical_episodes():
         locomotion_batch([make_env("Pendulum-v1")], threads=0)  # checked before the task is
     for env in envs:
         env.close()
+
+
+def test_mujoco_model_warnings_are_shown_once_per_process(capsys):
+    """MuJoCo 4 warns about HalfCheetah's deprecated ``settotalmass`` at every model load; building
+    the environment many times (an evaluation builds one per seed and episode) shows it once, and
+    a warning handler the user set receives every warning."""
+    import mujoco
+
+    from smac_jax import envs
+
+    texts = []
+    mujoco.set_mju_user_warning(texts.append)
+    try:
+        envs.make_env("HalfCheetah-v5").close()
+        envs.make_env("HalfCheetah-v5").close()
+    finally:
+        mujoco.set_mju_user_warning(None)
+    if not texts:
+        pytest.skip("this MuJoCo version loads HalfCheetah without a warning")
+    assert len(texts) == 2 and capsys.readouterr().err == ""  # the user's handler got both, nothing printed
+    envs._MUJOCO_WARNINGS_SHOWN.discard(texts[0])
+    for _ in range(3):
+        envs.make_env("HalfCheetah-v5").close()
+    err = capsys.readouterr().err
+    assert err.count(texts[0]) == 1 and err.startswith("WARNING (MuJoCo, shown once): ")
+    assert mujoco.get_mju_user_warning() is None  # the default handler is back

@@ -38,7 +38,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from smac_jax.envs import ensure_registered
+from smac_jax.envs import ensure_registered, gym_make
 from smac_jax.errors import DatasetError
 
 __all__ = ["D4RL_ENVS", "D4RL_REFERENCE_SCORES", "d4rl_dataset_name", "d4rl_files", "import_d4rl_file",
@@ -223,7 +223,7 @@ def import_d4rl_file(path: str, dataset_id: str | None = None, env_id: str | Non
         raise DatasetError(f"{dataset_id} is already a local dataset; pass --overwrite to replace it")
     data = read_d4rl_file(path)
     spec = _env_spec(gym_id, kwargs, max_steps)
-    env = gym.make(spec)
+    env = gym_make(spec)
     obs_dim, act_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
     obs_space, act_space = env.observation_space, env.action_space
     env.close()

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from smac_jax.data import replay
 from smac_jax.data.dataset import check_dataset_id
+from smac_jax.envs import gym_make
 from smac_jax.errors import DatasetError
 from smac_jax.learners import make_learner
 from smac_jax.learners.base import TrainState
@@ -149,7 +150,7 @@ def _collect(env_id: str, policy_fn, n_steps: int, seed: int, ds_id: str, meta: 
              before_write=lambda ds_id: None):
     """Roll ``policy_fn`` through a ``minari.DataCollector`` for whole episodes, >= n_steps steps
     (``before_write(ds_id)`` runs once they are collected, before the dataset is written)."""
-    env = minari.DataCollector(gym.make(env_id), record_infos=False, data_format="hdf5")
+    env = minari.DataCollector(gym_make(env_id), record_infos=False, data_format="hdf5")
     key = jax.random.PRNGKey(seed)
     steps, ep = 0, 0
     with tqdm(total=n_steps, desc=desc, leave=False) as bar:
@@ -263,7 +264,7 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     evaluated, the others only on demand (:func:`medium_snapshot`). An actor state holds only the
     actor's parameters, on the host."""
     snapshot_every = snapshot_every or eval_every
-    raw = gym.make(env_id)
+    raw = gym_make(env_id)
     if not isinstance(raw.action_space, spaces.Box):
         raise DatasetError(f"the dataset factory needs a Box action space; {env_id} has {raw.action_space}")
     obs_space, act_space = raw.observation_space, raw.action_space
@@ -276,7 +277,7 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     env = _TrainingEnv(raw, seed, learning_starts)
     loops = {train: make_online_loop(learner, env, 1, 1, None, train) for train in (False, True)}
     actions = make_act_step(learner)(states, jnp.asarray(env.flat(env.obs))[None], seed_keys, 0)
-    eval_env = gym.make(env_id)
+    eval_env = gym_make(env_id)
     snapshots = []  # (step, eval return or None, actor state)
     step = 0
     with tqdm(total=train_steps, desc=f"SAC on {env_id}", leave=False) as bar:
@@ -370,7 +371,7 @@ def generate_datasets(
     if len(set(kinds)) < len(kinds):
         raise DatasetError(f"dataset kinds {list(kinds)} name a kind twice")
     try:  # an environment that cannot be made fails here, before anything is trained or deleted
-        gym.make(env_id).close()
+        gym_make(env_id).close()
     except gym.error.Error as e:
         raise DatasetError(f"dataset factory: cannot make environment {env_id!r}: {e}") from None
     ids = {k: dataset_id(env_id, k, namespace) for k in kinds}
@@ -390,7 +391,7 @@ def generate_datasets(
     learner, snaps, episodes, raw = _train_sac(env_id, train_steps, eval_every, eval_episodes, seed,
                                                learning_starts, agent_overrides, snapshot_every=snapshot_every)
     obs_space, act_space = raw.observation_space, raw.action_space
-    eval_env = gym.make(env_id)
+    eval_env = gym_make(env_id)
     ref_min = _random_return(eval_env, max(eval_episodes, 10), seed + 11)
     expert_state = snaps[-1][2]
     ref_max = _evaluate(eval_env, _Policy(learner, expert_state, obs_space, act_space, True), max(eval_episodes, 10), seed + 13)
@@ -441,7 +442,7 @@ def generate_datasets(
             )
         else:
             if kind == "random":
-                space = gym.make(env_id).action_space
+                space = gym_make(env_id).action_space
                 space.seed(seed)
                 fn = lambda o, k, space=space: space.sample()
             else:
