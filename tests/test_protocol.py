@@ -54,6 +54,15 @@ class _NoOptimiser(SAC):
         return state.replace(params=params, opt_state=opt, step=state.step + 1), {}
 
 
+class _Branchy(SAC):
+    """Branches in Python on a float hyperparameter (so it cannot vary per lane)."""
+
+    def update(self, state, batch, key):
+        if self.config.tau > 0.01:
+            return super().update(state, batch, key)
+        return super().update(state, batch, key)
+
+
 def _abstract(learner, n_seeds=2, n_data=64):
     key = jax.random.PRNGKey(0)
     states = jax.eval_shape(jax.vmap(learner.init), jax.random.split(key, n_seeds))
@@ -123,14 +132,18 @@ def test_a_td3bc_actor_loss_that_ignores_the_scheduled_weight_is_named():
 @pytest.mark.parametrize("values, match", [
     ({"num_critics": [2, 3]}, r"^Swept.grid: num_critics is an integer \(a size, count or period\): it shapes"),
     ({"no_such_field": [1.0, 2.0]}, r"^Swept.grid: 'no_such_field' is not a hyperparameter of learner 'sac'"),
-    ({"transfer_log_std_init": [-1.0, -2.0]}, r"^Swept.grid: transfer_log_std_init changes nothing in the "
-                                             r"initialisation, update, action programs"),
+    ({"tau": [0.005, 0.05]}, r"^Swept.grid: tau cannot vary within one program: learner 'sac' uses its value to "
+                             r"build its update program"),
 ])
 def test_swept_grid_refuses_what_cannot_vary_per_lane(values, match):
-    learner = make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8), "batch_size": 8})
+    learner = _learner(_Branchy) if "tau" in values else make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8),
+                                                                                        "batch_size": 8})
     with pytest.raises(ConfigError, match=match):
         Swept.grid(learner, values, 2)
-    assert Swept.grid(learner, {"critic_lr": [3e-4, 1e-3]}, 2).n_lanes == 4
+    plain = make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8), "batch_size": 8})
+    assert Swept.grid(plain, {"critic_lr": [3e-4, 1e-3]}, 2).n_lanes == 4
+    # a field only a hand-over reads is the caller's to use: not refused here
+    assert Swept.grid(plain, {"transfer_log_std_init": [-1.0, -2.0]}, 2).n_lanes == 4
 
 
 def test_resume_with_another_config_names_the_changed_fields(make_tiny_config, tmp_path):

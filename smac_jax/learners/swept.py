@@ -99,7 +99,7 @@ class Swept(Learner):
         check_sweepable(swept, {"initialisation": (lambda b, k: b.init(k), (key,)),
                                 "update": (lambda b, st, bt, k: b.update(st, bt, k), (state, batch, key)),
                                 "action": (lambda b, st, o, k: b.act(st, o, k, False), (state, obs, key))},
-                        "the", where="Swept.grid")
+                        "the", where="Swept.grid", require_use=False)
         return swept
 
     @property
@@ -183,14 +183,16 @@ def check_float_field(path: str, current: Any, where: str = "vmap_sweep") -> Non
                           "runs (experiments/sweep.py --set)")
 
 
-def check_sweepable(learner: Swept, programs: dict[str, Any], phase: str, where: str = "vmap_sweep") -> None:
+def check_sweepable(learner: Swept, programs: dict[str, Any], phase: str, where: str = "vmap_sweep",
+                    require_use: bool = True) -> None:
     """Raise :class:`ConfigError` naming a swept field of ``learner`` that cannot vary per lane.
 
     ``programs``: name -> ``(fn, args)`` with ``fn(bound_learner, *args) -> outputs`` and ``args``
     abstract inputs (``jax.ShapeDtypeStruct`` trees): the programs the run builds from this
     learner. Each field is traced alone (the others at the first lane's values): a field the
     learner turns into a Python value fails the trace, and a field no program consumes is an error
-    too, since sweeping it would change nothing."""
+    too, since sweeping it would change nothing (unless ``require_use`` is False: :meth:`Swept.grid`
+    does not know which programs the caller builds, e.g. a hand-over)."""
     first = {p: float(v[0]) for p, v in learner.lane_values.items()}
     for path, field in learner.fields.items():
         used = False
@@ -207,7 +209,7 @@ def check_sweepable(learner: Swept, programs: dict[str, Any], phase: str, where:
                                   f"uses its value to build its {name} program ({reason}); sweep it as "
                                   "separate runs (experiments/sweep.py --set)") from None
             used = used or _uses(closed.jaxpr, 1)[0]
-        if not used:
+        if require_use and not used:
             raise ConfigError(f"{where}: {path} changes nothing in the {', '.join(programs)} programs of "
                               f"{phase} learner {learner.name!r} (unused with this config, or read outside them, "
                               "e.g. when the learner is prepared); sweep it as separate runs (experiments/sweep.py --set)")
