@@ -95,20 +95,14 @@ def test_the_update_count_check_names_lanes_compactly():
         phases.check_update_counts(got, np.full(12, 20), "online", learner, 40)
 
 
-def test_a_metric_that_is_not_a_number_is_named_when_traced():
-    learner = _learner(_VectorMetric)
-    states, data, keys = _abstract(learner)
-    with pytest.raises(ProtocolError, match=r"update returned metric\(s\) that are not one number per update "
-                                            r"\(shapes \{'td_error': \(8,\)\}\)"):
-        jax.eval_shape(make_offline_step(learner, 2), states, data, keys, 0)
-
-
-def test_a_group_without_an_optimiser_is_named():
-    learner = _learner(_NoOptimiser)
-    states, data, keys = _abstract(learner)
-    with pytest.raises(ProtocolError, match=r"parameter group\(s\) \['q_bias'\] have no optimiser: add each to "
-                                            r"_NoOptimiser.lr_fields"):
-        jax.eval_shape(make_offline_step(learner, 2), states, data, keys, 0)
+@pytest.mark.parametrize("cls, match", [
+    (_VectorMetric, r"update returned metric\(s\) that are not one number per update \(shapes \{'td_error': \(8,\)\}\)"),
+    (_NoOptimiser, r"parameter group\(s\) \['q_bias'\] have no optimiser: add each to _NoOptimiser.lr_fields"),
+])
+def test_an_update_breaking_the_protocol_is_named_when_traced(cls, match):
+    learner = _learner(cls)
+    with pytest.raises(ProtocolError, match=match):
+        jax.eval_shape(make_offline_step(learner, 2), *_abstract(learner), 0)
 
 
 def test_a_td3bc_actor_loss_that_ignores_the_scheduled_weight_is_named():
