@@ -66,7 +66,7 @@ def _noise(runs: dict) -> dict:
     logging.set_verbosity(logging.ERROR)  # orbax warns about every checkpoint's optional metadata file
     try:
         for label, r in runs.items():
-            if r["config"]["online"]["steps"] > 0:
+            if r["config"]["online"]["steps"] > 0 and "transfer_drop" in r["summary"]:
                 print(f"[compare] {label}: evaluation noise of the drop ({_NOISE.value} episodes per seed)", flush=True)
                 out[label] = drop_noise(r, _NOISE.value)
     except LandscapeInputError as e:

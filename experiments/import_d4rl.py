@@ -1,7 +1,7 @@
 """Import D4RL's own HDF5 dataset files as local Minari datasets (smac_jax.data.d4rl).
 
     python experiments/import_d4rl.py --file=~/.d4rl/datasets/hopper_medium_replay-v2.hdf5
-    python experiments/import_d4rl.py --file='~/.d4rl/datasets/*.hdf5'      # every file there
+    python experiments/import_d4rl.py --file='~/.d4rl/datasets/*.hdf5'      # every file there it can map
     python experiments/o2o.py --config=configs/o2o.py:hopper --config.dataset.id=d4rl/hopper/medium-replay-v2 \\
         --config.dataset.generate=False --workdir=runs/hopper-mr-d4rl
 
@@ -9,10 +9,13 @@ The environment (the maintained Gymnasium equivalent of D4RL's) and D4RL's refer
 from the file name (``<env>_<dataset>-v<N>.hdf5``); ``--env`` and ``--dataset_id`` set them for
 other names.
 """
+import os
+
 from absl import flags, logging
 
 from smac_jax.cli import fail, run_cli
 from smac_jax.data.d4rl import D4RL_ENVS, d4rl_files, import_d4rl_file
+from smac_jax.errors import DatasetError
 
 _FILE = flags.DEFINE_list("file", None, "D4RL HDF5 files (observations, actions, rewards, terminals, timeouts): "
                           "paths or glob patterns, comma-separated.", required=True)
@@ -39,9 +42,20 @@ def main(argv):
     files = d4rl_files(_FILE.value)
     if len(files) > 1 and _ID.value is not None:
         fail(f"--dataset_id names one dataset, but --file matches {len(files)} files")
-    for path in files:  # one at a time: the ones written before a failure stay
-        dataset_id = import_d4rl_file(path, _ID.value, _ENV.value, ref, _OVERWRITE.value)
-        print(f"wrote {dataset_id}; use it with --config.dataset.id={dataset_id} --config.dataset.generate=False")
+    failed = []
+    for path in files:  # one at a time; a file that cannot be imported is reported and the rest go on
+        try:
+            dataset_id = import_d4rl_file(path, _ID.value, _ENV.value, ref, _OVERWRITE.value)
+        except DatasetError as e:
+            if len(files) == 1:
+                raise
+            print(f"skipped {path}: {e}", flush=True)
+            failed.append(os.path.basename(path))
+            continue
+        print(f"wrote {dataset_id}; use it with --config.dataset.id={dataset_id} --config.dataset.generate=False",
+              flush=True)
+    if failed:
+        fail(f"{len(failed)} of {len(files)} files not imported ({', '.join(failed)}); the reasons are above")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ _TRAIN = flags.DEFINE_integer("train_steps", 100_000, "Environment steps of the 
 _EVAL = flags.DEFINE_integer("eval_every", 5_000, "Evaluation interval of the training run.")
 _SNAP = flags.DEFINE_integer("snapshot_every", 1_000, "Actor snapshot interval of the training run: the medium "
                              "policy is the first snapshot at the medium return, found to within this many steps.")
+_STARTS = flags.DEFINE_integer("learning_starts", 1_000, "Environment steps of uniform-random actions before SAC's "
+                               "first update (must be below --train_steps).")
 _N = flags.DEFINE_integer("n_transitions", None, "Transitions per rolled-out dataset (default: train_steps).")
 _FRAC = flags.DEFINE_float("medium_fraction", 1 / 3, "Medium = this fraction of the way from random to expert.")
 _NS = flags.DEFINE_string("namespace", "smac_jax", "Minari namespace of the dataset ids.")
@@ -41,7 +43,8 @@ def main(argv):
     if not 0.0 < _FRAC.value < 1.0:
         fail(f"--medium_fraction must be in (0, 1), got {_FRAC.value}")
     ids = generate_datasets(_ENV.value, _KINDS.value, seed=_SEED.value, train_steps=_TRAIN.value,
-                            eval_every=_EVAL.value, snapshot_every=_SNAP.value, n_transitions=_N.value, medium_fraction=_FRAC.value,
+                            eval_every=_EVAL.value, snapshot_every=_SNAP.value, learning_starts=_STARTS.value,
+                            n_transitions=_N.value, medium_fraction=_FRAC.value,
                             namespace=_NS.value, overwrite=_OVERWRITE.value)
     for kind, i in ids.items():
         print(f"{kind:>14}: {i} ({load_dataset(i).describe()})")

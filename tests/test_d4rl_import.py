@@ -54,6 +54,18 @@ def hopper_rows(seed: int = 0):
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
+class DictObsEnv(gym.Env):
+    """An environment with Dict observations (like Gymnasium-Robotics' AntMaze)."""
+    observation_space = gym.spaces.Dict({"x": gym.spaces.Box(-1, 1, (11,))})
+    action_space = gym.spaces.Box(-1, 1, (3,))
+
+    def reset(self, *, seed=None, options=None):
+        return {"x": np.zeros(11, np.float32)}, {}
+
+    def step(self, action):
+        return {"x": np.zeros(11, np.float32)}, 0.0, False, False, {}
+
+
 def write_d4rl(path, rows, next_obs=True, goal=None, drop=()):
     with h5py.File(path, "w") as f:
         for k, v in rows.items():
@@ -134,6 +146,22 @@ def test_bad_files_and_existing_ids_are_one_line_errors_and_lose_nothing(rows, t
         import_d4rl_file(write_d4rl(tmp_path / "hopper_nan-v2.hdf5", nan), dataset_id="test-d4rl/hopper/nan-v2")
     with pytest.raises(DatasetError, match="no Gymnasium environment known for D4RL's 'antmaze'"):
         import_d4rl_file(write_d4rl(tmp_path / "antmaze_umaze-v2.hdf5", rows))
+    n = len(rows["rewards"])
+    two = dict(rows, rewards=np.stack([rows["rewards"]] * 2, axis=1))  # would read as 2n rewards, shifted
+    with pytest.raises(DatasetError, match=rf"rewards has shape \({n}, 2\): one value per row expected"):
+        import_d4rl_file(write_d4rl(tmp_path / "hopper_two-v2.hdf5", two), dataset_id="test-d4rl/hopper/two-v2")
+    half = dict(rows, terminals=np.where(np.arange(n) == 3, 0.5, rows["terminals"]))
+    with pytest.raises(DatasetError, match="terminals holds 0.5 at row 3: flags must be 0 or 1"):
+        import_d4rl_file(write_d4rl(tmp_path / "hopper_half-v2.hdf5", half), dataset_id="test-d4rl/hopper/half-v2")
+    # data the loader would refuse does not replace a local dataset: checked before anything is deleted
+    wild = dict(rows, actions=np.where(np.arange(n)[:, None] == 4, 5.0, rows["actions"]))
+    with pytest.raises(DatasetError, match=r"outside the dataset's action space .* worst value 5 .* row 4"):
+        import_d4rl_file(write_d4rl(tmp_path / "hopper_wild-v2.hdf5", wild), dataset_id="test-d4rl/hopper/kept-v2",
+                         overwrite=True)
+    assert load_dataset("test-d4rl/hopper/kept-v2").transitions.obs.shape[0] == n
+    gym.register("D4rlDictObs-v0", entry_point=f"{__name__}:DictObsEnv", max_episode_steps=10)
+    with pytest.raises(DatasetError, match="D4rlDictObs-v0 has Dict observations, and D4RL's flat arrays import only"):
+        import_d4rl_file(good, dataset_id="test-d4rl/hopper/dict-v2", env_id="D4rlDictObs-v0")
     with pytest.raises(DatasetError, match=r"^environment 'Nope-v0': .*Nope"):
         import_d4rl_file(good, dataset_id="test-d4rl/hopper/nope-v2", env_id="Nope-v0")
 
@@ -150,20 +178,26 @@ def test_file_patterns_name_every_matching_file_once(tmp_path):
 def test_cli_imports_every_file_of_a_pattern_and_fails_in_one_line(rows, tmp_path, minari_store):
     files = tmp_path / "d4rl"
     files.mkdir()
+    write_d4rl(files / "antmaze_umaze-v2.hdf5", rows)  # no environment known: skipped, the others imported
     write_d4rl(files / "hopper_clione-v2.hdf5", rows)
     write_d4rl(files / "hopper_clitwo-v2.hdf5", rows, next_obs=False)
     env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "experiments/import_d4rl.py", f"--file={files}/*.hdf5"]
-    ok = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    assert [line.split()[1].rstrip(";") for line in ok.stdout.splitlines()] == ["d4rl/hopper/clione-v2",
-                                                                                "d4rl/hopper/clitwo-v2"]
-    assert "--config.dataset.id=d4rl/hopper/clione-v2 --config.dataset.generate=False" in ok.stdout
-    again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2
-    errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
+    first = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 2, first.stderr[-2000:]
+    out = first.stdout.splitlines()
+    assert out[0].startswith(f"skipped {files}/antmaze_umaze-v2.hdf5: ") and "no Gymnasium environment known" in out[0]
+    assert [line.split()[1].rstrip(";") for line in out[1:]] == ["d4rl/hopper/clione-v2", "d4rl/hopper/clitwo-v2"]
+    assert "--config.dataset.id=d4rl/hopper/clione-v2 --config.dataset.generate=False" in first.stdout
+    assert [line for line in first.stderr.splitlines() if line.startswith("error: ")] == [
+        "error: 1 of 3 files not imported (antmaze_umaze-v2.hdf5); the reasons are above"]
+    assert "UserWarning" not in first.stderr  # Minari's advice on a missing author is not shown
+    one = subprocess.run(cmd[:2] + [f"--file={files}/hopper_clione-v2.hdf5"], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 2
+    errors = [line for line in one.stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: d4rl/hopper/clione-v2 is already a local dataset; pass --overwrite to replace it"]
-    assert "Traceback" not in again.stderr
+    assert "Traceback" not in one.stderr + first.stderr
 
 
 def test_an_unflagged_reset_in_next_observations_ends_an_episode(rows, tmp_path, minari_store):

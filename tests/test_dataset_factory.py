@@ -151,8 +151,22 @@ def test_generate_writes_four_minari_datasets_cut_at_the_medium_snapshot(minari_
         f"[smac_jax] warning: dataset {ids['medium']!r} was generated with eval_every=300, n_transitions=200, not "
         "this config's eval_every=200, n_transitions=300; training on it as it is (replace it with "
         "experiments/make_dataset.py --overwrite and those settings to get the config's dataset)")
-    with pytest.raises(DatasetError, match="factorytest/factoryaim/random-v0 already exists"):
+    # a config pointing at a local dataset its generator would not write (another environment's) is
+    # not compared with its generator's settings: no advice that could not produce that dataset
+    other = dc(n_transitions=300)
+    other.generate_env = "Pendulum-v1"
+    ensure_dataset(other)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(DatasetError, match="factorytest/factoryaim/random-v0 already exists; pass overwrite"):
         generate_datasets("FactoryAim-v0", kinds=["random"], **kw)
+    if "FactoryAim-v1" not in gym.registry:  # the same name, another version: the same dataset ids
+        gym.register("FactoryAim-v1", entry_point=f"{__name__}:AimEnv", max_episode_steps=20)
+    with pytest.raises(DatasetError, match="random-v0 already exists, generated from FactoryAim-v0, not FactoryAim-v1 "
+                                           r"\(ids do not carry the environment's version\): pass another namespace"):
+        generate_datasets("FactoryAim-v1", kinds=["random"], **kw)
+    with pytest.raises(DatasetError, match=r"train_steps \(100\) must exceed learning_starts \(100\): SAC makes no "
+                                           "update before learning_starts"):
+        generate_datasets("FactoryAim-v0", kinds=["random"], **{**kw, "train_steps": 100, "namespace": "x"})
     with pytest.raises(DatasetError, match="snapshot_every must be >= 1, got 0"):
         generate_datasets("FactoryAim-v0", kinds=["random"], **{**kw, "snapshot_every": 0, "namespace": "x"})
 

@@ -334,6 +334,31 @@ def test_handover_td3_to_sac_through_the_pipeline(make_tiny_config, tmp_path):
     assert len(rows) == 2
 
 
+def test_a_dataset_without_reference_returns_is_announced_and_reports_no_drop(make_tiny_config, tmp_path, capsys,
+                                                                             minari_store):
+    """Without reference returns (a Minari DataCollector dataset's usual case) the run says at its
+    start that it reports returns and no transfer drop, and the comparison table says so too."""
+    import gymnasium as gym
+
+    from smac_jax.analysis.compare import load_labelled, table
+    from smac_jax.training.dataset_factory import random_episodes_dataset
+
+    random_episodes_dataset(gym.make("Pendulum-v1", max_episode_steps=50), "test/pendulum/noref-v0", 4)
+    cfg = make_tiny_config("td3", "sac", **{
+        "dataset.id": "test/pendulum/noref-v0", "dataset.generate": False,
+        "offline.steps": 50, "offline.ckpt_every": 50,
+        "online.steps": 10, "online.eval_every": 10, "online.ckpt_every": 10, "online.learning_starts": 10,
+    })
+    capsys.readouterr()
+    summary = run(cfg, str(tmp_path), progress=False)
+    assert ("[smac_jax] warning: dataset 'test/pendulum/noref-v0' has no reference returns: evaluations report "
+            "returns, not normalised scores, and no transfer drop is computed") in capsys.readouterr().out
+    assert summary["metric"] == "eval_return" and "transfer_drop" not in summary
+    rows = table(load_labelled(str(tmp_path))).splitlines()
+    assert rows[2].endswith(" | - | - | - |") and "nan" not in rows[2]
+    assert rows[-1].startswith("td3 -> sac: evaluation returns, not normalised scores (the dataset has no reference")
+
+
 def test_handover_sac_to_td3_from_offline_checkpoint(run_a):
     """TD3.transfer on run A's restored end-of-offline SAC state (what the pipeline calls)."""
     cfg = run_a["config"]

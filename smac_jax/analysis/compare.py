@@ -117,19 +117,29 @@ def table(runs: dict[str, dict], noise: dict[str, list[NullDrop]] | None = None)
     if noise:
         t = next(iter(noise.values()))[0].threshold
         rows = [rows[0] + f" P(drop > {t:g}) if the policy had not changed (per seed) |", rows[1] + "---|"]
+    returns_only = []
     for label, run in runs.items():
         s = run["summary"]
         off = np.asarray(s.get("offline_final", [np.nan]))
         on = np.asarray(s.get("online_final", [np.nan]))
-        drops = s.get("transfer_drop", [])
         se = lambda x: np.std(x) / np.sqrt(len(x))
+        if "transfer_drop" in s:
+            drops = s["transfer_drop"]
+            drop_cells = (f"{', '.join(f'{d:.1f}' for d in drops)} | {np.mean(drops):.1f} | "
+                          f"{sum(d <= 5 for d in drops)}/{len(drops)} |")
+        else:
+            drop_cells = "- | - | - |"
+        if s.get("metric") == "eval_return":
+            returns_only.append(label)
         rows.append(
-            f"| {label} | {off.mean():.1f} ± {se(off):.1f} | {on.mean():.1f} ± {se(on):.1f} | "
-            f"{', '.join(f'{d:.1f}' for d in drops)} | {np.mean(drops):.1f} | "
-            f"{sum(d <= 5 for d in drops)}/{len(drops)} |"
+            f"| {label} | {off.mean():.1f} ± {se(off):.1f} | {on.mean():.1f} ± {se(on):.1f} | {drop_cells}"
             + ((f" {', '.join(f'{n.rate:.2f}' for n in noise[label])} |" if label in noise else " - |")
                if noise else "")
         )
+    if returns_only:
+        rows.append(f"\n{', '.join(returns_only)}: evaluation returns, not normalised scores (the dataset has no "
+                    "reference returns), and no transfer drop, which is defined on normalised scores; set "
+                    "ref_min_score and ref_max_score for both.")
     return "\n".join(rows)
 
 

@@ -29,10 +29,13 @@ terms, but not the same simulator build.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
+import io
 import os
 import re
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -72,6 +75,8 @@ D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
 }
 
 _REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
+_PER_ROW = ("rewards", "terminals", "timeouts", "goal_achieved")  # one value per row: (N,) or (N, 1)
+_FLAGS = ("terminals", "timeouts", "goal_achieved")  # 0 / 1
 
 
 def d4rl_dataset_name(path: str) -> tuple[str, str, str]:
@@ -117,10 +122,17 @@ def read_d4rl_file(path: str) -> dict[str, np.ndarray]:
             data["next_observations"] = np.asarray(f["next_observations"][()])
         if "infos" in f and "goal_achieved" in f["infos"]:
             data["goal_achieved"] = np.asarray(f["infos"]["goal_achieved"][()])
-    n = data["observations"].shape[0]
+    n = data["observations"].shape[0] if data["observations"].ndim else 0
     for k, v in data.items():
-        if v.shape[0] != n:
-            raise DatasetError(f"{path}: {k} has {v.shape[0]} rows, observations {n}")
+        if v.ndim == 0 or v.shape[0] != n:
+            raise DatasetError(f"{path}: {k} has {v.shape[0] if v.ndim else 0} rows, observations {n}")
+        if v.dtype.kind not in "biuf":
+            raise DatasetError(f"{path}: {k} has dtype {v.dtype}; numbers are expected")
+        if k in _PER_ROW and v.shape[1:] not in ((), (1,)):
+            raise DatasetError(f"{path}: {k} has shape {v.shape}: one value per row expected, shape ({n},)")
+        if k in _FLAGS and v.dtype.kind != "b" and not np.isin(v, (0, 1)).all():
+            row = int(np.flatnonzero(~np.isin(v.reshape(n), (0, 1)))[0])
+            raise DatasetError(f"{path}: {k} holds {v.reshape(n)[row].item():g} at row {row}: flags must be 0 or 1")
         if v.dtype.kind == "f" and not np.isfinite(v).all():
             row = int(np.argwhere(~np.isfinite(v.reshape(n, -1)).all(axis=1))[0, 0])
             raise DatasetError(f"{path}: {k} is not finite at row {row}")
@@ -196,7 +208,7 @@ def import_d4rl_file(path: str, dataset_id: str | None = None, env_id: str | Non
     ``ref_scores`` the reference returns (default D4RL's for the environment). A dataset of that
     id that is already local is an error unless ``overwrite``.
     """
-    from smac_jax.data.dataset import check_dataset_id, list_local_datasets
+    from smac_jax.data.dataset import check_dataset_id, list_local_datasets, validate_transitions
 
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: no such file")
@@ -224,25 +236,39 @@ def import_d4rl_file(path: str, dataset_id: str | None = None, env_id: str | Non
     data = read_d4rl_file(path)
     spec = _env_spec(gym_id, kwargs, max_steps)
     env = gym_make(spec)
-    obs_dim, act_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
+    for what, space in (("observations", obs_space), ("actions", act_space)):
+        if not isinstance(space, gym.spaces.Box):
+            raise DatasetError(f"{path}: {gym_id} has {type(space).__name__} {what}, and D4RL's flat arrays "
+                               f"import only into an environment with Box {what}"
+                               + (" (AntMaze: use Minari's D4RL/antmaze datasets, the d4rl-antmaze-* tasks)"
+                                  if what == "observations" else ""))
+    obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
     if data["observations"].shape[1:] != (obs_dim,) or data["actions"].shape[1:] != (act_dim,):
         raise DatasetError(f"{path}: observations {data['observations'].shape[1:]} / actions "
                            f"{data['actions'].shape[1:]} do not fit {gym_id} ({obs_dim} / {act_dim})")
+    # the checks loading will make (action bounds), made before anything local is replaced
+    validate_transitions(obs=data["observations"], actions=data["actions"], rewards=data["rewards"].reshape(-1),
+                         observation_space=obs_space, action_space=act_space, source=path)
     buffers = _episodes(data)
     if not buffers:
         raise DatasetError(f"{path}: no episode with a transition")
     import minari
 
     if exists:  # replaced only once the new data has been read and checked
-        minari.delete_dataset(dataset_id)
+        with contextlib.redirect_stdout(io.StringIO()):  # Minari prints "Dataset ... deleted!"
+            minari.delete_dataset(dataset_id)
     lo, hi = ref_scores if ref_scores is not None else (None, None)
     name = os.path.basename(path)
-    minari.create_dataset_from_buffers(
-        dataset_id, buffers, env=spec, eval_env=spec, algorithm_name=f"D4RL ({name})",
-        observation_space=obs_space, action_space=act_space, ref_min_score=lo, ref_max_score=hi,
-        description=f"D4RL's {name} imported by smac_jax: {sum(len(b.rewards) for b in buffers)} transitions "
-                    f"in {len(buffers)} episodes, environment {gym_id}.",
-        data_format="hdf5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Minari's advice on a missing author e-mail
+        minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=spec, eval_env=spec, algorithm_name=f"D4RL ({name})",
+            observation_space=obs_space, action_space=act_space, ref_min_score=lo, ref_max_score=hi,
+            author="D4RL (Fu et al., 2020), imported by smac_jax",
+            code_permalink="https://github.com/Farama-Foundation/D4RL",
+            description=f"D4RL's {name} imported by smac_jax: {sum(len(b.rewards) for b in buffers)} transitions "
+                        f"in {len(buffers)} episodes, environment {gym_id}.",
+            data_format="hdf5")
     return dataset_id

@@ -365,6 +365,12 @@ def generate_datasets(
                     ("eval_episodes", eval_episodes)):
         if int(v) < 1:
             raise DatasetError(f"dataset factory: {name} must be >= 1, got {v}")
+    if int(learning_starts) < 0:
+        raise DatasetError(f"dataset factory: learning_starts must be >= 0, got {learning_starts}")
+    if int(train_steps) <= int(learning_starts):
+        raise DatasetError(f"dataset factory: train_steps ({train_steps}) must exceed learning_starts "
+                           f"({learning_starts}): SAC makes no update before learning_starts, so the expert "
+                           "(whose return is the normalised score's 100) and the medium policy would be untrained")
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise DatasetError(f"unknown dataset kind(s) {bad}; the generator writes {list(KINDS)}")
@@ -377,9 +383,14 @@ def generate_datasets(
     ids = {k: dataset_id(env_id, k, namespace) for k in kinds}
     for i in ids.values():
         check_dataset_id(i, f"namespace {namespace!r}: the dataset id")
-    local = set(minari.list_local_datasets())
+    local = minari.list_local_datasets()
     for k, i in ids.items():
         if i in local and not overwrite:
+            made_from = (recorded_recipe(local[i].get("description")) or {}).get("env")
+            if made_from is not None and made_from != env_id:
+                raise DatasetError(f"dataset {i} already exists, generated from {made_from}, not {env_id} (ids do not "
+                                   "carry the environment's version): pass another namespace (--namespace) to keep "
+                                   "both, or overwrite=True (--overwrite) to replace it")
             raise DatasetError(f"dataset {i} already exists; pass overwrite=True (--overwrite) to replace it")
 
     def replace(i):  # an existing dataset is deleted only when its replacement is about to be written
@@ -405,7 +416,7 @@ def generate_datasets(
     med, warning = medium_snapshot(snaps, target, ref_max, snapshot_every, evaluate)
     print(f"[smac_jax] {env_id}: random return {ref_min:.1f}, expert return {ref_max:.1f}; medium snapshot "
           f"at step {med[0]} (eval return {med[1]:.1f}, target {target:.1f})")
-    if warning:
+    if warning and {"medium", "medium-replay"} & set(kinds):
         print(f"[smac_jax] warning: {env_id}: {warning}")
 
     common = dict(algorithm_name="smac_jax SAC", ref_min_score=ref_min, ref_max_score=ref_max,
@@ -482,7 +493,7 @@ def _warn_other_recipe(dc, description: str | None) -> None:
     """One warning line when a local dataset the config would generate was made with other settings
     (``make_dataset.py`` with a small ``--n_transitions`` writes the id a task loads)."""
     have = recorded_recipe(description)
-    if have is None:
+    if have is None or have.get("env") != dc.generate_env:  # not the generator's dataset for this config
         return
     want = recipe(dc.generate_kind, env=dc.generate_env, seed=dc.generate_seed, **dict(dc.generate_kwargs))
     diff = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]

@@ -57,6 +57,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     if 0 < on.steps <= on.learning_starts:
         print(f"[smac_jax] warning: online.learning_starts={on.learning_starts} >= online.steps={on.steps}: the online "
               "phase only collects data with the handed-over policy, no online update runs")
+    if dataset.reward != "success" and config.get("ref_min_score") is None and (
+            dataset.ref_min_score is None or dataset.ref_max_score is None):
+        print(f"[smac_jax] warning: dataset {dc.id!r} has no reference returns: evaluations report returns, not "
+              "normalised scores, and no transfer drop is computed (it is defined on normalised scores); set "
+              "ref_min_score and ref_max_score (e.g. a random and an expert policy's returns) for both")
     # only now, with every check passed, is the run written: a start that failed leaves the workdir as it was
     _write_workdir(workdir, config, existing, overwrite)
     ctx = RunContext.build(config, workdir, dataset, resume, progress)
