@@ -6,6 +6,7 @@ import os
 import re
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -43,12 +44,17 @@ def test_python_page_runs(monkeypatch, capsys):
             pipeline.run(ns["config"], run_dir, progress=False)
         assert open(os.path.join(run_dir, "metrics.jsonl")).read() == before
     finally:
-        REGISTRY.pop("sac_huber", None)  # other tests iterate over every registered learner
+        for name in ("sac_huber", "smac_cos"):  # other tests iterate over every registered learner
+            REGISTRY.pop(name, None)
         sys.modules.pop("configs.o2o", None)
     # what the page's comments say the cells print
     assert "(1000, 3) (1000, 1)" in out
     assert "['actor', 'critic', 'log_temp', 'target_critic']" in out
     assert "(2, 64) (64, 1)" in out
+    assert "0.0001 (32, 32)" in out  # another setting is another learner
+    assert "['grad_q_norm', 'grad_q_score_cos', 'sm_loss']" in out
+    cos_state, cos_metrics = ns["cos_state"], ns["cos_metrics"]  # the SMAC variant took a finite step
+    assert int(cos_state.step) == 1 and np.isfinite(float(cos_metrics["sm_loss"]))
     assert "[200 200]" in out and "(2, 5, 1)" in out
     # the first setting's lanes are the seeds trained alone; the handed-over TD3 policy acts as the SAC policy
     assert "(4,)" in out and out.splitlines().count("True") == 2

@@ -140,3 +140,70 @@ def test_a_bc_schedule_of_ones_own_reaches_both_update_paths():
         assert float(info["bc_weight"]) == 0.5
     finally:
         REGISTRY.pop("_test_td3bc_halved", None)
+
+
+SMALL = {"hidden_dims": (8, 8), "batch_size": 8}
+
+
+@pytest.mark.parametrize("name, fn", [("cql", "critic_loss"), ("iql", "value_loss"), ("calql", "critic_loss")])
+def test_a_notebooks_mistakes_calling_a_loss_are_one_line_errors(name, fn):
+    """Each public loss, called by hand: a batch field of the wrong shape, a batch that is not a
+    Transitions, another learner's params or config, a batch of another width: the library's own
+    error naming what is wrong (before, CQL's and IQL's losses broadcast a (N, 1) reward into a
+    JAX shape error, and other params gave Flax's or a bare KeyError)."""
+    import importlib
+
+    from smac_jax.errors import ArgumentError
+
+    loss = getattr(importlib.import_module(f"smac_jax.learners.{name}"), fn)
+    learner = make_learner(name, 3, 1, SMALL)
+    params, key = learner.init(jax.random.PRNGKey(0)).params, jax.random.PRNGKey(1)
+    batch = Transitions.random(jax.random.PRNGKey(2), 8, 3, 1)
+    assert jnp.isfinite(loss(params, batch, key, learner.config)[0])
+    with pytest.raises(ShapeError, match=r"batch.reward has shape \(8, 1\); expected \(N,\)"):
+        loss(params, batch.replace(reward=batch.reward[:, None]), key, learner.config)
+    with pytest.raises(ArgumentError, match=rf"{name}\.\w+: batch must be a smac_jax.types.Transitions .* got dict"):
+        loss(params, {"obs": batch.obs}, key, learner.config)
+    with pytest.raises(ShapeError, match=r"params do not fit this loss and batch \(batch.obs 4 wide.*received "
+                                         r"has shape \([34], 8\)"):
+        loss(params, Transitions.random(jax.random.PRNGKey(2), 8, 4, 1), key, learner.config)
+    other = make_learner("td3bc", 3, 1, SMALL)
+    with pytest.raises(ArgumentError, match="another learner's params|params have no group"):
+        loss(other.init(key).params, batch, key, learner.config)
+    with pytest.raises(ConfigError, match=r"reads config\.\w+, which this config lacks: pass the config of the learner"):
+        loss(params, batch, key, make_learner("sac", 3, 1, SMALL).config)
+    # differentiable as before
+    grads = jax.grad(lambda p: loss(p, batch, key, learner.config)[0])(params)
+    assert jnp.isfinite(jax.flatten_util.ravel_pytree(grads["critic"])[0]).all()
+
+
+def test_a_learners_config_is_read_only():
+    """A learning rate set after the learner was made was ignored (its optimiser is built once) and
+    a misspelt field was added silently: both are now an error that says how to get the setting."""
+    learner = make_learner("cql", 3, 1, SMALL)
+    for field, value in (("critic_lr", 0.5), ("cql_tmep", 0.1)):
+        with pytest.raises(ConfigError, match=rf"config is read-only .* make_learner\(name, obs_dim, act_dim, "
+                                              rf"\{{\*\*learner.config, '{field}': {value}\}}\)"):
+            setattr(learner.config, field, value)
+    assert learner.config.critic_lr == 3e-4 and "cql_tmep" not in learner.config
+    again = make_learner("cql", 3, 1, {**learner.config, "critic_lr": 0.5})
+    assert again.config.critic_lr == 0.5 and again.config.cql_alpha == learner.config.cql_alpha
+
+
+def test_counts_given_as_floats_and_mismatched_analysis_inputs_are_one_line_errors():
+    from smac_jax.data import replay
+    from smac_jax.errors import ArgumentError
+    from smac_jax.learners.swept import Swept
+    from smac_jax.training.summary import transfer_drop
+
+    learner = make_learner("sac", 3, 1, SMALL)
+    data = Transitions.random(jax.random.PRNGKey(0), 16, 3, 1)
+    with pytest.raises(ArgumentError, match=r"sample_transitions: batch_size must be an integer >= 1, got 64.0"):
+        replay.sample_transitions(data, jax.random.PRNGKey(1), 64.0)
+    with pytest.raises(ArgumentError, match=r"make_offline_step: n_updates must be an integer >= 1, got 50.0"):
+        make_offline_step(learner, 50.0)
+    with pytest.raises(ArgumentError, match=r"Swept.grid: n_seeds must be an integer >= 1, got 2.0"):
+        Swept.grid(learner, {"critic_lr": [1e-4, 3e-4]}, n_seeds=2.0)
+    with pytest.raises(ArgumentError, match=r"online_steps has shape \(3,\) and online_scores \(2,\)"):
+        transfer_drop(50.0, [0, 30, 60], [40.0, 45.0], 300)
+    assert transfer_drop(50.0, [0, 30, 60], [40.0, 45.0, 30.0], 300) == 10.0  # steps 0 and 30 in the window

@@ -113,6 +113,22 @@ def test_score_matching_loss_zero_exactly_when_gradient_matches(perturb):
     # independent value: E members * |alpha0 * perturb|^2 summed over the action dims
     expected = 2 * ACT * (alpha0 * perturb) ** 2
     np.testing.assert_allclose(float(loss), expected, rtol=1e-4, atol=1e-6)
+    # a match_fn of one's own replaces the matching term, in L_SM and in the critic loss, and gets
+    # the critics' action gradients, the score and alpha_psi(s)
+    seen = {}
+
+    def match_fn(g_, score, alpha, config):
+        seen.update(g=np.asarray(g_), score=np.asarray(score), alpha=np.asarray(alpha))
+        return jnp.float32(7.0), jnp.zeros(g_.shape[:2])
+
+    loss, info = score_matching_loss(params, b, jax.random.PRNGKey(1), cfg, match_fn)
+    assert float(loss) == 7.0 and float(info["grad_q_score_cos"]) == 0.0
+    np.testing.assert_allclose(seen["g"], np.broadcast_to(direction, seen["g"].shape), rtol=1e-5)
+    np.testing.assert_allclose(seen["score"], np.broadcast_to(target_score, seen["score"].shape), rtol=1e-4)
+    np.testing.assert_allclose(seen["alpha"], alpha0, rtol=1e-5)
+    from smac_jax.learners.smac import critic_loss
+    _, info = critic_loss(params, b, jax.random.PRNGKey(1), cfg, match_fn=match_fn)
+    assert float(info["sm_loss"]) == 7.0
 
 
 @pytest.mark.parametrize("sm_target", ["alpha_score", "direction", "rotation"])

@@ -584,12 +584,18 @@ def load_params(workdir: str, phase: str, step: int | None = None,
                                       f"builds ({want})")
     item = _nest(_params_path(phase), {g: template[g] for g in groups})
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns about an optional metadata file at every restore
     try:
         with ocp.PyTreeCheckpointer() as ck:
             out = ck.restore(path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
                                                                partial_restore=True))
     except Exception as e:  # noqa: BLE001  (orbax / tensorstore errors of a damaged checkpoint)
         raise LandscapeInputError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    finally:
+        absl_logging.set_verbosity(verbosity)
     for k in _params_path(phase):
         out = out[k]
     lanes = where.lanes[phase] if where.lanes else slice(None)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from smac_jax.errors import need_count
 from smac_jax.types import Transitions
 
 REPLAY_INITS = ("empty", "full", "mix", "top_n")
@@ -124,6 +125,7 @@ def insert_many(buffer: ReplayBuffer, t) -> ReplayBuffer:
 
 def sample_transitions(data: Transitions, key, batch_size: int, size=None) -> Transitions:
     """Uniform minibatch from the first ``size`` rows of ``data`` (all rows if None)."""
+    batch_size = need_count(batch_size, "batch_size", "sample_transitions")
     with jax.named_scope("minibatch"):  # names the ops in profiles (experiments/profile_update.py)
         n = data.reward.shape[0] if size is None else size
         idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(n, 1))

@@ -45,7 +45,7 @@ from smac_jax import networks
 from smac_jax.data import replay
 from smac_jax.learners import sac, sacml
 from smac_jax.learners.base import (
-    ConfigError, Learner, TrainState, TransferError, apply_grad, register, sg,
+    ConfigError, Learner, TrainState, TransferError, apply_grad, checked_loss, register, sg,
 )
 from smac_jax.learners.bc import ACTION_CLIP_EPS, clip_actions
 from smac_jax.learners.handover import check_same_structure
@@ -139,6 +139,7 @@ def td_target(params, batch: Transitions, key, config) -> jax.Array:
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 
 
+@checked_loss
 def critic_loss(params, batch: Transitions, key, config):
     """sum_i mean_batch (R_i(s, a) + C(log pi_0(a|s)) - y)^2, y from :func:`td_target` (no gradient)."""
     y = sg(td_target(params, batch, key, config))
@@ -150,6 +151,7 @@ def critic_loss(params, batch: Transitions, key, config):
                   "k": params["k"], **info}
 
 
+@checked_loss
 def actor_loss(params, batch: Transitions, key, config):
     """mean_s [T log pi(a~|s) - Q(s, a~)], a~ ~ pi(s) reparameterised; the gradient flows through
     min_i R_i and through C(log pi_0(a~|s))."""

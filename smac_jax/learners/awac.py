@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, TrainState, above, base_config, register, sg
+from smac_jax.learners.base import ensemble_td_loss, TrainState, above, base_config, register, sg, checked_loss
 from smac_jax.learners.sac import SAC, target_critic_q
 from smac_jax.types import Transitions
 
@@ -54,11 +54,13 @@ def td_target(params, batch: Transitions, key, config, next_q_fn=target_critic_q
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 
 
+@checked_loss
 def critic_loss(params, batch: Transitions, key, config, next_q_fn=target_critic_q):
     """sum_i mean_batch (Q_i(s, a) - y)^2 with y from :func:`td_target` (no gradient through y)."""
     return ensemble_td_loss(params["critic"], batch, td_target(params, batch, key, config, next_q_fn), config)
 
 
+@checked_loss
 def actor_loss(params, batch: Transitions, key, config):
     """-mean_s min(exp((min_i Q_i(s, a) - min_i Q_i(s, a~)) / lambda), max_weight) log pi(a|s),
     a from the batch (clipped, see :func:`clipped_log_prob`), a~ ~ pi(s); weights detached."""

@@ -23,6 +23,7 @@ import functools
 import math
 from typing import Any, Callable, ClassVar
 
+import flax.errors
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,54 @@ from smac_jax.types import Metrics, PRNGKey, Transitions
 REGISTRY: dict[str, type["Learner"]] = {}
 
 from smac_jax.errors import ConfigError, ProtocolError, TransferError  # noqa: E402,F401  (re-exported)
+from smac_jax.errors import ArgumentError, ShapeError  # noqa: E402
+
+
+def missing_config_field(e: AttributeError, config: Any) -> str | None:
+    """The field an ``AttributeError`` of ml_collections names, if ``config`` lacks it."""
+    field = str(e).split("\n")[0].strip("'\"")
+    return field if field.isidentifier() and field not in config else None
+
+
+def checked_loss(fn: Callable) -> Callable:
+    """Decorator of a public loss ``fn(params, batch, key, config, ...)``: the mistakes a notebook
+    makes when calling it become one-line errors, raised when the loss is called or traced (no cost
+    in the compiled program): a batch that is not a :class:`~smac_jax.types.Transitions` or has a
+    field of the wrong shape, params or a config of another learner, a batch whose widths do not fit
+    the params. ``inspect.signature`` and ``jax.grad`` see ``fn`` itself."""
+    where = f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
+
+    @functools.wraps(fn)
+    def loss(params, batch, key, config, *args, **kwargs):
+        if not isinstance(batch, Transitions):
+            raise ArgumentError(f"{where}: batch must be a smac_jax.types.Transitions (e.g. Transitions.random, "
+                                f"replay.sample_transitions), got {type(batch).__name__}")
+        batch.check_shapes()
+        if not isinstance(params, dict):
+            raise ArgumentError(f"{where}: params must be a learner's parameter dict (state.params), got "
+                                f"{type(params).__name__}")
+        try:
+            return fn(params, batch, key, config, *args, **kwargs)
+        except KeyError as e:
+            group = e.args[0] if e.args else None
+            if not isinstance(group, str) or group in params:
+                raise
+            raise ArgumentError(f"{where}: params have no group {group!r} (they have {', '.join(sorted(params))}): "
+                                "the parameters of another learner?") from None
+        except AttributeError as e:
+            field = missing_config_field(e, config)
+            if field is None:
+                raise
+            raise ConfigError(f"{where} reads config.{field}, which this config lacks: pass the config of the "
+                              "learner the loss belongs to (make_learner(name, ...).config)") from None
+        except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError) as e:
+            kind = ShapeError if isinstance(e, flax.errors.ScopeParamShapeError) else ArgumentError
+            first = str(e).split(" (https://")[0].splitlines()[0]
+            raise kind(f"{where}: the params do not fit this loss and batch (batch.obs {batch.obs.shape[-1]} wide, "
+                       f"batch.action {batch.action.shape[-1]}; another learner's params, or a batch of another "
+                       f"environment?): {first}") from None
+
+    return loss
 
 
 @flax.struct.dataclass
@@ -273,8 +322,36 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
                 need(bound.holds(v), field, "must be finite" if infinite else bound.describe())
 
 
+class LearnerConfig(ml_collections.FrozenConfigDict):
+    """A made learner's config: read-only, since its networks and optimisers are built from it (a
+    learning rate changed afterwards would be ignored, a misspelt field silently added). Another
+    setting is another learner: ``make_learner(name, obs_dim, act_dim, {**learner.config, field: value})``."""
+
+    def __setattr__(self, field, value):
+        raise ConfigError(f"a learner's config is read-only (its networks and optimisers are built from it): "
+                          f"for {field}={value!r} make another learner, make_learner(name, obs_dim, act_dim, "
+                          f"{{**learner.config, {field!r}: {value!r}}})")
+
+    __setitem__ = __setattr__
+
+    def copy_and_resolve_references(self, visit_map=None) -> ml_collections.ConfigDict:
+        """A mutable copy (``ml_collections.ConfigDict``), e.g. to call a loss with another value."""
+        return self.as_configdict()
+
+
+def thaw(config: Any) -> ml_collections.ConfigDict:
+    """A mutable copy of a (read-only) learner config."""
+    if isinstance(config, ml_collections.FrozenConfigDict):
+        return config.as_configdict()
+    return config.copy_and_resolve_references()
+
+
 def make_learner(name: str, obs_dim: int, act_dim: int, overrides: Any = None) -> "Learner":
-    return get_learner_class(name)(resolve_config(name, overrides), obs_dim, act_dim)
+    """The registered learner ``name`` with its defaults updated by ``overrides`` (every value
+    checked); its ``config`` is read-only (:class:`LearnerConfig`)."""
+    learner = get_learner_class(name)(resolve_config(name, overrides), obs_dim, act_dim)
+    learner.config = LearnerConfig(learner.config)
+    return learner
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -464,14 +541,12 @@ class Learner:
         """``loss_fn(params, batch, key, config)``, its two commonest mistakes as one-line errors:
         a config field its learner's ``default_config()`` lacks (:class:`ConfigError`) and a loss
         that is not a scalar (:class:`~smac_jax.errors.ShapeError`)."""
-        from smac_jax.errors import ShapeError
-
         fn = getattr(loss_fn, "__qualname__", repr(loss_fn))
         try:
             out = loss_fn(params, batch, key, self.config)
         except AttributeError as e:  # ml_collections: AttributeError("'field'") for a missing field
-            field = str(e).strip("'\"")
-            if field.isidentifier() and field not in self.config:
+            field = missing_config_field(e, self.config)
+            if field is not None:
                 raise ConfigError(f"learner {self.name!r}: {fn} reads config.{field}, which "
                                   f"{type(self).__name__}.default_config() does not define") from None
             raise

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import Bound, Learner, TrainState, base_config, register
+from smac_jax.learners.base import Bound, Learner, TrainState, base_config, register, checked_loss
 from smac_jax.learners.sac import gaussian_act
 from smac_jax.types import Transitions
 
@@ -42,6 +42,7 @@ def dataset_log_prob(config, actor_params, obs: jax.Array, action: jax.Array) ->
     return dist.log_prob(clip_actions(action, config.action_clip_eps))
 
 
+@checked_loss
 def bc_loss(params, batch: Transitions, key, config):
     """-mean log pi(clip(a_D)|s) (``key`` unused; kept for the common loss signature)."""
     del key

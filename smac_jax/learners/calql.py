@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from smac_jax.learners import cql, sac
-from smac_jax.learners.base import register, sg
+from smac_jax.learners.base import register, sg, checked_loss
 from smac_jax.types import Transitions
 
 
@@ -49,6 +49,7 @@ def _bound(q, batch: Transitions):
     return bounded, {"calql_bound_rate": jnp.mean(q < batch.mc_return[:, None])}
 
 
+@checked_loss
 def critic_loss(params, batch: Transitions, key, config, next_q_fn=sac.target_critic_q):
     """CQL's critic loss with the Cal-QL lower bound on the pi(s) / pi(s') sample Q values."""
     return cql.conservative_critic_loss(params, batch, key, config, _bound, next_q_fn)

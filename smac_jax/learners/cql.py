@@ -40,7 +40,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import TrainState, above, at_least, count, register, sg
+from smac_jax.learners.base import TrainState, above, at_least, count, register, sg, checked_loss
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
@@ -122,6 +122,7 @@ def td_target(params, batch: Transitions, key, config, next_q_fn=sac.target_crit
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 
 
+@checked_loss
 def conservative_critic_loss(params, batch: Transitions, key, config, policy_q_bound=None,
                              next_q_fn=sac.target_critic_q):
     """SAC TD loss + the CQL penalty (module docstring), summed over the ensemble.
@@ -171,6 +172,7 @@ def conservative_critic_loss(params, batch: Transitions, key, config, policy_q_b
     return loss, info
 
 
+@checked_loss
 def critic_loss(params, batch: Transitions, key, config, next_q_fn=sac.target_critic_q):
     """The CQL critic loss (no bound on the policy-action Q values)."""
     return conservative_critic_loss(params, batch, key, config, None, next_q_fn)

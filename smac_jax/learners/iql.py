@@ -35,7 +35,7 @@ import ml_collections
 from smac_jax import networks
 from smac_jax.learners.awac import advantage_weights, clipped_log_prob
 from smac_jax.learners.base import (Bound, ConfigError, Learner, TrainState, above, at_least, base_config, count, polyak,
-                                   register, sg)
+                                   checked_loss, register, sg)
 from smac_jax.learners.sac import gaussian_act
 from smac_jax.types import Transitions
 
@@ -57,6 +57,7 @@ def advantage(params, batch: Transitions, config) -> jax.Array:
     return sg(q - state_value(params, batch.obs, config))
 
 
+@checked_loss
 def value_loss(params, batch: Transitions, key, config):
     """mean_batch L_2^tau(min_i Qbar_i(s, a) - V(s)); gradient to V only."""
     q = sg(networks.critic_net(config).apply(params["target_critic"], batch.obs, batch.action).min(0))
@@ -76,6 +77,7 @@ def td_target(params, batch: Transitions, key, config, next_v_fn=next_state_valu
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_v_fn(params, batch, batch.next_obs, config)
 
 
+@checked_loss
 def critic_loss(params, batch: Transitions, key, config, next_v_fn=next_state_value):
     """sum_i mean_batch (Q_i(s, a) - y)^2, y = r + gamma (1 - terminated) V(s') (no gradient)."""
     y = sg(td_target(params, batch, key, config, next_v_fn))
@@ -84,6 +86,7 @@ def critic_loss(params, batch: Transitions, key, config, next_v_fn=next_state_va
     return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_mean": y.mean()}
 
 
+@checked_loss
 def actor_loss(params, batch: Transitions, key, config):
     """Advantage-weighted regression, w = min(exp(beta A), max_weight): -mean w log pi(a|s)
     ("gaussian") or mean w mean_dims (tanh(mu(s)) - a)^2 ("deterministic_mean")."""

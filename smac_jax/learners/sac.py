@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, above, base_config, polyak, register, sg
+from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, above, base_config, polyak, register, sg, checked_loss
 from smac_jax.types import Transitions
 
 
@@ -45,11 +45,13 @@ def td_target(params, batch: Transitions, key, config, next_q_fn=target_critic_q
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 
 
+@checked_loss
 def critic_loss(params, batch: Transitions, key, config, next_q_fn=target_critic_q):
     """sum_i mean_batch (Q_i(s, a) - y)^2 with y from :func:`td_target` (no gradient through y)."""
     return ensemble_td_loss(params["critic"], batch, td_target(params, batch, key, config, next_q_fn), config)
 
 
+@checked_loss
 def actor_loss(params, batch: Transitions, key, config):
     """mean_s [T log pi(a~|s) - min_i Q_i(s, a~)], a~ ~ pi(s) reparameterised."""
     act_dim = batch.action.shape[-1]
@@ -60,6 +62,7 @@ def actor_loss(params, batch: Transitions, key, config):
     return loss, {"actor_loss": loss, "entropy": -logp.mean()}
 
 
+@checked_loss
 def temperature_loss(params, batch: Transitions, key, config):
     """T * (H(pi) - target_entropy), H estimated by -log pi(a~|s) (no gradient to the actor)."""
     act_dim = batch.action.shape[-1]

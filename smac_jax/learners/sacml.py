@@ -42,7 +42,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import ConfigError, TrainState, at_least, register, sg
+from smac_jax.learners.base import ConfigError, TrainState, at_least, register, sg, checked_loss
 from smac_jax.learners.bc import ACTION_CLIP_EPS, dataset_log_prob
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
@@ -56,6 +56,7 @@ def ml_lambda(q_abs_mean, config) -> jnp.ndarray:
     return sg(config.ml_weight / jnp.maximum(q_abs_mean, LAMBDA_Q_FLOOR))
 
 
+@checked_loss
 def actor_loss(params, batch: Transitions, key, config):
     """lambda * mean[T log pi(a~|s) - min_i Q_i(s, a~)] - mean log pi(clip(a_D)|s) (eq. 4)."""
     act_dim = batch.action.shape[-1]
@@ -90,6 +91,7 @@ def _floor_logp(logp, config):
     return logp if floor is None else jnp.maximum(logp, floor)
 
 
+@checked_loss
 def baseline_loss(params, batch: Transitions, key, config):
     """sum_i mean_batch (sg[log pi(a_D|s)] + Z_i(s) - y)^2, y = r + gamma (1 - terminated)
     [log pi(a'|s') + min_j Z_j(s') (- T log pi(a'|s') with ``baseline_backup_entropy``)],

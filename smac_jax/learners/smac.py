@@ -26,8 +26,8 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import (Bound, ConfigError, TrainState, above, at_least, check_section, count,
-                                    merge_section, register, sg)
+from smac_jax.learners.base import (Bound, ConfigError, LearnerConfig, TrainState, above, at_least, check_section,
+                                    checked_loss, count, merge_section, register, sg, thaw)
 from smac_jax.networks.mlp import MLP, QNetwork
 from smac_jax.optim import make_optimizer
 from smac_jax.score import model as score_model
@@ -114,7 +114,8 @@ def matching_loss(g, score, alpha, sm_target: str, shrink: float = 1.0):
     return jnp.sum(per, axis=0).mean(), cos
 
 
-def score_matching_loss(params, batch: Transitions, key, config):
+@checked_loss
+def score_matching_loss(params, batch: Transitions, key, config, match_fn=None):
     """L_SM: mean over states of sum_i of a per-member matching term, a ~ B(A), whose form is
     ``config.sm_target`` (:func:`matching_loss`): with ``"alpha_score"`` (the paper's form)
     || grad_a Q_i(s, a) - alpha_psi(s) score(s, a) ||^2; with ``"direction"`` (the default) and
@@ -125,13 +126,20 @@ def score_matching_loss(params, batch: Transitions, key, config):
     reported ``alpha_mean`` stays at its initial value). The score network and the sampled actions are
     constants. The expectation is estimated on the first ``sm_batch_size`` states of the (uniformly
     sampled) batch; 0 means all of them.
+
+    ``match_fn(g, score, alpha, config) -> (loss, cos)`` replaces :func:`matching_loss` (a variant
+    of the matching term: ``g`` (E, B, A), ``score`` (B, A), ``alpha`` (B,); ``cos`` (E, B) is
+    reported as ``grad_q_score_cos``).
     """
     obs = batch.obs[: config.sm_batch_size] if config.sm_batch_size else batch.obs
     a = sample_bA(params, obs, key, config)
     target = sg(score_model.score(params["score"], obs, a, config.score_w, config.score_config))
     g = action_gradients(params["critic"], obs, a, config)  # (E, B, A)
     alpha = alpha_value(params, obs, config)  # (B,)
-    loss, cos = matching_loss(g, target, alpha, config.sm_target, config.sm_shrink)
+    if match_fn is None:
+        loss, cos = matching_loss(g, target, alpha, config.sm_target, config.sm_shrink)
+    else:
+        loss, cos = match_fn(g, target, alpha, config)
     return loss, {
         "sm_loss": loss,
         "alpha_mean": alpha.mean(),
@@ -141,11 +149,12 @@ def score_matching_loss(params, batch: Transitions, key, config):
     }
 
 
-def critic_loss(params, batch: Transitions, key, config):
-    """L_SMAC = L_AC (SAC's TD loss) + kappa * L_SM."""
+@checked_loss
+def critic_loss(params, batch: Transitions, key, config, match_fn=None):
+    """L_SMAC = L_AC (SAC's TD loss) + kappa * L_SM (``match_fn``: see :func:`score_matching_loss`)."""
     k_td, k_sm = jax.random.split(key)
     l_ac, info = sac.critic_loss(params, batch, k_td, config)
-    l_sm, sm_info = score_matching_loss(params, batch, k_sm, config)
+    l_sm, sm_info = score_matching_loss(params, batch, k_sm, config, match_fn)
     loss = l_ac + config.kappa * l_sm
     # Q against the data's discounted Monte-Carlo return, over the rows that have one (online rows
     # carry -inf: no return known); 0 when the batch has none.
@@ -253,9 +262,9 @@ class SMAC(sac.SAC):
     def _use_score_config(self, score_config) -> None:
         """The learner's config from now on: a copy with ``score_config`` replaced (the config the
         learner was built from, which a caller may hold, is left as it was)."""
-        cfg = self.config.copy_and_resolve_references()
+        cfg = thaw(self.config)
         cfg.score_config = score_config
-        self.config = cfg
+        self.config = LearnerConfig(cfg) if isinstance(self.config, LearnerConfig) else cfg
 
     def optimizers(self):
         opts = super().optimizers()

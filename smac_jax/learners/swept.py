@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smac_jax.errors import ConfigError
-from smac_jax.learners.base import Learner, TrainState, make_learner
+from smac_jax.errors import ConfigError, need_count
+from smac_jax.learners.base import Learner, TrainState, make_learner, thaw
 from smac_jax.types import Transitions
 
 #: Where a lane's values live in ``TrainState.extra``.
@@ -39,7 +39,7 @@ def bind(learner: Learner, values: dict[str, Any]) -> Learner:
         return learner
     bound = copy.copy(learner)
     bound.__dict__.pop("opts", None)  # the optimisers read the learning rates: build them again
-    cfg = learner.config.copy_and_resolve_references()
+    cfg = thaw(learner.config)
     with cfg.ignore_type():
         for field, v in values.items():
             cfg[field] = v
@@ -81,6 +81,7 @@ class Swept(Learner):
         varies slowest) x ``n_seeds`` seeds: lane ``k * n_seeds + j`` is setting ``k`` with seed
         index ``j`` (give it seed ``j``'s key). Each combination must pass the learner's own
         checks (a learner is built with it); the lanes' values are keyed by field name."""
+        n_seeds = need_count(n_seeds, "n_seeds", "Swept.grid")
         for field in values:
             if field not in learner.config:
                 raise ConfigError(f"Swept.grid: {field!r} is not a hyperparameter of learner {learner.name!r} "

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, at_least, base_config, count, polyak, register
+from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, at_least, base_config, count, polyak, register, checked_loss
 from smac_jax.types import Transitions
 
 
@@ -20,11 +20,13 @@ def td_target(params, batch: Transitions, key, config) -> jax.Array:
     return batch.reward + config.gamma * (1.0 - batch.terminated) * next_q
 
 
+@checked_loss
 def critic_loss(params, batch: Transitions, key, config):
     """sum_i mean_batch (Q_i(s, a) - y)^2 with y from :func:`td_target` (no gradient through y)."""
     return ensemble_td_loss(params["critic"], batch, td_target(params, batch, key, config), config)
 
 
+@checked_loss
 def actor_loss(params, batch: Transitions, key, config):
     """-mean_s Q_1(s, pi(s)) (the first critic, as in TD3)."""
     act_dim = batch.action.shape[-1]

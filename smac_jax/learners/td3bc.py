@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ConfigError, ProtocolError, TrainState, at_least, register, sg
+from smac_jax.learners.base import ConfigError, ProtocolError, TrainState, at_least, register, sg, checked_loss
 from smac_jax.learners.td3 import TD3
 from smac_jax.types import Transitions
 
@@ -41,6 +41,7 @@ def bc_weight(step: jax.Array, config) -> jax.Array:
     return jnp.ones((), jnp.float32)
 
 
+@checked_loss
 def actor_loss(params, batch: Transitions, key, config):
     """-lambda mean Q_1(s, pi(s)) + w mean (pi(s) - a)^2, lambda = alpha / mean|Q_1(s, pi(s))|
     detached; w = ``params["bc_weight"]`` when present (set by :class:`TD3BC` each step), else 1."""

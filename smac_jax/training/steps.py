@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from smac_jax.data import replay
-from smac_jax.errors import ProtocolError, ShapeError
+from smac_jax.errors import ProtocolError, ShapeError, need_count
 from smac_jax.types import Transitions
 
 
@@ -75,6 +75,7 @@ def make_offline_step(learner, n_updates: int):
     seed's ``state.step`` is a multiple of p (always, in the pipeline's offline phase), and
     through ``learner.update`` otherwise: the same updates, without computing what a phase
     discards. Metrics of work done only at some phases average those phases."""
+    n_updates = need_count(n_updates, "n_updates", "make_offline_step")
     bs = learner.config.batch_size
     period = learner.update_period if _update_phase_current(learner) else 1
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from smac_jax.errors import ArgumentError
 from smac_jax.training.logger import MetricsLog
 
 
@@ -21,6 +22,9 @@ def transfer_drop(offline_final: float, online_steps: Sequence[int], online_scor
     hand-over, at step 0, included)."""
     steps = np.asarray(online_steps)
     scores = np.asarray(online_scores, np.float64)
+    if steps.shape != scores.shape or steps.ndim != 1:
+        raise ArgumentError(f"transfer_drop: online_steps has shape {steps.shape} and online_scores {scores.shape}: "
+                            "one score per evaluation step expected")
     early = scores[steps <= window * online_total_steps]
     if early.size == 0:
         raise ValueError("no online evaluation falls in the first "
