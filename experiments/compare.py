@@ -107,8 +107,9 @@ def main(argv):
     png = os.path.splitext(page)[0] + ".png"
     os.makedirs(os.path.dirname(page) or ".", exist_ok=True)
     any_cfg = next(iter(runs.values()))["config"]
+    task = any_cfg.get("task") or _TASK.value  # the runs' own task (--only_report reads runs of any task)
     # the whole page is computed before it is written: a failure leaves an earlier page as it was
-    text = (f"# {_TASK.value}: {', '.join(runs)}\n\n"
+    text = (f"# {task}: {', '.join(runs)}\n\n"
             f"Dataset `{any_cfg['dataset']['id']}`, {any_cfg['n_seeds']} seeds, "
             f"{any_cfg['offline']['steps']} offline updates, {any_cfg['online']['steps']} online steps "
             f"(UTD {any_cfg['online']['utd']}, replay `{any_cfg['online']['replay']['init']}`).\n\n"
@@ -120,7 +121,7 @@ def main(argv):
         text += table(runs, noise) + "\n"
         if noise:
             text += _NOISE_NOTE.format(episodes=_NOISE.value, per_eval=any_cfg["eval"]["episodes"])
-    plot_runs(runs, png, f"{_TASK.value}: offline -> {_ON.value}")
+    plot_runs(runs, png, f"{task}: offline -> {_ON.value}")
     with open(page, "w") as f:
         f.write(text)
     print(text)

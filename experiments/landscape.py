@@ -36,7 +36,8 @@ OUTPUTS = ("interpolation.png", "interpolation.csv", "interpolation_summary.json
 _POINTS = flags.DEFINE_integer("points", 21, "Interpolation points on [0, 1].")
 _EXTEND = flags.DEFINE_bool("extend", False, "Also interpolate beyond the checkpoints, up to 0.25 on each side, "
                             "with the same spacing (the verdict still covers [0, 1] only).")
-_PLANE_POINTS = flags.DEFINE_integer("plane_points", 11, "Grid points per plane axis.")
+_PLANE_POINTS = flags.DEFINE_integer("plane_points", 9, "Grid points per plane axis, evenly spaced over --plane_range "
+                                     "(0 and 1, the checkpoints' coordinates, are added where the spacing misses them).")
 _PLANE_RANGE = flags.DEFINE_list("plane_range", ["-0.5", "1.5"], "Range of both plane coordinates.")
 _SEED_INDEX = flags.DEFINE_integer("seed_index", 0, "Which training seed's actors span the plane.")
 _EPISODES = flags.DEFINE_integer("episodes", 5, "Evaluation episodes per point.")
@@ -54,10 +55,11 @@ _PERPLEXITY = flags.DEFINE_float("perplexity", None, "t-SNE perplexity (default 
 class Job:
     """Points to evaluate with one learner; ``returns`` (points, episodes) once evaluated."""
 
-    def __init__(self, name, learner, stacked):
+    def __init__(self, name, learner, stacked, source=None):
         self.name, self.learner, self.stacked = name, learner, stacked
         self.n = ls.stack_size(stacked)
         self.returns = None
+        self.source = source or {}  # what was evaluated: workdir and checkpoint steps, kept in the summary
 
 
 def _label(workdir, config, used):
@@ -107,9 +109,13 @@ def _interpolation_jobs(runs, ts):
         off, on = ls.load_actor(wd, "offline"), ls.load_actor(wd, "online")
         if off.n_seeds == 1 and _EPISODES.value < 2:
             raise ls.LandscapeInputError(f"{wd} has one seed: the verdict needs --episodes >= 2 (its evaluation noise)")
+        if not os.path.exists(os.path.join(wd, "summary.json")):
+            print(f"[landscape] warning: {wd} has not finished (no summary.json): its fine-tuned actor here is its "
+                  f"last online checkpoint, step {on.step}", flush=True)
         learner, (a_off, a_on) = ls.common_actors([off, on])
         per_seed = [ls.interpolate(ls.take(a_off, i), ls.take(a_on, i), ts) for i in range(off.n_seeds)]
-        jobs.append(Job(label, learner, ls.concatenate(per_seed)))
+        jobs.append(Job(label, learner, ls.concatenate(per_seed),
+                        {"workdir": wd, "offline_step": off.step, "online_step": on.step}))
     return jobs
 
 
@@ -132,7 +138,8 @@ def _write_interpolation(jobs, ts, value, value_name, out):
                           label=f"{job.name}: drop {verdict.drop:.1f}, "
                                 f"{'connected' if verdict.connected else 'not connected'}")
         ax.fill_between(ts, mean_all - se_all, mean_all + se_all, alpha=0.2, color=line.get_color())
-        summary[job.name] = {"drop": verdict.drop, "threshold": verdict.threshold, "pooled_se": verdict.pooled_se,
+        summary[job.name] = {**job.source, "episodes": _EPISODES.value, "eval_seed": _EVAL_SEED.value,
+                             "drop": verdict.drop, "threshold": verdict.threshold, "pooled_se": verdict.pooled_se,
                              "connected": bool(verdict.connected), "peak_t": float(t_in[verdict.peak_index]),
                              "dip_t": float(t_in[verdict.dip_index]), "value": value_name,
                              "se_over": "seeds" if n_seeds > 1 else "episodes (one seed)",
@@ -219,7 +226,10 @@ def _tsne_job(runs):
             entries.append((label, s.phase, s.step))
             snaps.append(s)
         offline_owner[label] = label if shared is None else shared
-    learner, actors = ls.common_actors(snaps)
+    try:
+        learner, actors = ls.common_actors(snaps)
+    except ls.LandscapeInputError as e:  # t-SNE embeds every actor in one parameter space
+        raise ls.LandscapeInputError(f"t-SNE (on by default; --notsne leaves it out): {e}") from None
     n_seeds = min(s.n_seeds for s in snaps)
     points = [(e, i) for e in range(len(entries)) for i in range(n_seeds)]
     params = [ls.take(actors[e], i) for e, i in points]
@@ -286,7 +296,8 @@ def run(out: str) -> None:
     env_fn, value, value_name = ls.evaluation_environment(configs, jax_env=_ENV.value == "jax")
 
     ts = ls.interpolation_grid(_POINTS.value, _EXTEND.value)
-    xs = ys = np.linspace(lo, hi, _PLANE_POINTS.value)
+    # the checkpoints' own coordinates (0 and 1) are grid points, so their markers sit on evaluated values
+    xs = ys = np.union1d(np.linspace(lo, hi, _PLANE_POINTS.value), [c for c in (0.0, 1.0) if lo <= c <= hi])
     jobs = {}
     if expanded:
         jobs["interpolation"] = _interpolation_jobs({labels[wd]: wd for wd in expanded}, ts)

@@ -16,12 +16,13 @@ _ROOT = flags.DEFINE_string("root", None, "The sweep's --root.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Markdown page to write (default <root>/report.md; a path not ending "
                            "in .md is a directory that gets report.md); figures beside it.")
 _REPS = flags.DEFINE_integer("reps", 50_000, "Bootstrap replicates of the confidence intervals (>= 1).", lower_bound=1)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing page at --out (and its figures and data).")
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # rliable logs every estimate at INFO
-    print(f"[report] wrote {write_report(_ROOT.value, _OUT.value, reps=_REPS.value)}")
+    print(f"[report] wrote {write_report(_ROOT.value, _OUT.value, reps=_REPS.value, overwrite=_OVERWRITE.value)}")
 
 
 if __name__ == "__main__":

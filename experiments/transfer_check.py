@@ -85,10 +85,14 @@ def _protocol(wd: str, window: int, key: str):
 
 def _check(wd: str, label: str | None, env_fn, value, value_name: str) -> dict:
     config, window = _check_run(wd)
-    steps = [s for s in ls.checkpoint_steps(wd, "online") if 0 < s <= window]
+    saved = ls.checkpoint_steps(wd, "online")
+    steps = [s for s in saved if 0 < s <= window]
     if not steps:
-        raise ls.LandscapeInputError(f"{wd}: no online checkpoint in the first {window} steps (saved: "
-                                     f"{ls.checkpoint_steps(wd, 'online')}); run with a smaller online.ckpt_every")
+        every, keep = config["online"]["ckpt_every"], config.get("ckpt_keep")
+        why = (f"its checkpoints come every {every} steps: run with online.ckpt_every <= {window}" if every > window
+               else f"the run keeps only its last {keep} checkpoints per phase: run with a larger ckpt_keep" if saved
+               else "the run saved no online checkpoint yet")
+        raise ls.LandscapeInputError(f"{wd}: no online checkpoint in the first {window} steps (saved: {saved}); {why}")
     snaps = [ls.load_actor(wd, "offline")] + [ls.load_actor(wd, "online", s) for s in steps]
     learner, actors = ls.common_actors(snaps)
     scores = np.stack([value(ls.evaluate_stacked(learner, a, env_fn, _EPISODES.value, _EVAL_SEED.value))

@@ -60,7 +60,10 @@ def apply_override(config, assignment: str) -> None:
 def earlier_outputs(out: str, names: Sequence[str], overwrite: bool) -> list[str]:
     """Which of a tool's output files ``names`` ``out`` already holds; an error naming them unless
     ``overwrite`` (then the caller deletes them with :func:`remove_outputs` just before it writes,
-    so that no file of an earlier invocation stays beside the new ones)."""
+    so that no file of an earlier invocation stays beside the new ones). ``out`` naming a file, not
+    a directory, is an error too."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SmacJaxError(f"--out {out} is a file; --out names the directory the results are written to")
     present = [n for n in names if os.path.exists(os.path.join(out, n))]
     if present and not overwrite:
         raise SmacJaxError(f"{out} already holds {', '.join(present)} from an earlier run; pass --overwrite to "

@@ -52,6 +52,26 @@ def test_drop_window_warning_when_no_update_precedes_an_evaluation_in_the_window
     assert drop_window_warning([0, 500], 1_000, 1_000) is None  # an online phase without updates
 
 
+def test_standard_errors_use_the_sample_deviation_and_unmeasured_drops_are_marked():
+    """Tables and curves report mean +- the standard error of the mean: the sample standard
+    deviation (ddof=1) over seeds / sqrt(seeds), not the population one, which is sqrt(n / (n - 1))
+    smaller; a drop the run itself flagged as unmeasured (transfer_drop_warning) is marked."""
+    from smac_jax.analysis.compare import table
+    from smac_jax.training.logger import standard_error
+
+    x = np.array([[4.23, 1.0], [-9.42, 3.0], [np.nan, 5.0]])
+    np.testing.assert_allclose(standard_error(x, 0), [np.std([4.23, -9.42], ddof=1) / np.sqrt(2), 2 / np.sqrt(3)])
+    assert standard_error(np.array([7.0])) == 0.0
+    runs = {"a -> sac": {"summary": {"metric": "eval_score", "offline_final": [4.23, -9.42], "online_final": [1.0, 2.0],
+                                     "transfer_drop": [0.1, 0.0], "transfer_drop_warning": "no online evaluation"}},
+            "b -> sac": {"summary": {"metric": "eval_score", "offline_final": [1.0, 2.0], "online_final": [1.0, 2.0],
+                                     "transfer_drop": [6.0, 0.0]}}}
+    rows = table(runs).splitlines()
+    assert rows[2] == "| a -> sac | -2.6 ± 6.8 | 1.5 ± 0.5 | 0.1, 0.0 † | 0.1 † | 2/2 † |"
+    assert rows[3] == "| b -> sac | 1.5 ± 0.5 | 1.5 ± 0.5 | 6.0, 0.0 | 3.0 | 1/2 |"
+    assert rows[-1].startswith("† a -> sac: no online evaluation after the first online update falls in the drop's")
+
+
 def test_normalized_regret_and_run_regrets_on_hand_made_curves():
     scores = {
         # env A: min 0, max 10 over both methods
@@ -315,10 +335,15 @@ def test_landscape_command_line(tmp_path, fake_runs, minari_store):
     assert sorted(os.listdir(out)) == ["interpolation.csv", "interpolation.png", "interpolation_summary.json",
                                        "plane.npz", "plane.png", "tsne.csv", "tsne.png"]
     plane = np.load(out / "plane.npz")
-    assert plane["value"].shape == (3, 3)
+    # 3 points over [-0.5, 1.5] miss the checkpoints' coordinates 0 and 1: they are added to the grid
+    np.testing.assert_array_equal(plane["xs"], [-0.5, 0.0, 0.5, 1.0, 1.5])
+    assert plane["value"].shape == (5, 5)
     np.testing.assert_array_equal(plane["point_xy"][:3], [[0, 0], [1, 0], [0, 1]])
     summary = json.load(open(out / "interpolation_summary.json"))
     assert len(summary) == 2 and all(len(s["mean"]) == 3 for s in summary.values())
+    # what was evaluated is recorded: each run's workdir and checkpoints, the episodes and their seeds
+    assert sorted(s["workdir"] for s in summary.values()) == sorted(runs)
+    assert all(isinstance(s["online_step"], int) and s["episodes"] == 1 and s["eval_seed"] == 0 for s in summary.values())
     # an earlier run's outputs: refused without --overwrite; with it, none of them stays beside the new ones
     again = [sys.executable, script, f"--workdirs={runs[0]}", f"--out={out}", "--points=3", "--episodes=2", "--notsne"]
     proc = subprocess.run(again, capture_output=True, text=True, env=env, timeout=300)
@@ -332,3 +357,7 @@ def test_landscape_command_line(tmp_path, fake_runs, minari_store):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: workdir {tmp_path / 'missing'} does not exist"]
+    proc = subprocess.run(again[:-1] + [f"--out={out / 'interpolation.csv'}"], capture_output=True, text=True, env=env,
+                          timeout=300)  # --out naming a file: one line before any evaluation
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: --out {out / 'interpolation.csv'} is a file; --out names the directory the results are written to")

@@ -105,8 +105,8 @@ def test_transfer_check_command_line(tmp_path, make_tiny_config, minari_store):
                       minari_store, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: {wd}: no online checkpoint in the first 30 steps (saved: [60, 120]); run with a smaller "
-        "online.ckpt_every"]
+        f"error: {wd}: no online checkpoint in the first 30 steps (saved: [60, 120]); its checkpoints come every 60 "
+        "steps: run with online.ckpt_every <= 30"]
 
 
 def test_compare_page_states_the_drop_noise(tmp_path, make_tiny_config, minari_store):

@@ -193,6 +193,16 @@ def test_report_bolds_the_lowest_regret_of_each_column(tmp_path):
     page2 = write_report(root, out=os.path.join(root, "pages"), reps=200, date="2026-01-01")
     assert page2 == os.path.join(root, "pages", "report.md") and open(page2).read() == text
     assert os.path.exists(os.path.join(root, "pages", "report_regret.csv"))
+    # an existing page is not replaced by accident; a file given as the directory is one line
+    from smac_jax.errors import SmacJaxError
+    with open(page, "w") as f:
+        f.write("# my own page\n")
+    with pytest.raises(SmacJaxError, match=r"report.md exists; pass --overwrite to replace it"):
+        write_report(root, reps=200, date="2026-01-01")
+    assert open(page).read() == "# my own page\n"
+    assert open(write_report(root, reps=200, date="2026-01-01", overwrite=True)).read() == text
+    with pytest.raises(SmacJaxError, match=r"--out .*report_regret.csv is a file, not a page ending in .md"):
+        write_report(root, out=os.path.join(root, "report_regret.csv"), reps=200)
 
 
 def test_report_follows_links_to_runs_kept_elsewhere(tmp_path):
@@ -205,6 +215,13 @@ def test_report_follows_links_to_runs_kept_elsewhere(tmp_path):
         os.symlink(os.path.join(sweep_root, "t1", f"{off}-sac"), subset / "t1" / f"{off}-sac")
     text = open(write_report(str(subset), reps=50, date="2026-01-01")).read()
     assert "t1: cql -> sac" in text and "t1: smac -> sac" in text and "iql" not in text
+    # a run of another dataset linked into the task: refused, its scores would be normalised with the others'
+    from smac_jax.errors import SmacJaxError
+    fake_run(sweep_root, "t2", "iql", "sac", np.full((2, 3), 50.0))
+    os.symlink(os.path.join(sweep_root, "t2", "iql-sac"), subset / "t1" / "iql-sac")
+    with pytest.raises(SmacJaxError, match=r"task 't1' under .* holds runs on different datasets \(t1/data-v0 in .*, "
+                                           r"t2/data-v0 in .*\)"):
+        write_report(str(subset), reps=50, out=str(tmp_path / "mixed"))
 
 
 def test_an_override_of_an_online_learners_own_field_reuses_a_pretrain_made_with_another(reference, config_fn,

@@ -9,7 +9,7 @@ import numpy as np
 
 from smac_jax.analysis.drop import NullDrop, null_drop
 from smac_jax.errors import SmacJaxError
-from smac_jax.training.logger import MetricsLog
+from smac_jax.training.logger import MetricsLog, standard_error
 from smac_jax.training.summary import DROP_WINDOW
 from smac_jax.training.vmap_sweep import is_swept, pair_label, setting_dirs
 
@@ -53,7 +53,7 @@ def curve(run: dict) -> dict:
     vals = np.concatenate([off, on], axis=1)
     return {"x": np.concatenate([off_s, on_s + b]), "phase": ["offline"] * len(off_s) + ["online"] * len(on_s),
             "step": np.concatenate([off_s, on_s]), "mean": np.nanmean(vals, 0),
-            "se": np.nanstd(vals, 0) / np.sqrt(vals.shape[0]), "n": vals.shape[0], "boundary": b, "metric": key}
+            "se": standard_error(vals, 0), "n": vals.shape[0], "boundary": b, "metric": key}
 
 
 def plot_runs(runs: dict[str, dict], path: str, title: str) -> None:
@@ -117,16 +117,18 @@ def table(runs: dict[str, dict], noise: dict[str, list[NullDrop]] | None = None)
     if noise:
         t = next(iter(noise.values()))[0].threshold
         rows = [rows[0] + f" P(drop > {t:g}) if the policy had not changed (per seed) |", rows[1] + "---|"]
-    returns_only = []
+    returns_only, unmeasured = [], []
     for label, run in runs.items():
         s = run["summary"]
         off = np.asarray(s.get("offline_final", [np.nan]))
         on = np.asarray(s.get("online_final", [np.nan]))
-        se = lambda x: np.std(x) / np.sqrt(len(x))
+        se = standard_error
         if "transfer_drop" in s:
             drops = s["transfer_drop"]
-            drop_cells = (f"{', '.join(f'{d:.1f}' for d in drops)} | {np.mean(drops):.1f} | "
-                          f"{sum(d <= 5 for d in drops)}/{len(drops)} |")
+            mark = " †" if "transfer_drop_warning" in s else ""
+            unmeasured += [label] if mark else []
+            drop_cells = (f"{', '.join(f'{d:.1f}' for d in drops)}{mark} | {np.mean(drops):.1f}{mark} | "
+                          f"{sum(d <= 5 for d in drops)}/{len(drops)}{mark} |")
         else:
             drop_cells = "- | - | - |"
         if s.get("metric") == "eval_return":
@@ -136,6 +138,11 @@ def table(runs: dict[str, dict], noise: dict[str, list[NullDrop]] | None = None)
             + ((f" {', '.join(f'{n.rate:.2f}' for n in noise[label])} |" if label in noise else " - |")
                if noise else "")
         )
+    if unmeasured:
+        rows.append(f"\n† {', '.join(unmeasured)}: no online evaluation after the first online update falls in the "
+                    "drop's window, so the drop compares evaluations of the handed-over policy only and measures "
+                    "nothing about fine-tuning (the run's transfer_drop_warning); evaluate more often or check it "
+                    "with experiments/transfer_check.py.")
     if returns_only:
         rows.append(f"\n{', '.join(returns_only)}: evaluation returns, not normalised scores (the dataset has no "
                     "reference returns), and no transfer drop, which is defined on normalised scores; set "
@@ -147,7 +154,7 @@ def offline_table(runs: dict[str, dict], reference: str | None = None) -> str:
     """Final offline score per learner (mean ± s.e. over seeds), and the difference to ``reference``
     (e.g. BC) with its standard error."""
     finals = {k: np.asarray(r["summary"].get("offline_final", [np.nan])) for k, r in runs.items()}
-    se = lambda x: np.std(x) / np.sqrt(len(x))
+    se = standard_error
     ref = finals.get(reference) if reference else None
     head = "| offline learner | final score | seeds |" + (f" minus {reference} |" if ref is not None else "")
     rows = [head, "|---|---|---|" + ("---|" if ref is not None else "")]

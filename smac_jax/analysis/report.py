@@ -143,10 +143,19 @@ def budgets(runs: list[dict]) -> str:
 
 
 def write_report(root: str, out: str | None = None, reps: int = 50_000, seed: int = 0,
-                 date: str | None = None) -> str:
+                 date: str | None = None, overwrite: bool = False) -> str:
     """Write the sweep's report page (default ``<root>/report.md``; an ``out`` not ending in
     ``.md`` is a directory that gets ``report.md``) and its figures beside it
-    (``<stem>_curves_<task>.png`` / ``.csv``, ``<stem>_regret.csv``); returns the page's path."""
+    (``<stem>_curves_<task>.png`` / ``.csv``, ``<stem>_regret.csv``); returns the page's path. An
+    existing page is replaced only with ``overwrite``."""
+    out = out or os.path.join(root, "report.md")
+    if not out.endswith(".md"):
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise SmacJaxError(f"--out {out} is a file, not a page ending in .md or a directory")
+        out = os.path.join(out, "report.md")
+    if os.path.exists(out) and not overwrite:
+        raise SmacJaxError(f"{out} exists; pass --overwrite to replace it (and the figures and data beside it), "
+                           "or give another --out")
     runs = load_sweep(root)
     if not runs:
         raise SmacJaxError(f"no finished runs (summary.json) under {root}")
@@ -157,9 +166,15 @@ def write_report(root: str, out: str | None = None, reps: int = 50_000, seed: in
             raise SmacJaxError(f"two finished runs of {_pair(r)} in task {r['task']!r} ({other} and {r['workdir']}); "
                                "a report compares one run per pair and task: put them under different task "
                                "directories or roots")
-    out = out or os.path.join(root, "report.md")
-    if not out.endswith(".md"):
-        out = os.path.join(out, "report.md")
+    datasets: dict[str, dict[str, str]] = {}
+    for r in runs:  # regret normalises per task by the scores its runs reached: one dataset per task
+        datasets.setdefault(r["task"], {}).setdefault(r["config"]["dataset"]["id"], r["workdir"])
+    for task, ids in datasets.items():
+        if len(ids) > 1:
+            (a, wa), (b, wb) = list(ids.items())[:2]
+            raise SmacJaxError(f"task {task!r} under {root} holds runs on different datasets ({a} in {wa}, {b} in {wb}); "
+                               "a report normalises each task's scores together: put them under different task "
+                               "directories")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     stem = os.path.splitext(out)[0]
     tasks = _ordered(r["task"] for r in runs)

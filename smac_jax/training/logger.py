@@ -274,6 +274,16 @@ def diagnostic_panels(log: MetricsLog) -> list[tuple[str, tuple[str, ...]]]:
     return [(title, metrics) for title, metrics in DIAGNOSTIC_PANELS if all(m in keys for m in metrics)]
 
 
+def standard_error(vals, axis: int = 0) -> np.ndarray:
+    """Standard error of the mean along ``axis``: the sample standard deviation (ddof=1) over the
+    finite values divided by the square root of their count; 0 where there is one value."""
+    vals = np.asarray(vals, np.float64)
+    n = np.sum(np.isfinite(vals), axis=axis)
+    mean = np.nanmean(vals, axis=axis, keepdims=True)
+    ss = np.nansum((vals - mean) ** 2, axis=axis)
+    return np.sqrt(ss / np.maximum(n - 1, 1)) / np.sqrt(np.maximum(n, 1))
+
+
 def _phase_curves(log: MetricsLog, key: str):
     """[(steps on the concatenated axis, values[seed, step], phase)] of ``key``, offline then online."""
     off_steps, off = log.evaluations("offline", key)
@@ -309,7 +319,7 @@ def plot_evaluations(log: MetricsLog, path: str, title: str = "", key: str = "ev
     curves = _phase_curves(log, key)
     for steps, vals, phase in curves:
         mean = np.nanmean(vals, 0)
-        se = np.nanstd(vals, 0) / np.sqrt(max(vals.shape[0], 1))
+        se = standard_error(vals, 0)
         ax.plot(steps, mean, color=colors[phase], label=f"{phase} (n={vals.shape[0]} seeds)")
         ax.fill_between(steps, mean - se, mean + se, color=colors[phase], alpha=0.25)
     boundary = _boundary(log)
@@ -358,7 +368,7 @@ def plot_settings(logs: list[MetricsLog], labels: list[str], path: str, title: s
     for log, label, color in zip(logs, labels, colors):
         for i, (steps, vals, phase) in enumerate(_phase_curves(log, key)):
             mean = np.nanmean(vals, 0)
-            se = np.nanstd(vals, 0) / np.sqrt(max(vals.shape[0], 1))
+            se = standard_error(vals, 0)
             ax.plot(steps, mean, color=color, label=f"{label} (n={vals.shape[0]} seeds)" if i == 0 else None)
             ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.15)
             if phase == "online":
@@ -420,7 +430,7 @@ def plot_sensitivity(settings: list[dict], paths: list[str], path: str, title: s
             for xi, v in zip(x, vals):
                 ax.scatter(np.full(v.shape, xi), v, color=color, s=12, alpha=0.5, linewidths=0)
             mean = np.asarray([v.mean() for v in vals])
-            se = np.asarray([v.std() / np.sqrt(len(v)) for v in vals])
+            se = np.asarray([standard_error(v) for v in vals])
             label = ", ".join(f"{p.split('.')[-1]}={format_value(o)}" for p, o in zip(rest, others)) or None
             ax.errorbar(x, mean, yerr=se, color=color, marker="o", ms=4, capsize=3, label=label)
         if log_x:
