@@ -256,8 +256,13 @@ def _write_tsne(job, tsne, value, value_name, out):
         for i in sorted({i for _, i in points}):
             online = [k for k, (e, j) in enumerate(points) if j == i and entries[e][:2] == (run, "online")]
             path = offline_of.get((offline_owner[run], i), []) + online
-            ax.plot(emb[path, 0], emb[path, 1], color=f"C{r_idx}", lw=1, alpha=0.7,
+            ax.plot(emb[path, 0], emb[path, 1], color=f"C{r_idx}", lw=2.2, alpha=0.85, zorder=2,
                     label=run if i == 0 else None)
+            if online:  # where this run's seed ended: a star in the run's colour, named by seed index
+                ax.scatter(emb[online[-1], 0], emb[online[-1], 1], marker="*", s=170, color=f"C{r_idx}",
+                           edgecolors="k", linewidths=0.6, zorder=4)
+                ax.annotate(f"s{i}", (emb[online[-1], 0], emb[online[-1], 1]), textcoords="offset points",
+                            xytext=(5, 4), fontsize=7)
     off_k = [k for k, (e, _) in enumerate(points) if entries[e][1] == "offline"]
     on_k = [k for k, (e, _) in enumerate(points) if entries[e][1] == "online"]
     lo, hi = float(vals.min()), float(vals.max())
@@ -265,9 +270,10 @@ def _write_tsne(job, tsne, value, value_name, out):
     for ks, marker, name in ((off_k, "o", "offline checkpoint"), (on_k, "^", "online checkpoint")):
         if ks:
             sc = ax.scatter(emb[ks, 0], emb[ks, 1], c=vals[ks], vmin=lo, vmax=hi, cmap="viridis", marker=marker,
-                            edgecolors="k", linewidths=0.4, s=40, label=name, zorder=3)
+                            edgecolors="k", linewidths=0.3, s=22, label=name, zorder=3)
     fig.colorbar(sc, ax=ax, label=value_name)
-    ax.set_title("t-SNE of actor parameters at the saved checkpoints")
+    ax.set_title("t-SNE of actor parameters at the saved checkpoints\n(line: run; marker colour: its score; "
+                 "star: last online checkpoint of seed s<i>)", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=8)
