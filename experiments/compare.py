@@ -19,7 +19,7 @@ from absl import flags, logging
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 
-from smac_jax.cli import apply_override, run_cli  # noqa: E402
+from smac_jax.cli import apply_override, check_set_once, run_cli  # noqa: E402
 from smac_jax.analysis.landscape import LandscapeInputError  # noqa: E402
 from smac_jax.errors import SmacJaxError  # noqa: E402
 from smac_jax.analysis.compare import drop_noise, load_labelled, offline_table, plot_runs, table  # noqa: E402
@@ -82,6 +82,7 @@ def main(argv):
     tune_host_allocator()
     if _NOISE.value < 0 or _NOISE.value == 1:
         raise SmacJaxError(f"--noise_episodes must be 0 (off) or >= 2 (a spread needs two scores), got {_NOISE.value}")
+    check_set_once(_SET.value)
     runs = {}
     for off in _OFF.value:
         wd = os.path.join(_ROOT.value, f"{off}-{_ON.value}")

@@ -28,7 +28,7 @@ from absl import flags, logging
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import o2o as o2o_configs  # noqa: E402
 
-from smac_jax.cli import run_cli  # noqa: E402
+from smac_jax.cli import check_set_once, run_cli  # noqa: E402
 from smac_jax.errors import ConfigError  # noqa: E402
 from smac_jax.runtime import tune_host_allocator  # noqa: E402
 from smac_jax.training.sweep import parse_shard, run_sweep  # noqa: E402
@@ -60,6 +60,7 @@ def main(argv):
     unknown = [t for t in _TASKS.value if t not in o2o_configs.TASKS]
     if unknown:
         raise ConfigError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(o2o_configs.TASKS)}")
+    check_set_once(_SET.value)
     records = run_sweep(_TASKS.value, _OFF.value, _ON.value, _ROOT.value, config_fn, n_seeds=_SEEDS.value,
                         overrides=_SET.value, shard=parse_shard(_SHARD.value), progress=_PROGRESS.value,
                         pretrain_from=_PRETRAIN_FROM.value)

@@ -102,6 +102,14 @@ def _flag_message(message: str) -> str:
     return f"{head.split(': Error whilst', 1)[0].rstrip(': ')}: {m.group(2) if m else last}"
 
 
+def check_set_once(overrides: Sequence[str], flag: str = "--set") -> None:
+    """``--set KEY=VALUE`` overrides name each KEY once (else the last would win without a word)."""
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise SmacJaxError(f"{flag} {', '.join(repeated)} given more than once; give each field once")
+
+
 def repeated_config_overrides(argv: Sequence[str]) -> list[str]:
     """The ``--config.FIELD`` overrides given more than once in ``argv`` (ml_collections would join
     a list field's values, and keep the last of any other field's, without a word)."""

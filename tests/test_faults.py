@@ -293,6 +293,38 @@ def test_unwritable_workdir_is_one_clear_error(make_tiny_config, tmp_path):
         quiet_run(make_tiny_config(), str(blocker / "run"))
 
 
+def test_a_workdir_another_process_runs_is_refused_and_left_alone(make_tiny_config, tmp_path):
+    """A second launch on a workdir whose run is still going (a requeued job) stops with one line
+    before writing anything: it held the same checkpoints and wrote the same metrics rows twice."""
+    import fcntl
+
+    config = make_tiny_config(**{"offline.steps": 50, "offline.ckpt_every": 50, "online.steps": 0})
+    wd = str(tmp_path / "run")
+    os.makedirs(wd)
+    with open(os.path.join(wd, "config.json"), "w") as f:  # the running process's run, as it wrote it
+        f.write(pipeline._config_json(config))
+    held = os.open(wd, os.O_RDONLY)  # what the running process holds
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(WorkdirError, match=r"workdir .* is in use by another process running it"):
+            quiet_run(config, wd, resume=True)
+        assert sorted(os.listdir(wd)) == ["config.json"]
+    finally:
+        os.close(held)
+    summary = quiet_run(config, wd, resume=True)  # released: the run goes on
+    assert json.load(open(os.path.join(wd, "summary.json"))) == summary
+    assert not [f for f in os.listdir(wd) if ".tmp-" in f]  # written whole, through a temporary file
+
+
+def test_sweep_and_compare_set_each_field_once():
+    from smac_jax.cli import check_set_once
+    from smac_jax.errors import SmacJaxError
+
+    check_set_once(["online.agent.critic_lr=1e-4", "online.steps=10"])
+    with pytest.raises(SmacJaxError, match=r"--set online.agent.critic_lr given more than once"):
+        check_set_once(["online.agent.critic_lr=1e-4", "online.steps=10", "online.agent.critic_lr=3e-3"])
+
+
 # -- bad configs --------------------------------------------------------------------------------
 @pytest.mark.parametrize("overrides, match", [
     ({"offline.agent.batch_size": 0}, r"offline\.agent: learner 'sac': batch_size=0 must be >= 1"),

@@ -34,7 +34,7 @@ from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     start_online,
 )
 from smac_jax.training import vmap_sweep
-from smac_jax.training.summary import summarize
+from smac_jax.training.summary import summarize, write_json_atomic
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, progress: bool = True,
@@ -63,7 +63,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
               "normalised scores, and no transfer drop is computed (it is defined on normalised scores); set "
               "ref_min_score and ref_max_score (e.g. a random and an expert policy's returns) for both")
     # only now, with every check passed, is the run written: a start that failed leaves the workdir as it was
-    _write_workdir(workdir, config, existing, overwrite)
+    lock = _write_workdir(workdir, config, existing, overwrite)
+    try:
+        return _run_locked(config, workdir, dataset, resume, progress)
+    finally:
+        os.close(lock)  # releases the workdir's lock (a killed process releases it too)
+
+
+def _run_locked(config, workdir: str, dataset, resume: bool, progress: bool) -> dict:
+    """:func:`run` once the workdir is written and locked."""
+    dc = config.dataset
     ctx = RunContext.build(config, workdir, dataset, resume, progress)
     try:
         off_states = offline_phase(ctx)  # None when resuming inside the online phase
@@ -76,14 +85,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
         print(f"[smac_jax] {ctx.sweep.n_settings} settings x {config.n_seeds} seeds:\n" + vmap_sweep.format_table(summary))
         for warning in dict.fromkeys(s["transfer_drop_warning"] for s in summary["settings"] if "transfer_drop_warning" in s):
             print(f"[smac_jax] warning: {warning}")
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json_atomic(os.path.join(workdir, "summary.json"), summary)
         return summary
     summary = summarize(ctx.log, config, score_available=ctx.has_scores, reference=ctx.score_reference)
     if "transfer_drop_warning" in summary:
         print(f"[smac_jax] warning: {summary['transfer_drop_warning']}")
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json_atomic(os.path.join(workdir, "summary.json"), summary)
     plot_evaluations(ctx.log, os.path.join(workdir, "eval.png"),
                      f"{config.offline.learner} -> {config.online.learner} on {dc.id}", summary["metric"],
                      summary["metric_label"])
@@ -342,11 +349,34 @@ def _config_changes(stored: str, config, limit: int = 4) -> str:
     return "; ".join(changes[:limit]) + more
 
 
-def _write_workdir(workdir: str, config, existing: list[str], overwrite: bool) -> None:
-    """Write ``config.json`` (after :func:`_check_workdir`), removing the ``existing`` run first with ``overwrite``."""
+def _lock_workdir(workdir: str) -> int:
+    """An open descriptor of ``workdir`` holding an exclusive lock on it (released when closed or when
+    the process ends): a second process running the same workdir (a requeued job while the first
+    still runs) stops with one line instead of writing the same checkpoints and metrics rows."""
+    fd = os.open(workdir, os.O_RDONLY)
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform: unlocked
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WorkdirError(f"workdir {workdir} is in use by another process running it; wait for that run to end "
+                           "(or stop it) before resuming") from None
+    return fd
+
+
+def _write_workdir(workdir: str, config, existing: list[str], overwrite: bool) -> int:
+    """Lock the workdir and write ``config.json`` (after :func:`_check_workdir`), removing the
+    ``existing`` run first with ``overwrite``; returns the lock's descriptor."""
     cfg_path = os.path.join(workdir, "config.json")
     try:
         os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise WorkdirError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None
+    lock = _lock_workdir(workdir)
+    try:
         if overwrite and existing:
             print(f"[smac_jax] --overwrite: removing the run in {workdir} ({', '.join(existing)})")
             for f in existing:
@@ -355,7 +385,9 @@ def _write_workdir(workdir: str, config, existing: list[str], overwrite: bool) -
         with open(cfg_path, "w") as f:
             f.write(_config_json(config))
     except OSError as e:
+        os.close(lock)
         raise WorkdirError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None
+    return lock
 
 
 def _config_json(config) -> str:

@@ -1,6 +1,8 @@
 """A run's summary: final scores per seed and the transfer drop (docs/algorithms.md, "Metrics")."""
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,3 +85,11 @@ def summarize(log: MetricsLog, config, score_available: bool, reference: dict | 
         if warning:
             out["transfer_drop_warning"] = warning
     return out
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """``obj`` as JSON at ``path``, written whole or not at all (a kill mid-write leaves the old file)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

@@ -44,7 +44,7 @@ from smac_jax.learners import make_learner, resolve_config
 from smac_jax.learners.swept import HPARAMS, Swept, check_float_field, check_sweepable, with_hparams
 from smac_jax.training.logger import (SENSITIVITY_PANELS, MetricsLog, format_value, make_sinks, plot_evaluations,
                                       plot_sensitivity, plot_settings)
-from smac_jax.training.summary import summarize
+from smac_jax.training.summary import summarize, write_json_atomic
 
 PHASES = ("offline", "online")
 #: Float fields that are read outside the lane programs, with why.
@@ -362,8 +362,7 @@ def write_outputs(workdir: str, config, sweep: Sweep, log: SettingsLog, score_av
         cfg = sweep.setting_config(config, k)
         s = summarize(sub, cfg, score_available=score_available, reference=reference)
         d = setting_dir(workdir, k)
-        with open(os.path.join(d, "summary.json"), "w") as f:
-            json.dump(s, f, indent=2)
+        write_json_atomic(os.path.join(d, "summary.json"), s)
         plot_evaluations(sub, os.path.join(d, "eval.png"),
                          f"{config.offline.learner} -> {config.online.learner}, {sweep.label(k)}",
                          s["metric"], s["metric_label"])
