@@ -122,7 +122,6 @@ def table(runs: dict[str, dict], noise: dict[str, list[NullDrop]] | None = None)
         s = run["summary"]
         off = np.asarray(s.get("offline_final", [np.nan]))
         on = np.asarray(s.get("online_final", [np.nan]))
-        se = standard_error
         if "transfer_drop" in s:
             drops = s["transfer_drop"]
             mark = " †" if "transfer_drop_warning" in s else ""
@@ -134,7 +133,7 @@ def table(runs: dict[str, dict], noise: dict[str, list[NullDrop]] | None = None)
         if s.get("metric") == "eval_return":
             returns_only.append(label)
         rows.append(
-            f"| {label} | {off.mean():.1f} ± {se(off):.1f} | {on.mean():.1f} ± {se(on):.1f} | {drop_cells}"
+            f"| {label} | {off.mean():.1f} ± {standard_error(off):.1f} | {on.mean():.1f} ± {standard_error(on):.1f} | {drop_cells}"
             + ((f" {', '.join(f'{n.rate:.2f}' for n in noise[label])} |" if label in noise else " - |")
                if noise else "")
         )
@@ -154,14 +153,13 @@ def offline_table(runs: dict[str, dict], reference: str | None = None) -> str:
     """Final offline score per learner (mean ± s.e. over seeds), and the difference to ``reference``
     (e.g. BC) with its standard error."""
     finals = {k: np.asarray(r["summary"].get("offline_final", [np.nan])) for k, r in runs.items()}
-    se = standard_error
     ref = finals.get(reference) if reference else None
     head = "| offline learner | final score | seeds |" + (f" minus {reference} |" if ref is not None else "")
     rows = [head, "|---|---|---|" + ("---|" if ref is not None else "")]
     for k, v in sorted(finals.items(), key=lambda kv: -np.mean(kv[1])):
-        row = f"| {k} | {v.mean():.1f} ± {se(v):.1f} | {', '.join(f'{x:.1f}' for x in v)} |"
+        row = f"| {k} | {v.mean():.1f} ± {standard_error(v):.1f} | {', '.join(f'{x:.1f}' for x in v)} |"
         if ref is not None:
             d = v.mean() - ref.mean()
-            row += f" {d:+.1f} ± {np.sqrt(se(v) ** 2 + se(ref) ** 2):.1f} |"
+            row += f" {d:+.1f} ± {np.sqrt(standard_error(v) ** 2 + standard_error(ref) ** 2):.1f} |"
         rows.append(row)
     return "\n".join(rows)

@@ -26,6 +26,7 @@ from typing import Any
 
 import gymnasium as gym
 import jax
+from absl import logging as absl_logging
 import jax.numpy as jnp
 import numpy as np
 
@@ -584,8 +585,6 @@ def load_params(workdir: str, phase: str, step: int | None = None,
                                       f"builds ({want})")
     item = _nest(_params_path(phase), {g: template[g] for g in groups})
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    from absl import logging as absl_logging
-
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns about an optional metadata file at every restore
     try:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, TrainState, above, base_config, register, sg, checked_loss
+from smac_jax.learners.base import ensemble_td_loss, TrainState, above, base_config, checked_loss, register, sg
 from smac_jax.learners.sac import SAC, target_critic_q
 from smac_jax.types import Transitions
 

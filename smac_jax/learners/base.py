@@ -339,13 +339,6 @@ class LearnerConfig(ml_collections.FrozenConfigDict):
         return self.as_configdict()
 
 
-def thaw(config: Any) -> ml_collections.ConfigDict:
-    """A mutable copy of a (read-only) learner config."""
-    if isinstance(config, ml_collections.FrozenConfigDict):
-        return config.as_configdict()
-    return config.copy_and_resolve_references()
-
-
 def make_learner(name: str, obs_dim: int, act_dim: int, overrides: Any = None) -> "Learner":
     """The registered learner ``name`` with its defaults updated by ``overrides`` (every value
     checked); its ``config`` is read-only (:class:`LearnerConfig`)."""

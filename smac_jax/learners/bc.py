@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import Bound, Learner, TrainState, base_config, register, checked_loss
+from smac_jax.learners.base import Bound, Learner, TrainState, base_config, checked_loss, register
 from smac_jax.learners.sac import gaussian_act
 from smac_jax.types import Transitions
 

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from smac_jax.learners import cql, sac
-from smac_jax.learners.base import register, sg, checked_loss
+from smac_jax.learners.base import checked_loss, register, sg
 from smac_jax.types import Transitions
 
 

@@ -40,7 +40,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import TrainState, above, at_least, count, register, sg, checked_loss
+from smac_jax.learners.base import TrainState, above, at_least, checked_loss, count, register, sg
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 

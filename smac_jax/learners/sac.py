@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, above, base_config, polyak, register, sg, checked_loss
+from smac_jax.learners.base import (ensemble_td_loss, Learner, TrainState, above, base_config, checked_loss, polyak,
+                                    register, sg)
 from smac_jax.types import Transitions
 
 

@@ -42,7 +42,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import ConfigError, TrainState, at_least, register, sg, checked_loss
+from smac_jax.learners.base import ConfigError, TrainState, at_least, checked_loss, register, sg
 from smac_jax.learners.bc import ACTION_CLIP_EPS, dataset_log_prob
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions

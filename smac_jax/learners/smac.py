@@ -27,7 +27,7 @@ import ml_collections
 from smac_jax import networks
 from smac_jax.learners import sac
 from smac_jax.learners.base import (Bound, ConfigError, LearnerConfig, TrainState, above, at_least, check_section,
-                                    checked_loss, count, merge_section, register, sg, thaw)
+                                    checked_loss, count, merge_section, register, sg)
 from smac_jax.networks.mlp import MLP, QNetwork
 from smac_jax.optim import make_optimizer
 from smac_jax.score import model as score_model
@@ -262,7 +262,7 @@ class SMAC(sac.SAC):
     def _use_score_config(self, score_config) -> None:
         """The learner's config from now on: a copy with ``score_config`` replaced (the config the
         learner was built from, which a caller may hold, is left as it was)."""
-        cfg = thaw(self.config)
+        cfg = self.config.copy_and_resolve_references()  # a mutable copy
         cfg.score_config = score_config
         self.config = LearnerConfig(cfg) if isinstance(self.config, LearnerConfig) else cfg
 

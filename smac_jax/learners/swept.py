@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from smac_jax.errors import ConfigError, need_count
-from smac_jax.learners.base import Learner, TrainState, make_learner, thaw
+from smac_jax.learners.base import Learner, TrainState, make_learner
 from smac_jax.types import Transitions
 
 #: Where a lane's values live in ``TrainState.extra``.
@@ -39,7 +39,7 @@ def bind(learner: Learner, values: dict[str, Any]) -> Learner:
         return learner
     bound = copy.copy(learner)
     bound.__dict__.pop("opts", None)  # the optimisers read the learning rates: build them again
-    cfg = thaw(learner.config)
+    cfg = learner.config.copy_and_resolve_references()  # a mutable copy
     with cfg.ignore_type():
         for field, v in values.items():
             cfg[field] = v

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ensemble_td_loss, Learner, TrainState, at_least, base_config, count, polyak, register, checked_loss
+from smac_jax.learners.base import (ensemble_td_loss, Learner, TrainState, at_least, base_config, checked_loss, count,
+                                    polyak, register)
 from smac_jax.types import Transitions
 
 

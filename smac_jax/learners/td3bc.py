@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smac_jax import networks
-from smac_jax.learners.base import ConfigError, ProtocolError, TrainState, at_least, register, sg, checked_loss
+from smac_jax.learners.base import ConfigError, ProtocolError, TrainState, at_least, checked_loss, register, sg
 from smac_jax.learners.td3 import TD3
 from smac_jax.types import Transitions
 
