@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from smac_jax.data import replay
-from smac_jax.errors import CheckpointMismatchError, ConfigError, DivergenceError, WorkdirError
+from smac_jax.errors import CheckpointMismatchError, ConfigError, DatasetError, DivergenceError, WorkdirError
 from smac_jax.learners import make_learner
 from smac_jax.training import pipeline
 from smac_jax.training.checkpoint import Checkpointer
@@ -286,6 +286,38 @@ def test_existing_run_is_never_modified_without_resume_or_overwrite(reference, m
     assert not os.path.exists(os.path.join(workdir, "checkpoints", "offline", "200"))
 
 
+def test_a_resume_on_other_data_is_refused_and_the_run_left_alone(reference, tmp_path):
+    """A dataset regenerated (or edited) under the same id since the run started would continue the run
+    on other data: the run's dataset.json holds the data's fingerprint, and a resume that loads other
+    data stops with one line, touching nothing."""
+    import dataclasses
+
+    from smac_jax.data.dataset import load_dataset_from_config
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference["workdir"], workdir)
+    record = json.load(open(os.path.join(workdir, pipeline.DATASET_FILE)))
+    dataset = load_dataset_from_config(reference["config"].dataset)
+    assert record["fingerprint"] == dataset.fingerprint() == load_dataset_from_config(reference["config"].dataset).fingerprint()
+    edited = dataclasses.replace(dataset, transitions=dataset.transitions.replace(
+        reward=dataset.transitions.reward.copy() + np.float32(0.5) * (np.arange(len(dataset.transitions.reward)) == 7)))
+    assert edited.fingerprint() != record["fingerprint"]
+    with pytest.raises(DatasetError, match=rf"^--resume: dataset '{reference['config'].dataset.id}' is not the data "
+                                           r"this run started on .*different contents\); continuing would train"):
+        pipeline._check_same_dataset(workdir, edited, resume=True)
+    # end to end: the run recorded other data than the dataset now holds
+    with open(os.path.join(workdir, pipeline.DATASET_FILE), "w") as f:
+        json.dump({**record, "fingerprint": edited.fingerprint()}, f)
+    before = snapshot(workdir)
+    with pytest.raises(DatasetError, match="is not the data this run started on"):
+        quiet_run(reference["config"], workdir, resume=True)
+    assert snapshot(workdir) == before
+    # a run from before the record existed resumes and gets one
+    os.remove(os.path.join(workdir, pipeline.DATASET_FILE))
+    assert quiet_run(reference["config"], workdir, resume=True) == reference["summary"]
+    assert json.load(open(os.path.join(workdir, pipeline.DATASET_FILE))) == record
+
+
 def test_unwritable_workdir_is_one_clear_error(make_tiny_config, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -389,6 +421,12 @@ def test_learner_checks_come_before_anything_is_written_or_fitted(make_tiny_conf
          ConfigError, r"^the C-VAE at .*/cvae was fitted with dataset_id=None, but this run has dataset_id="),
         (make_tiny_config("smac", "sac", **{"offline.agent.score_model_path": saved_model("score", "score_model.json", {})}),
          ConfigError, r"^score model at .*/score was fitted with dataset_id=None, but this run has dataset_id="),
+        # pairs whose learners fit a model first (SMAC's score model, SAMG's C-VAE): checked on unfitted
+        # stand-ins of the same shapes, not after minutes of fitting
+        (make_tiny_config("smac", "sac", **{"online.agent.hidden_dims": (16, 16)}), TransferError,
+         r"^smac -> sac: parameter group '(actor|critic)' differs in shape: "),
+        (make_tiny_config("iql", "samg_iql", **{"online.agent.hidden_dims": (16, 16)}), TransferError,
+         r"^iql -> samg_iql: parameter group '(actor|critic|value)' differs in shape: "),
     ]
     for i, (cfg, error, match) in enumerate(cases):
         wd = tmp_path / f"run{i}"

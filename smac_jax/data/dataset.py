@@ -19,6 +19,7 @@ Bad data fails early with a :class:`DatasetError` that says what is wrong and wh
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Any
 
@@ -203,6 +204,17 @@ class OfflineDataset:
             return f"{head}, episode return {rets.mean():.1f} on average, best {rets.max():.1f}"
         scores = normalized_score(rets, self.ref_min_score, self.ref_max_score)
         return f"{head}, episodes scoring {scores.mean():.1f} on average, best {scores.max():.1f}"
+
+    def fingerprint(self) -> str:
+        """A digest of the loaded transitions (every field's shape, dtype and bytes, BLAKE2b): two
+        loads of the same data give the same string, a regenerated or edited dataset another. A run
+        records it in its workdir, and a resume on other data stops instead of continuing on it."""
+        h = hashlib.blake2b(digest_size=16)
+        for field in dataclasses.fields(self.transitions):
+            a = np.ascontiguousarray(np.asarray(getattr(self.transitions, field.name)))
+            h.update(f"{field.name}:{a.dtype.str}:{a.shape};".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
 
     def top_n_episodes(self, n: int) -> Transitions:
         """The transitions of the ``n`` highest-return episodes (ACA's ``top_n`` replay init).

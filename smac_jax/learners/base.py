@@ -445,6 +445,12 @@ class Learner:
         that can be told without preparing either. Raise :class:`~smac_jax.errors.ConfigError` or
         :class:`~smac_jax.errors.TransferError`."""
 
+    def stand_in_models(self) -> None:
+        """Give a learner whose :meth:`prepare` fits or loads a model (SMAC's score model, SAMG's
+        C-VAE) an unfitted one of the same shapes, so that the start checks can trace its
+        initialisation and hand-over before anything is fitted (default: nothing to do). Only ever
+        called on a learner built for those checks."""
+
     #: Online: call :meth:`periodic_host_update` at every multiple of this many environment steps
     #: (0: never). The online loop ends a chunk there, before that step's evaluation and checkpoint.
     host_update_every: int = 0

@@ -186,6 +186,13 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
 
                 check_saved_cvae(self.config.cvae_path, dataset, self.config.cvae)
 
+        def stand_in_models(self) -> None:
+            """An unfitted C-VAE and default normals, for the start checks."""
+            super().stand_in_models()
+            if self.cvae_params is None:
+                self.set_cvae(cvae_mod.init_cvae(jax.random.PRNGKey(0), self.obs_dim, self.act_dim, self.config.cvae),
+                              confidence.default_stats(cvae_mod.latent_dim(self.config.cvae, self.act_dim)))
+
         def set_cvae(self, params, stats, reference_obs=None, reference_action=None) -> None:
             """Use an already-fitted C-VAE and its normals (e.g. in a notebook or a test); the
             optional reference rows are what the adaptive update refits the normals on."""

@@ -253,6 +253,14 @@ class SMAC(sac.SAC):
         if self.config.score_model_path:
             check_saved_score_model(self.config.score_model_path, dataset, self.config.score_config)
 
+    def stand_in_models(self) -> None:
+        """An unfitted score network of the configured shapes (zeros), for the start checks."""
+        from smac_jax.score.model import init_score_model
+
+        shapes = jax.eval_shape(lambda k: init_score_model(k, self.obs_dim, self.act_dim,
+                                                           self.config.score_config).ema_params, jax.random.PRNGKey(0))
+        self.score_params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
     def set_score_params(self, params, score_config=None) -> None:
         """Use an already-trained score network (EMA parameters), e.g. in a notebook."""
         self.score_params = params

@@ -62,8 +62,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
         print(f"[smac_jax] warning: dataset {dc.id!r} has no reference returns: evaluations report returns, not "
               "normalised scores, and no transfer drop is computed (it is defined on normalised scores); set "
               "ref_min_score and ref_max_score (e.g. a random and an expert policy's returns) for both")
+    fingerprint = _check_same_dataset(workdir, dataset, resume)
     # only now, with every check passed, is the run written: a start that failed leaves the workdir as it was
-    lock = _write_workdir(workdir, config, existing, overwrite)
+    lock = _write_workdir(workdir, config, existing, overwrite, fingerprint)
     try:
         return _run_locked(config, workdir, dataset, resume, progress)
     finally:
@@ -134,10 +135,12 @@ def check_learners(config: ml_collections.ConfigDict, dataset) -> None:
         if not type(learner).__module__.startswith("smac_jax.") and type(learner).prepare is Learner.prepare:
             _check_update(learner, dataset)
     key = jax.random.PRNGKey(0)[None]
+    for learner in (off, on):  # unfitted models of the prepared ones' shapes: nothing is fitted yet
+        learner.stand_in_models()
     try:  # the hand-over on shapes, as the run checks it again once the learners are prepared
         _check_hand_over(off, on, {"init": key, "transfer": key})
     except ConfigError:
-        pass  # a learner that needs its prepared model for it (SMAC's score model, SAMG's C-VAE)
+        pass  # a learner of one's own that needs a prepared model and has no stand_in_models
 
 
 #: Where the online phase's environments run: "gymnasium" (the host, stepped from inside the online
@@ -294,8 +297,10 @@ def check_replay_fits(config, transitions, memory_bytes: int | None = None) -> N
                           f"{avail / 2**30:.1f} GiB of memory here; lower online.replay.capacity")
 
 
+#: Which data a run trains on (:func:`_check_same_dataset`).
+DATASET_FILE = "dataset.json"
 #: What a run writes in its workdir; a workdir holding any of them holds a run.
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "eval.png", "checkpoints", "score_model", "cvae",
+RUN_FILES = ("config.json", DATASET_FILE, "metrics.jsonl", "summary.json", "eval.png", "checkpoints", "score_model", "cvae",
              "tensorboard", "wandb", *vmap_sweep.RUN_FILES)
 
 
@@ -367,9 +372,38 @@ def _lock_workdir(workdir: str) -> int:
     return fd
 
 
-def _write_workdir(workdir: str, config, existing: list[str], overwrite: bool) -> int:
-    """Lock the workdir and write ``config.json`` (after :func:`_check_workdir`), removing the
-    ``existing`` run first with ``overwrite``; returns the lock's descriptor."""
+def _dataset_record(dataset) -> dict:
+    return {"id": dataset.dataset_id, "transitions": int(dataset.transitions.reward.shape[0]),
+            "episodes": int(dataset.n_episodes), "fingerprint": dataset.fingerprint()}
+
+
+def _check_same_dataset(workdir: str, dataset, resume: bool) -> dict:
+    """The record of ``dataset`` a run keeps in ``workdir/dataset.json``, after checking, on a resume,
+    that the run started on the same data: a dataset regenerated or edited since (same id, other
+    transitions) would silently continue the run on other data, so it stops with one line."""
+    record = _dataset_record(dataset)
+    path = os.path.join(workdir, DATASET_FILE)
+    if not (resume and os.path.exists(path)):
+        return record
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+        old = stored["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return record  # unreadable (a run killed while writing it): written again
+    if old != record["fingerprint"]:
+        raise DatasetError(
+            f"--resume: dataset {record['id']!r} is not the data this run started on ({stored.get('transitions', '?'):,} "
+            f"transitions in {stored.get('episodes', '?'):,} episodes then, {record['transitions']:,} in "
+            f"{record['episodes']:,} now, different contents); continuing would train on other data: restore the "
+            f"dataset the run started on, or start a new workdir")
+    return record
+
+
+def _write_workdir(workdir: str, config, existing: list[str], overwrite: bool, dataset_record: dict | None = None) -> int:
+    """Lock the workdir and write ``config.json`` and the dataset's record (after :func:`_check_workdir`
+    and :func:`_check_same_dataset`), removing the ``existing`` run first with ``overwrite``; returns
+    the lock's descriptor."""
     cfg_path = os.path.join(workdir, "config.json")
     try:
         os.makedirs(workdir, exist_ok=True)
@@ -384,6 +418,8 @@ def _write_workdir(workdir: str, config, existing: list[str], overwrite: bool) -
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         with open(cfg_path, "w") as f:
             f.write(_config_json(config))
+        if dataset_record is not None:
+            write_json_atomic(os.path.join(workdir, DATASET_FILE), dataset_record)
     except OSError as e:
         os.close(lock)
         raise WorkdirError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None

@@ -128,7 +128,7 @@ def offline_sweep(config) -> str:
 
 def seed_finetune(pretrain_dir: str, workdir: str, config, files_from: str | None = None) -> None:
     """Create ``workdir`` as a fine-tune whose offline phase is the pretrain's: its offline
-    checkpoints, shared models and offline metrics rows, and ``config``'s ``config.json``
+    checkpoints, shared models, dataset record and offline metrics rows, and ``config``'s ``config.json``
     (``files_from``: where the checkpoints and models are, if not in ``pretrain_dir``). Built in
     a temporary directory renamed into place, so ``workdir`` exists only once fully seeded."""
     files_from = files_from or pretrain_dir
@@ -140,6 +140,8 @@ def seed_finetune(pretrain_dir: str, workdir: str, config, files_from: str | Non
         src = os.path.join(files_from, name)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(tmp, name))
+    if os.path.exists(os.path.join(pretrain_dir, pipeline.DATASET_FILE)):  # the fine-tune checks it is on the same data
+        shutil.copy(os.path.join(pretrain_dir, pipeline.DATASET_FILE), os.path.join(tmp, pipeline.DATASET_FILE))
     # a swept fine-tune (vmap_sweep) logs per setting: its offline rows are the shared offline
     # phase's (online values), or that setting's of the swept pretrain (offline values)
     grid = vmap_sweep.parse_spec(config.get("vmap_sweep", ""))
