@@ -88,13 +88,13 @@ def _check_args(runs):
 
 
 def _evaluate(jobs, env_fn):
-    from tqdm.auto import tqdm
+    from smac_jax.runtime import progress_bar
 
     size = _BATCH.value
     batches = [(job, lo, min(job.n, lo + size) if size > 0 else job.n) for job in jobs
                for lo in range(0, job.n, size if size > 0 else job.n)]
     parts = {id(job): [] for job in jobs}
-    for job, lo, hi in tqdm(batches, desc="evaluation batches", unit="batch", dynamic_ncols=True):
+    for job, lo, hi in progress_bar(iterable=batches, desc="evaluation batches", unit="batch", dynamic_ncols=True):
         chunk = jax.tree.map(lambda x: x[lo:hi], job.stacked)
         evaluate = ls.evaluate_stacked_on_device if _ENV.value == "jax" else ls.evaluate_stacked
         parts[id(job)].append(evaluate(job.learner, chunk, env_fn, _EPISODES.value, _EVAL_SEED.value))

@@ -19,6 +19,11 @@ The setting is process-wide and cannot be undone, so no library function applies
 scripts in ``experiments/`` call it first thing; in a notebook, call it once yourself before
 training. Set
 ``SMAC_JAX_TUNE_MALLOC=0`` to opt out. On a non-glibc platform it does nothing.
+
+:func:`progress_bar` is the library's progress bar (tqdm): on a terminal or in a notebook it
+refreshes as usual; written to a file (``nohup``, a cluster job's log) it refreshes every
+``SMAC_JAX_PROGRESS_EVERY`` seconds (default 60), so a long run's log holds a line a minute
+instead of ten a second.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import ctypes
 import ctypes.util
 import importlib.util
 import os
+import sys
 
 #: Where compiled programs are kept unless ``SMAC_JAX_XLA_CACHE`` says otherwise.
 DEFAULT_XLA_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
@@ -96,3 +102,23 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
             and importlib.util.find_spec("filelock") is not None):
         jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_MAX_BYTES)  # JAX's eviction needs filelock
     return choice
+
+
+#: Seconds between two refreshes of a progress bar written to a file, unless set in the environment.
+PROGRESS_EVERY_S = 60.0
+
+
+def progress_bar(**kwargs):
+    """A ``tqdm.auto.tqdm(**kwargs)`` bar; where stderr is not a terminal and no notebook runs,
+    refreshed at most every ``SMAC_JAX_PROGRESS_EVERY`` seconds (unless ``mininterval`` is given)."""
+    from tqdm.auto import tqdm
+
+    to_file = not (getattr(sys.stderr, "isatty", lambda: False)() or "ipykernel" in sys.modules)
+    if to_file and "mininterval" not in kwargs:
+        raw = os.environ.get("SMAC_JAX_PROGRESS_EVERY", "")
+        try:
+            every = float(raw) if raw else PROGRESS_EVERY_S
+        except ValueError:
+            raise ValueError(f"SMAC_JAX_PROGRESS_EVERY={raw!r} is not a number of seconds") from None
+        kwargs.update(mininterval=every, maxinterval=max(every, 10.0))
+    return tqdm(**kwargs)

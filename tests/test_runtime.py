@@ -88,3 +88,39 @@ def test_compilation_cache_directory_opt_out_and_configured_directory(monkeypatc
     finally:
         jax.config.update("jax_compilation_cache_dir", original)
         jax.config.update("jax_compilation_cache_max_size", -1)
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, []
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text.append(s)
+
+    def flush(self):
+        pass
+
+
+def test_progress_bars_written_to_a_file_refresh_once_a_minute(monkeypatch):
+    """A long run's log (nohup, a cluster job) gets a bar refresh every 60 s (SMAC_JAX_PROGRESS_EVERY),
+    not tqdm's ten a second; a terminal keeps tqdm's own rate."""
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.delenv("SMAC_JAX_PROGRESS_EVERY", raising=False)
+    log = _Stream(tty=False)
+    monkeypatch.setattr(sys, "stderr", log)
+    with runtime.progress_bar(total=10, file=log) as bar:
+        assert bar.mininterval == runtime.PROGRESS_EVERY_S == 60.0
+        for _ in range(10):
+            bar.update(1)
+    assert sum(s.count("\r") for s in log.text) <= 3  # opened and closed, no refresh in between
+    monkeypatch.setenv("SMAC_JAX_PROGRESS_EVERY", "5")
+    assert runtime.progress_bar(total=1, file=log).mininterval == 5.0
+    monkeypatch.setenv("SMAC_JAX_PROGRESS_EVERY", "soon")
+    with pytest.raises(ValueError, match="SMAC_JAX_PROGRESS_EVERY='soon' is not a number of seconds"):
+        runtime.progress_bar(total=1, file=log)
+    terminal = _Stream(tty=True)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert runtime.progress_bar(total=1, file=terminal).mininterval == 0.1  # tqdm's default

@@ -15,7 +15,7 @@
 * Inputs are NOT standardised by the C-VAE: it sees exactly the observations the learner sees
   (the paper reports posterior collapse with standardised inputs).
 
-Training is jitted and scan-fused (``chunk`` updates per dispatch) with a tqdm bar;
+Training is jitted and scan-fused (``chunk`` updates per dispatch) with a progress bar;
 :func:`fit_cvae` returns the parameters, the fitting time and the KL term on the whole dataset.
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from smac_jax.networks.mlp import MLP
+from smac_jax.runtime import progress_bar
 
 #: Rows per encoder call when a whole dataset is encoded (:func:`encode_all`).
 ENCODE_CHUNK = 4096
@@ -214,7 +214,7 @@ def fit_cvae(obs, action, next_obs, config, progress: bool = True, desc: str = "
         static_argnums=5, donate_argnums=(0, 1))
     log = {"steps": [], "loss": [], "recon": [], "kl": []}
     done = 0
-    with tqdm(total=steps, desc=desc, disable=not progress, unit="step") as bar:
+    with progress_bar(total=steps, desc=desc, disable=not progress, unit="step") as bar:
         while done < steps:
             todo = min(chunk, steps - done)  # a shorter last chunk compiles once more
             params, opt_state, m = program(params, opt_state, (obs, action, next_obs),

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm.auto import tqdm
 
 from smac_jax.errors import ConfigError
+from smac_jax.runtime import progress_bar
 from smac_jax.score import model as sm
 
 #: Score-config fields that only matter at query / sampling time: a saved model serves any value.
@@ -44,7 +44,7 @@ def fit_score_model(dataset, config: ml_collections.ConfigDict, seed: int = 0, p
     log = {"steps": [], "loss": []}
     done = 0
     t0 = None
-    with tqdm(total=steps, desc="score model", disable=not progress, unit="step") as bar:
+    with progress_bar(total=steps, desc="score model", disable=not progress, unit="step") as bar:
         while done < steps:
             n = min(chunk, steps - done)
             state, m = sm.train_steps(state, obs, act, w, jax.random.fold_in(key, done + 1), n, config)

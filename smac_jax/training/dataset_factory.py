@@ -37,7 +37,6 @@ import minari
 import numpy as np
 from gymnasium import spaces
 from minari.data_collector import EpisodeBuffer
-from tqdm.auto import tqdm
 
 from smac_jax.data import replay
 from smac_jax.data.dataset import check_dataset_id
@@ -45,6 +44,7 @@ from smac_jax.envs import gym_make
 from smac_jax.errors import DatasetError
 from smac_jax.learners import make_learner
 from smac_jax.learners.base import TrainState
+from smac_jax.runtime import progress_bar
 from smac_jax.training.online import make_act_step, make_online_loop
 from smac_jax.training.phases import chunk_ends
 from smac_jax.training.steps import unalias
@@ -153,7 +153,7 @@ def _collect(env_id: str, policy_fn, n_steps: int, seed: int, ds_id: str, meta: 
     env = minari.DataCollector(gym_make(env_id), record_infos=False, data_format="hdf5")
     key = jax.random.PRNGKey(seed)
     steps, ep = 0, 0
-    with tqdm(total=n_steps, desc=desc, leave=False) as bar:
+    with progress_bar(total=n_steps, desc=desc, leave=False) as bar:
         while steps < n_steps:
             obs, _ = env.reset(seed=seed + ep)
             done = False
@@ -280,7 +280,7 @@ def _train_sac(env_id: str, train_steps: int, eval_every: int, eval_episodes: in
     eval_env = gym_make(env_id)
     snapshots = []  # (step, eval return or None, actor state)
     step = 0
-    with tqdm(total=train_steps, desc=f"SAC on {env_id}", leave=False) as bar:
+    with progress_bar(total=train_steps, desc=f"SAC on {env_id}", leave=False) as bar:
         for end in chunk_ends(0, train_steps, chunk, (eval_every, snapshot_every), (learning_starts, train_steps)):
             loop = loops[step >= learning_starts]  # steps after learning_starts update
             states, buffers, actions, _ = loop(states, buffers, actions, None, seed_keys, step, end - step)

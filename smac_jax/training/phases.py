@@ -18,11 +18,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from smac_jax.data import replay
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, ProtocolError, TransferError
 from smac_jax.learners import Learner, make_learner
+from smac_jax.runtime import progress_bar
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import DeviceEvaluator, Evaluator, in_critic_units, make_act_fn, make_value_fn
 from smac_jax.training.logger import MetricsLog, make_sinks
@@ -216,8 +216,8 @@ class RunContext:
             data=jax.device_put(jax.tree.map(jnp.asarray, t)), seeds=lane_seeds, keys=keys, off_learner=off,
             on_learner=on, ckpt=ckpt, log=log, sweep=sweep,
             evaluator=make_evaluator(config, dataset, len(lane_seeds), None if sweep is None else sweep.lane_seed_index),
-            bar=tqdm(total=config.offline.steps + config.online.steps, disable=not progress, unit="step",
-                     dynamic_ncols=True),
+            bar=progress_bar(total=config.offline.steps + config.online.steps, disable=not progress, unit="step",
+                             dynamic_ncols=True),
             ref_scores=ref,
         )
 

@@ -24,10 +24,10 @@ import shutil
 from collections.abc import Callable, Sequence
 
 import ml_collections
-from tqdm.auto import tqdm
 
 from smac_jax.cli import apply_override
 from smac_jax.errors import ConfigError, DivergenceError, SmacJaxError, TransferError
+from smac_jax.runtime import progress_bar
 from smac_jax.training import pipeline, vmap_sweep
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.dataset_factory import ensure_dataset
@@ -250,14 +250,14 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
         shutil.rmtree(dst + ".copying", ignore_errors=True)
         shutil.copytree(src, dst + ".copying")
         os.rename(dst + ".copying", dst)
-    bar = tqdm(total=len(mine) * (1 + len(online)), disable=not progress, unit="run", desc="sweep",
-               dynamic_ncols=True)
+    bar = progress_bar(total=len(mine) * (1 + len(online)), disable=not progress, unit="run", desc="sweep",
+                       dynamic_ncols=True)
     records: list[dict] = []
 
     def note(task, off, on, workdir, status, summary=None):
         name = f"{task} {off}->{on}" if on else f"{task} {off} pretrain"
         shown = _score(summary, "online_final" if on else "offline_final") if summary else ""
-        tqdm.write(f"[sweep] {name}: {status}" + (f" ({shown})" if shown else ""))
+        bar.write(f"[sweep] {name}: {status}" + (f" ({shown})" if shown else ""))
         records.append(dict(task=task, offline=off, online=on, workdir=workdir, status=status, summary=summary))
         bar.update(1)
 
