@@ -248,7 +248,7 @@ def get_config(arg: str = "pendulum-medium") -> ml_collections.ConfigDict:
         reward_scale=d["reward_scale"],  # reward * reward_scale + reward_bias, in the data and online
         reward_bias=d["reward_bias"],  # added after reward_scale (see above); evaluation returns use the raw reward
         # discount of the Monte-Carlo returns computed on load (mc_return: Cal-QL's bound, the Q-vs-return
-        # diagnostics), in (0, 1]; keep it equal to the learners' gamma
+        # diagnostics), in (0, 1]; must equal the offline learner's gamma and a Cal-QL learner's (else refused)
         gamma=0.99,
         # stored actions may exceed the action space's bounds by this much (clipped to them); a
         # dataset with actions further out is refused

@@ -85,6 +85,21 @@ def test_run_config_mistakes_name_the_field(offline, overrides, match):
         pipeline.validate_config(tiny_config(offline=offline, **overrides))
 
 
+def test_a_learner_gamma_other_than_the_datasets_is_refused_where_mc_returns_are_read():
+    """dataset.gamma discounts the data's Monte-Carlo returns: Cal-QL's bound (either phase) and the
+    offline learner's Q-against-return diagnostics. An online learner that never reads them may differ."""
+    for offline, online, field, words in [
+        ("sac", "sac", "offline.agent.gamma", "offline.agent.gamma=0.995 but dataset.gamma=0.99: .*the Q-against-return"),
+        ("sac", "calql", "online.agent.gamma", "online.agent.gamma=0.995 but dataset.gamma=0.99: .*its lower bound"),
+        ("sac", "samg_calql", "online.agent.gamma", "online.agent.gamma=0.995 .*its lower bound.*dataset.gamma=0.995 too"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^{words}"):
+            pipeline.validate_config(tiny_config(offline=offline, online=online, **{field: 0.995}))
+        same = {"offline.agent.gamma": 0.995, "online.agent.gamma": 0.995, "dataset.gamma": 0.995}
+        pipeline.validate_config(tiny_config(offline=offline, online=online, **same))
+    pipeline.validate_config(tiny_config(offline="sac", online="td3", **{"online.agent.gamma": 0.995}))
+
+
 def test_aca_presets_without_dataset_rows_take_top_n_zero():
     # docs/aca.md: the random and medium presets run with --config.online.replay.top_n=0 (an empty buffer)
     c = tiny_config(offline="sacml", online="aca", **{"online.agent.preset": "medium", "online.replay.top_n": 0})

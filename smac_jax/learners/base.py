@@ -378,6 +378,9 @@ class Learner:
     name: ClassVar[str] = "base"
     #: "gaussian" (tanh-Gaussian, has a log-std head) or "deterministic".
     actor_kind: ClassVar[str] = "gaussian"
+    #: Whether its losses read ``batch.mc_return`` (the data's discounted returns, computed on load
+    #: with ``dataset.gamma``): a run then refuses a ``gamma`` other than the dataset's.
+    reads_mc_return: ClassVar[bool] = False
     #: Ranges of this learner's own numeric hyperparameters (e.g. ``{"cql_alpha": at_least(0)}``),
     #: checked with the shared ones whenever its config is resolved; a learner's entries add to those
     #: of the learners it derives from.

@@ -57,4 +57,5 @@ def critic_loss(params, batch: Transitions, key, config, next_q_fn=sac.target_cr
 
 @register("calql")
 class CalQL(cql.CQL):
+    reads_mc_return = True  # its lower bound
     critic_loss_fn = staticmethod(critic_loss)

@@ -20,7 +20,7 @@ from smac_jax.data import replay
 from smac_jax.data.dataset import list_local_datasets, load_dataset_from_config
 from smac_jax.envs import REWARDS
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, WorkdirError  # noqa: F401  (re-exported)
-from smac_jax.learners import Learner, available_learners, make_learner, resolve_config
+from smac_jax.learners import Learner, available_learners, get_learner_class, make_learner, resolve_config
 from smac_jax.training.logger import check_sinks, plot_evaluations
 from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     RunContext,
@@ -219,13 +219,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         need(config[phase].learner in available_learners(),
              f"{phase}.learner: unknown learner {config[phase].learner!r}; available: {', '.join(available_learners())}")
         try:
-            resolve_config(config[phase].learner, config[phase].agent)
+            agent = resolve_config(config[phase].learner, config[phase].agent)
         except ConfigError as e:
             # e.g. --config.online.learner=iql on a config built for SAC: the agent section is SAC's
             hint = (f" ({phase}.agent holds another learner's hyperparameters: to change a learner, name it in "
                     "--config=configs/o2o.py:TASK,OFFLINE,ONLINE, which brings its own)"
                     if "is not a hyperparameter of learner" in str(e) else "")
             raise ConfigError(f"{phase}.agent: {e}{hint}") from None
+        # the data's Monte-Carlo returns are discounted with dataset.gamma: what the offline learner's
+        # Q-against-return diagnostics and a Cal-QL bound (in either phase) compare Q values with
+        gamma = agent.get("gamma")
+        if gamma is not None and gamma != config.dataset.gamma and (
+                phase == "offline" or get_learner_class(config[phase].learner).reads_mc_return):
+            use = ("its lower bound" if get_learner_class(config[phase].learner).reads_mc_return
+                   else "the Q-against-return diagnostics")
+            raise ConfigError(f"{phase}.agent.gamma={gamma} but dataset.gamma={config.dataset.gamma}: the data's "
+                              f"Monte-Carlo returns ({use}) would be discounted otherwise than the learner's "
+                              f"targets; set --config.dataset.gamma={gamma} too")
     vmap_sweep.parse(config)  # a malformed or unsweepable vmap_sweep fails here too
     _check_online_env_before_data(config)
 
