@@ -18,6 +18,8 @@ Used offline, a decay would also apply to the offline steps; leave it at "none" 
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -35,7 +37,9 @@ def bc_weight(step: jax.Array, config) -> jax.Array:
     t = jnp.asarray(step, jnp.float32)
     final = config.bc_final_weight
     if config.bc_decay == "multiplicative":
-        return jnp.maximum(jnp.power(jnp.float32(config.bc_decay_rate), t), final)
+        # exp(t log rate) with the log taken in float64: rate ** t with the rate rounded to float32 first
+        # (0.9999 -> 0.99989998) is off by t x 1.7e-8 relative (0.2% at t = 100k)
+        return jnp.maximum(jnp.exp(t * jnp.float32(math.log(config.bc_decay_rate))), final)
     if config.bc_decay == "linear":
         return 1.0 + (final - 1.0) * jnp.minimum(t / config.bc_decay_steps, 1.0)
     return jnp.ones((), jnp.float32)
