@@ -209,7 +209,7 @@ class ACA(sac.SAC):
         # A Gaussian source without SAC+ML's baseline Z: "fit" Z on the offline data at hand-over
         # (eq. 8-9 with the source policy), or "critic": R copies the source critic.
         cfg.source_without_baseline = "fit"
-        cfg.baseline_fit_steps = 10_000  # "fit": Adam steps of Z's fit at hand-over (minibatch batch_size), >= 0
+        cfg.baseline_fit_steps = 10_000  # "fit": optimiser steps of Z's fit at hand-over (minibatch batch_size), >= 0
         cfg.baseline_fit_lr = 3e-4  # "fit": learning rate of Z's fit
         cfg.baseline_fit_rows = 200_000  # at most this many dataset rows kept for the fit
         cfg.baseline_backup_entropy = False  # as SAC+ML's (eq. 9 has no entropy term)
