@@ -57,3 +57,59 @@ def np_episode(env, policy, seed: int, gamma: float, reward_scale: float = 1.0, 
         total += gamma**t * (reward_scale * float(r) + reward_bias)
         t, done = t + 1, term or trunc
     return first, total
+
+
+def np_log_sech2(u) -> np.ndarray:
+    """sum_d log(1 - tanh(u_d)^2) = sum_d 2 (log 2 - |u_d| - log(1 + exp(-2 |u_d|))), finite for any u."""
+    au = np.abs(f64(u))
+    return (2.0 * (np.log(2.0) - au - np.log1p(np.exp(-2.0 * au)))).sum(-1)
+
+
+def np_tanh_gaussian_logp(u, mean, log_std) -> np.ndarray:
+    """log pi(tanh u | s) of a tanh-Gaussian from the pre-tanh point ``u``:
+    log N(u; mean, exp(log_std)^2) - sum_d log(1 - tanh(u_d)^2)."""
+    z = (f64(u) - mean) / np.exp(log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * np.log(2.0 * np.pi)).sum(-1) - np_log_sech2(u)
+
+
+def np_q_action_grad(critic, obs, act) -> np.ndarray:
+    """(E, B, A): d Q_e(s, a) / d a of the ReLU critic ensemble, by hand-written backpropagation."""
+    layers = critic["params"]["q"]["mlp"]
+    n = sum(1 for k in layers if k.startswith("dense_"))
+    x = np.concatenate([f64(obs), f64(act)], -1)
+    out = []
+    for e in range(f64(layers["out"]["bias"]).shape[0]):
+        h, masks = x, []
+        for i in range(n):
+            pre = h @ f64(layers[f"dense_{i}"]["kernel"])[e] + f64(layers[f"dense_{i}"]["bias"])[e]
+            masks.append(pre > 0)
+            h = np.maximum(pre, 0.0)
+        g = np.broadcast_to(f64(layers["out"]["kernel"])[e][:, 0], h.shape)
+        for i in reversed(range(n)):
+            g = (g * masks[i]) @ f64(layers[f"dense_{i}"]["kernel"])[e].T
+        out.append(g[:, f64(obs).shape[-1]:])
+    return np.stack(out)
+
+
+def np_mish(x):
+    return x * np.tanh(np.logaddexp(0.0, x))
+
+
+def np_eps_network(params, a, obs, w, t) -> np.ndarray:
+    """The score model's EpsNetwork (smac_jax.networks.diffusion) without dropout; ``w`` and ``t``
+    of shape (B,): Fourier features of t -> Dense -> mish -> Dense; Dense(concat[a, s, w, emb]);
+    residual blocks x + Dense(mish(Dense(LayerNorm(x)))); Dense(mish(x))."""
+    p = params
+    dense = lambda q, x: x @ f64(q["kernel"]) + f64(q["bias"])  # noqa: E731
+    f = 2.0 * np.pi * f64(t)[:, None] @ f64(p["fourier"]["freqs"])
+    e = dense(p["time_dense_1"], np_mish(dense(p["time_dense_0"], np.concatenate([np.cos(f), np.sin(f)], -1))))
+    x = dense(p["in"], np.concatenate([f64(a), f64(obs), f64(w)[:, None], e], -1))
+    i = 0
+    while f"block_{i}" in p:
+        bp = p[f"block_{i}"]
+        m = x.mean(-1, keepdims=True)
+        h = (x - m) / np.sqrt(((x - m) ** 2).mean(-1, keepdims=True) + 1e-6)  # flax LayerNorm, epsilon 1e-6
+        h = h * f64(bp["LayerNorm_0"]["scale"]) + f64(bp["LayerNorm_0"]["bias"])
+        x = x + dense(bp["Dense_1"], np_mish(dense(bp["Dense_0"], h)))
+        i += 1
+    return dense(p["out"], np_mish(x))

@@ -168,3 +168,152 @@ def test_a_divergence_names_every_non_finite_metric():
     with pytest.raises(DivergenceError, match=r"metric 'actor_loss' is not finite at step 7 for seed index\(es\) "
                                               r"\[0\] \(values \[nan, 1.0\]\) \(also not finite: 'critic_loss'\)\. "):
         phases.check_finite(metrics, "offline", learner, 7)
+
+
+# -- mistakes of a learner of one's own, named before the run writes its workdir ----------------
+class _TracedIf(SAC):
+    """Branches in Python on a traced value."""
+
+    def update(self, state, batch, key):
+        if batch.reward.mean() > 0:  # the mistake: a traced value in an if
+            return super().update(state, batch, key)
+        return super().update(state, batch, key)
+
+
+class _UndeclaredField(SAC):
+    """Reads a config field its default_config lacks (by item access, as a dict)."""
+
+    def update(self, state, batch, key):
+        new, info = super().update(state, batch, key)
+        return new, {**info, "w": jnp.float32(self.config["td_weight"])}
+
+
+def _phase_only_td3():
+    from smac_jax.learners.td3 import TD3
+
+    class PhaseOnly(TD3):
+        """Overrides update_phase only, with a metric update does not report."""
+
+        def update_phase(self, state, batch, key, phase):
+            new, info = super().update_phase(state, batch, key, phase)
+            return new, {**info, "my_marker": jnp.float32(phase)}
+
+    return PhaseOnly
+
+
+def _needs_value():
+    class NeedsValue(SAC):
+        """A transfer of its own that reads the source's value network."""
+
+        def transfer(self, key, src_state, src_learner):
+            state = super().transfer(key, src_state, src_learner)
+            return state.replace(params={**state.params, "critic": src_state.params["value"]})
+
+    return NeedsValue
+
+
+def _smac_reading_a_field():
+    from smac_jax.learners.smac import SMAC
+
+    class SmacField(SMAC):
+        def update(self, state, batch, key):
+            new, info = super().update(state, batch, key)
+            return new, {**info, "w": jnp.float32(self.config.my_extra_weight)}
+
+    return SmacField
+
+
+@pytest.mark.parametrize("make_cls, role, error, match", [
+    (lambda: _TracedIf, "offline", ProtocolError,
+     r"^learner 'test_own': Python control flow on a traced value at test_protocol\.py:\d+ "
+     r"\(`if batch\.reward\.mean\(\) > 0:.*`\): its update is traced"),
+    (lambda: _UndeclaredField, "offline", ConfigError, r"td_weight"),
+    (_phase_only_td3, "offline", ProtocolError,
+     r"^learner 'test_own': update_phase and update return metrics \['my_marker'\] only from update_phase and \[\] "
+     r"only from update: the phases"),
+    (_needs_value, "online", TransferError,
+     r"^sac -> test_own: hand-over failed: it reads 'value', which sac's state lacks \(its parameter groups: actor, "
+     r"critic, log_temp, target_critic\)"),
+    (_smac_reading_a_field, "offline", ConfigError,  # before its score model is fitted (a stand-in is traced)
+     r"^learner 'test_own': .*my_extra_weight"),
+])
+def test_a_learner_of_ones_own_is_checked_before_anything_is_written_or_fitted(
+        make_tiny_config, pendulum_dataset_id, tmp_path, make_cls, role, error, match):
+    from smac_jax.data.dataset import load_dataset_from_config
+
+    register("test_own")(make_cls())
+    try:
+        learners = {"offline": "sac", "online": "sac", role: "test_own"}
+        cfg = make_tiny_config(learners["offline"], learners["online"])
+        cfg.unlock()
+        for phase in ("offline", "online"):  # the built-in learner's section, as the task config made it
+            cfg[phase].learner = learners[phase]
+        dataset = load_dataset_from_config(cfg.dataset)
+        with pytest.raises(error, match=match):
+            pipeline.check_learners(cfg, dataset)
+    finally:
+        REGISTRY.pop("test_own", None)
+
+
+def test_registration_mistakes_are_config_errors():
+    class Taken(SAC):
+        pass
+
+    with pytest.raises(ConfigError, match=r"^learner name 'sac' is taken by smac_jax.learners.sac.SAC; .*Taken needs"):
+        register("sac")(Taken)
+
+    class BadLr(SAC):
+        lr_fields = {"actor": "actor_lr", "critic": "critc_lr", "log_temp": "temp_lr"}
+
+    with pytest.raises(ConfigError, match=r"^learner 'test_badlr': lr_fields names critic: 'critc_lr', not a field of .*"
+                                          r"BadLr.default_config\(\)"):
+        register("test_badlr")(BadLr)
+    assert "test_badlr" not in REGISTRY
+
+    class BadGroup(SAC):
+        lr_fields = {"actor": "actor_lr", "critc": "critic_lr", "log_temp": "temp_lr"}
+
+    learner = _learner(BadGroup)
+    with pytest.raises(ProtocolError, match=r"optimisers for parameter group\(s\) \['critc'\], which init_params does "
+                                            r"not make .*BadGroup.lr_fields"):
+        learner.init(jax.random.PRNGKey(0))
+
+
+def test_a_checked_loss_names_a_missing_group_only_when_params_lacks_it():
+    from smac_jax.errors import ArgumentError
+    from smac_jax.learners import sac
+    from smac_jax.learners.base import checked_loss
+
+    learner = make_learner("sac", OBS, ACT, {"hidden_dims": (8, 8)})
+    params = learner.init(jax.random.PRNGKey(0)).params
+    batch = Transitions.random(jax.random.PRNGKey(1), 4, OBS, ACT)
+
+    @checked_loss
+    def reads_value(params, batch, key, config):
+        return params["value"], {}
+
+    @checked_loss
+    def metric_typo(params, batch, key, config):
+        loss, info = sac.critic_loss(params, batch, key, config)
+        return loss, {"q": info["q_mena"]}
+
+    with pytest.raises(ArgumentError, match=r"^test_protocol.reads_value: params have no group 'value' \(they have "):
+        reads_value(params, batch, jax.random.PRNGKey(2), learner.config)
+    with pytest.raises(KeyError, match="q_mena") as caught:  # another dict's key: the KeyError as it is
+        metric_typo(params, batch, jax.random.PRNGKey(2), learner.config)
+    assert not isinstance(caught.value, ArgumentError)
+
+
+@pytest.mark.parametrize("src, dst, line", [
+    ("td3bc", "sac", "taken over: critic, target_critic; taken over and converted: actor; new: log_temp"),
+    ("sac", "td3", "taken over: critic, target_critic; taken over and converted: actor, target_actor"),
+    ("bc", "sac", "taken over: actor; new: critic, log_temp, target_critic"),
+    ("iql", "samg_iql", "taken over: actor, critic, offline_value, target_critic, value; new: cvae, cvae_stats, guidance"),
+])
+def test_the_run_log_says_what_the_hand_over_took_over(src, dst, line):
+    from smac_jax.learners.handover import describe_transfer
+
+    off, on = (make_learner(n, OBS, ACT, {"hidden_dims": (8, 8)}) for n in (src, dst))
+    on.stand_in_models()
+    state = off.init(jax.random.PRNGKey(0))
+    assert describe_transfer(state.params, on.transfer(jax.random.PRNGKey(1), state, off).params) == line

@@ -48,6 +48,23 @@ def missing_config_field(e: AttributeError, config: Any) -> str | None:
     return field if field.isidentifier() and field not in config else None
 
 
+def _indexed_params(tb, params: dict, key: str) -> bool:
+    """Whether the innermost frame of traceback ``tb`` failed indexing ``params`` (the very dict, or
+    one with its groups) with ``key``: its source line indexes a local name bound to such a dict."""
+    import linecache
+    import re
+
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    line = linecache.getline(frame.f_code.co_filename, tb.tb_lineno)
+    for name in re.findall(r"([A-Za-z_]\w*)\s*\[", line):
+        obj = frame.f_locals.get(name)
+        if isinstance(obj, dict) and key not in obj and (obj is params or set(obj) == set(params)):
+            return True
+    return False
+
+
 def checked_loss(fn: Callable) -> Callable:
     """Decorator of a public loss ``fn(params, batch, key, config, ...)``: the mistakes a notebook
     makes when calling it become one-line errors, raised when the loss is called or traced (no cost
@@ -61,7 +78,10 @@ def checked_loss(fn: Callable) -> Callable:
         if not isinstance(batch, Transitions):
             raise ArgumentError(f"{where}: batch must be a smac_jax.types.Transitions (e.g. Transitions.random, "
                                 f"replay.sample_transitions), got {type(batch).__name__}")
-        batch.check_shapes()
+        try:
+            batch.check_shapes()
+        except ShapeError as e:
+            raise ShapeError(f"{where}: {e}") from None
         if not isinstance(params, dict):
             raise ArgumentError(f"{where}: params must be a learner's parameter dict (state.params), got "
                                 f"{type(params).__name__}")
@@ -69,16 +89,17 @@ def checked_loss(fn: Callable) -> Callable:
             return fn(params, batch, key, config, *args, **kwargs)
         except KeyError as e:
             group = e.args[0] if e.args else None
-            if not isinstance(group, str) or group in params:
-                raise
+            if not (isinstance(group, str) and group not in params and _indexed_params(e.__traceback__, params, group)):
+                raise  # another dict's key (a typo in a metrics dict, a config read by item): as it is
             raise ArgumentError(f"{where}: params have no group {group!r} (they have {', '.join(sorted(params))}): "
                                 "the parameters of another learner?") from None
         except AttributeError as e:
             field = missing_config_field(e, config)
             if field is None:
                 raise
-            raise ConfigError(f"{where} reads config.{field}, which this config lacks: pass the config of the "
-                              "learner the loss belongs to (make_learner(name, ...).config)") from None
+            raise ConfigError(f"{where} reads config.{field}, which this config lacks: in a learner, add the field "
+                              "to its default_config(); called by hand, pass the config of the learner the loss "
+                              "belongs to (make_learner(name, ...).config)") from None
         except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError) as e:
             kind = ShapeError if isinstance(e, flax.errors.ScopeParamShapeError) else ArgumentError
             first = str(e).split(" (https://")[0].splitlines()[0]
@@ -107,14 +128,20 @@ def register(name: str) -> Callable[[type["Learner"]], type["Learner"]]:
     def deco(cls: type["Learner"]) -> type["Learner"]:
         old = REGISTRY.get(name)
         if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise ValueError(f"learner name {name!r} is taken by {old.__module__}.{old.__qualname__}; "
-                             f"{cls.__module__}.{cls.__qualname__} needs another name")
+            raise ConfigError(f"learner name {name!r} is taken by {old.__module__}.{old.__qualname__}; "
+                              f"{cls.__module__}.{cls.__qualname__} needs another name")
         # a bound of its own on a misspelt or missing field would never be checked (inherited ones
         # may name fields a subclass dropped, as AWAC drops SAC's temperature)
         unknown = sorted(set(vars(cls).get("bounds", {})) - set(cls.default_config()))
         if unknown:
             raise ConfigError(f"learner {name!r}: bounds name {', '.join(unknown)}, not in "
                               f"{cls.__qualname__}.default_config()")
+        # a learning-rate field that does not exist would fail deep inside the optimiser's construction
+        lr_unknown = sorted(f"{g}: {f!r}" for g, f in getattr(cls, "lr_fields", {}).items()
+                            if f not in cls.default_config())
+        if lr_unknown:
+            raise ConfigError(f"learner {name!r}: lr_fields names {', '.join(lr_unknown)}, not a field of "
+                              f"{cls.__qualname__}.default_config() (group -> config field of its learning rate)")
         cls.name = name
         REGISTRY[name] = cls
         return cls
@@ -399,6 +426,12 @@ class Learner:
     def init(self, key: PRNGKey) -> TrainState:
         """A fresh state: :meth:`init_params`, and every optimiser of :attr:`opts` initialised on its group."""
         params = self.init_params(key)
+        absent = [g for g in self.opts if g not in params]
+        if absent:
+            raise ProtocolError(f"learner {self.name!r}: optimisers for parameter group(s) {absent}, which "
+                                f"init_params does not make (it makes {', '.join(sorted(params))}): check "
+                                f"{type(self).__name__}.lr_fields (group -> config field of its learning rate) "
+                                "or optimizers()")
         opt_state = {g: opt.init(params[g]) for g, opt in self.opts.items()}
         return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
 

@@ -80,3 +80,36 @@ def check_same_structure(expected: Any, got: Any, group: str, src: str, dst: str
             f"{src} -> {dst}: parameter group {group!r} differs in shape: {'; '.join(diff[:2])}{more}. Use the same "
             "hidden_dims / num_critics / layer-norm settings on both sides."
         )
+
+
+def describe_transfer(src: dict, dst: dict) -> str:
+    """What a hand-over did, group by group, from one lane's source and destination params: the
+    groups taken over unchanged (from the group of the same name, or another of the same layout: the
+    source's critic as a target critic it lacked, a frozen copy), those taken over and converted
+    (an actor that changed kind, ACA's critic built from the source's baseline) and those
+    initialised afresh. One line for the run's log."""
+    def same(a, b) -> bool:
+        if jax.tree.structure(a) != jax.tree.structure(b):
+            return False
+        return all(x.shape == y.shape and bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+    def shares_a_leaf(a, b) -> bool:  # a converted actor keeps its torso's weights
+        leaves = [x for x in jax.tree.leaves(b)]
+        return any(any(x.shape == y.shape and bool(jnp.array_equal(x, y)) for y in leaves) for x in jax.tree.leaves(a)
+                   if x.size > 1)
+
+    kept, converted, fresh = [], [], []
+    for g in sorted(dst):
+        # its own name, then any source group of its layout (a frozen copy: SAMG's offline critic, ACA's actor0)
+        origin = [s for s in (g, {"target_critic": "critic", "target_actor": "actor"}.get(g)) if s in src]
+        origin += [s for s in sorted(src) if s != g and jax.tree.structure(src[s]) == jax.tree.structure(dst[g])
+                   and sum(x.size for x in jax.tree.leaves(dst[g])) > 1]
+        if any(same(dst[g], src[s]) for s in origin):
+            kept.append(g)
+        elif any(shares_a_leaf(dst[g], src[s]) for s in origin):
+            converted.append(g)
+        else:
+            fresh.append(g)
+    parts = [f"{label}: {', '.join(groups)}" for label, groups in
+             (("taken over", kept), ("taken over and converted", converted), ("new", fresh)) if groups]
+    return "; ".join(parts)

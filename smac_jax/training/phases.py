@@ -22,6 +22,7 @@ import numpy as np
 from smac_jax.data import replay
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, ProtocolError, TransferError
 from smac_jax.learners import Learner, make_learner
+from smac_jax.learners.handover import describe_transfer
 from smac_jax.runtime import progress_bar
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import DeviceEvaluator, Evaluator, in_critic_units, make_act_fn, make_value_fn
@@ -334,6 +335,11 @@ def _check_hand_over(off: Learner, on: Learner, keys: dict, sweep=None) -> None:
         jax.eval_shape(lambda k, s: on.transfer(k, s, off), keys["transfer"][0], abstract_off)
     except (TransferError, ConfigError):  # ConfigError: e.g. a learner whose model is not prepared yet
         raise
+    except KeyError as e:  # a transfer of one's own reading a group (or field) the source lacks
+        groups = ", ".join(sorted(abstract_off.params))
+        raise TransferError(f"{off.name} -> {on.name}: hand-over failed: it reads {e.args[0] if e.args else e!r}, "
+                            f"which {off.name}'s state lacks (its parameter groups: {groups}); a learner that needs a "
+                            "group of its source refuses others in check_start") from None
     except Exception as e:  # a learner without a custom transfer hitting an incompatible layout
         raise TransferError(f"{off.name} -> {on.name}: hand-over failed: {e}") from e
 
@@ -405,6 +411,9 @@ def start_online(ctx: RunContext, off_states: Any):
         states = jax.jit(jax.vmap(lambda k, s: learner.transfer(k, s, ctx.off_learner)))(ctx.keys["transfer"], off_states)
         if not ctx.config.transfer_reset_optimizer:
             states = _carry_optimizer_state(states, off_states)
+        lane0 = lambda s: jax.tree.map(lambda x: x[0], s.params)  # noqa: E731
+        print(f"[smac_jax] hand-over {ctx.off_learner.name} -> {learner.name}: "
+              f"{describe_transfer(lane0(off_states), lane0(states))}", flush=True)
         return unalias(states), buffers, collector, 0
     template = {"states": learner.init_lanes(ctx.keys["init"]), "buffers": buffers}
     restored, meta = ctx.ckpt.restore("online", template)

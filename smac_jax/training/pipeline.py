@@ -8,6 +8,7 @@ updates (offline) or of environment steps with their updates (online).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -19,8 +20,9 @@ import ml_collections
 from smac_jax.data import replay
 from smac_jax.data.dataset import list_local_datasets, load_dataset_from_config
 from smac_jax.envs import REWARDS
-from smac_jax.errors import ConfigError, DatasetError, DivergenceError, WorkdirError  # noqa: F401  (re-exported)
+from smac_jax.errors import ConfigError, DatasetError, DivergenceError, ProtocolError, WorkdirError  # noqa: F401  (re-exported)
 from smac_jax.learners import Learner, available_learners, get_learner_class, make_learner, resolve_config
+from smac_jax.learners.base import missing_config_field
 from smac_jax.training.logger import check_sinks, plot_evaluations
 from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     RunContext,
@@ -34,6 +36,7 @@ from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     start_online,
 )
 from smac_jax.training import vmap_sweep
+from smac_jax.training.steps import check_phases_agree, checked_metrics, runs_update_phase
 from smac_jax.training.summary import summarize, write_json_atomic
 
 
@@ -131,12 +134,14 @@ def check_learners(config: ml_collections.ConfigDict, dataset) -> None:
     on = make_learner(config.online.learner, obs_dim, act_dim, config.online.agent)
     off.check_start(dataset)
     on.check_start(dataset, source=off)
-    for learner in (off, on):  # a learner of one's own: its loss's mistakes before the workdir is written
-        if not type(learner).__module__.startswith("smac_jax.") and type(learner).prepare is Learner.prepare:
-            _check_update(learner, dataset)
-    key = jax.random.PRNGKey(0)[None]
     for learner in (off, on):  # unfitted models of the prepared ones' shapes: nothing is fitted yet
         learner.stand_in_models()
+    for learner in (off, on):  # a learner of one's own: its loss's mistakes before the workdir is written
+        cls = type(learner)
+        if not cls.__module__.startswith("smac_jax.") and (
+                cls.prepare is Learner.prepare or cls.stand_in_models is not Learner.stand_in_models):
+            _check_update(learner, dataset)
+    key = jax.random.PRNGKey(0)[None]
     try:  # the hand-over on shapes, as the run checks it again once the learners are prepared
         _check_hand_over(off, on, {"init": key, "transfer": key})
     except ConfigError:
@@ -157,10 +162,48 @@ def _check_update(learner: Learner, dataset) -> None:
                          dataset.transitions)
     bs = learner.config.batch_size
 
-    def one_update(data, key):
-        return learner.update(learner.init(key), replay.sample_transitions(data, key, bs), key)
+    def one_update(state, data, key, phase=None):
+        batch = replay.sample_transitions(data, key, bs)
+        new, metrics = learner.update(state, batch, key) if phase is None else learner.update_phase(state, batch, key, phase)
+        return new, checked_metrics(learner, metrics)
 
-    jax.eval_shape(one_update, store, jax.random.PRNGKey(0))
+    try:
+        state = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+        out = jax.eval_shape(one_update, state, store, jax.random.PRNGKey(0))
+        if learner.update_period > 1 and runs_update_phase(learner):  # as the offline loop runs it
+            st, metrics = state, {}
+            for phase in range(learner.update_period):  # the phases in a row, their metrics together
+                st, m = jax.eval_shape(functools.partial(one_update, phase=phase), st, store, jax.random.PRNGKey(0))
+                metrics.update(m)
+            check_phases_agree(learner, (st, metrics), out)
+    except (AttributeError, KeyError) as e:  # ml_collections: a field the config lacks, read as .field or ["field"]
+        field = missing_config_field(e if isinstance(e, AttributeError) else AttributeError(str(e.args[0] if e.args else "")),
+                                     learner.config)
+        if field is None:
+            raise
+        raise ConfigError(f"learner {learner.name!r}: its update reads config.{field}{_user_line(e)}, which "
+                          f"{type(learner).__name__}.default_config() does not define") from None
+    except jax.errors.ConcretizationTypeError as e:
+        raise ProtocolError(f"learner {learner.name!r}: Python control flow on a traced value{_user_line(e)}: its "
+                            "update is traced (one program for every step), so use jnp.where or jax.lax.cond "
+                            "instead of if / while / bool() / int() on arrays") from None
+
+
+def _user_line(e: BaseException) -> str:
+    """`` at FILE:LINE (`code`)``: the innermost frame of ``e``'s traceback outside JAX, Flax, optax,
+    NumPy and this library (the user's code), or ``""``."""
+    import linecache
+    import traceback
+
+    lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not f.filename.startswith(lib) and "site-packages" not in f.filename
+              and "dist-packages" not in f.filename and not f.filename.startswith("<")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    code = (f.line or linecache.getline(f.filename, f.lineno)).strip()
+    return f" at {os.path.basename(f.filename)}:{f.lineno} (`{code}`)"
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

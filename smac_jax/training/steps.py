@@ -57,7 +57,7 @@ def checked_metrics(learner, metrics):
     return metrics
 
 
-def _update_phase_current(learner) -> bool:
+def runs_update_phase(learner) -> bool:
     """Whether ``update_phase`` is defined in the class that defines ``update`` or below it: a
     subclass that overrides only ``update`` (e.g. of TD3 or TD3+BC) must not have its update
     bypassed by an inherited ``update_phase``, so it runs through ``update``."""
@@ -77,7 +77,7 @@ def make_offline_step(learner, n_updates: int):
     discards. Metrics of work done only at some phases average those phases."""
     n_updates = need_count(n_updates, "n_updates", "make_offline_step")
     bs = learner.config.batch_size
-    period = learner.update_period if _update_phase_current(learner) else 1
+    period = learner.update_period if runs_update_phase(learner) else 1
 
     def per_seed(state, data: Transitions, seed_key, step):
         keys = jax.random.split(jax.random.fold_in(seed_key, step), n_updates)
@@ -118,9 +118,28 @@ def make_offline_step(learner, n_updates: int):
 
     def run(states, data, seed_keys, step):
         aligned = jnp.all(states.step % period == 0)  # one predicate for every seed: a real branch
-        return jax.lax.cond(aligned, phased, plain, states, data, seed_keys, step)
+        try:
+            return jax.lax.cond(aligned, phased, plain, states, data, seed_keys, step)
+        except TypeError as e:
+            if "pytree structure" not in str(e):
+                raise
+            check_phases_agree(learner, *(jax.eval_shape(f, states, data, seed_keys, step) for f in (phased, plain)))
+            raise
 
     return jax.jit(run, donate_argnums=0)
+
+
+def check_phases_agree(learner, by_phase, by_update) -> None:
+    """The one-line error for ``update_phase`` and ``update`` returning different pytrees (a learner
+    that overrides one of them and adds a metric or a state field there only)."""
+    if jax.tree.structure(by_phase) == jax.tree.structure(by_update):
+        return  # the same: the error was another
+    (st_p, m_p), (st_u, m_u) = by_phase, by_update
+    what = (f"metrics {sorted(set(m_p) - set(m_u))} only from update_phase and {sorted(set(m_u) - set(m_p))} only "
+            "from update" if set(m_p) != set(m_u) else "states of different structure")
+    raise ProtocolError(f"learner {learner.name!r}: update_phase and update return {what}: the phases of "
+                        "update_phase (together) and update must return the same state and metrics (override "
+                        "both, or only update: the offline loop then runs update)")
 
 
 def unalias(tree):
