@@ -8,6 +8,7 @@ compiled programs (:func:`smac_jax.runtime.enable_compilation_cache`).
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -51,9 +52,17 @@ def apply_override(config, assignment: str) -> None:
         node[last] = words[value.strip().lower()]
         return
     try:
-        new = eval(value)  # noqa: S307  (a trusted command line)
+        names = {"nan": math.nan, "inf": math.inf, "float": float, "int": int, "tuple": tuple, "list": list}
+        new = eval(value, {"__builtins__": {}}, names)  # noqa: S307  (a trusted command line)
+    except Exception as e:  # noqa: BLE001  (a bad literal)
+        raise ConfigError(f"--set {assignment!r}: not a Python value ({type(e).__name__}: {e})") from None
+    # an integer field takes integers only (50.9 was truncated to 50, True stored as 1), as --config.FIELD does
+    if isinstance(old, int) and (isinstance(new, bool) or not (isinstance(new, int) or
+                                                               (isinstance(new, float) and new.is_integer()))):
+        raise ConfigError(f"--set {assignment!r}: {key} is an integer; got {value}")
+    try:
         node[last] = new if old is None else type(old)(new)
-    except Exception as e:  # noqa: BLE001  (a bad literal or a value of the wrong type)
+    except Exception as e:  # noqa: BLE001  (a value of the wrong type)
         raise ConfigError(f"--set {assignment!r}: {type(e).__name__}: {e}") from None
 
 

@@ -1,4 +1,6 @@
 """``--set KEY=VALUE`` overrides (smac_jax.cli.apply_override) on a real job config."""
+import math
+
 import pytest
 from conftest import load_o2o_config_module
 
@@ -26,11 +28,19 @@ def test_typed_fields_are_cast_and_strings_taken_as_given(config):
     assert isinstance(config.online.steps, int) and config.offline.agent.sm_target == "alpha_score"
 
 
+def test_non_finite_and_integral_values_are_taken(config):
+    apply_override(config, "online.replay.mixing_ratio=nan")  # refused later by the range check, naming it
+    apply_override(config, "online.steps=500.0")
+    assert math.isnan(config.online.replay.mixing_ratio) and config.online.steps == 500
+
+
 @pytest.mark.parametrize("assignment, match", [
     ("transfer_reset_optimizer=maybe", "is a boolean; give true or false"),
     ("online.stepz=5", "the config has no field 'online.stepz'"),
     ("online.steps", "expected KEY=VALUE"),
-    ("online.steps=lots", "NameError"),
+    ("online.steps=lots", r"not a Python value \(NameError"),
+    ("online.steps=50.9", r"^--set 'online.steps=50.9': online.steps is an integer; got 50.9$"),
+    ("n_seeds=True", "n_seeds is an integer; got True"),
 ])
 def test_bad_overrides_name_the_field(config, assignment, match):
     with pytest.raises(ConfigError, match=match):

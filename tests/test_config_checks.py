@@ -79,10 +79,23 @@ def test_the_task_config_is_locked_against_misspelt_fields():
      r"online\.replay\.top_n must be >= 0 with online\.replay\.init='top_n', got -1"),
     ("smac", {"offline.agent.policy_prob": 1.5},
      r"offline\.agent: learner 'smac': policy_prob=1\.5 must be a number in \[0, 1\]"),
+    # a learner's own cross-field rules (its __init__) come before any data is read, naming the section
+    ("smac", {"offline.agent.sm_target": "bogus"}, r"^offline\.agent: sm_target must be one of"),
+    ("td3bc", {"offline.agent.bc_decay": "bogus"}, r"^offline\.agent: td3bc: bc_decay must be one of"),
+    ("cql", {"offline.agent.cql_clip_diff_min": 5.0, "offline.agent.cql_clip_diff_max": -5.0},
+     r"offline\.agent: learner 'cql': cql_clip_diff_min=5\.0 must not exceed cql_clip_diff_max=-5\.0"),
+    ("sac", {"offline.agent.optimizer": "muon", "offline.agent.muon_consistent_rms": -5.0},
+     r"offline\.agent: learner 'sac': muon_consistent_rms=-5\.0 must be a finite number > 0"),
+    ("sac", {"dataset.generate_kind": "bogus"}, r"^dataset\.generate_kind must be one of \('random', 'medium'"),
 ])
 def test_run_config_mistakes_name_the_field(offline, overrides, match):
     with pytest.raises(ConfigError, match=match):
         pipeline.validate_config(tiny_config(offline=offline, **overrides))
+
+
+def test_an_online_learners_own_rules_name_its_section():
+    with pytest.raises(ConfigError, match=r"^online\.agent: aca: baseline_fit_rows must be >= 1, got -5$"):
+        pipeline.validate_config(tiny_config(offline="sacml", online="aca", **{"online.agent.baseline_fit_rows": -5}))
 
 
 def test_a_learner_gamma_other_than_the_datasets_is_refused_where_mc_returns_are_read():

@@ -232,6 +232,7 @@ class ACA(sac.SAC):
         need(config.k_episode_updates >= 1, f"k_episode_updates must be >= 1, got {config.k_episode_updates}")
         need(config.actor_grad_clip > 0, f"actor_grad_clip must be > 0, got {config.actor_grad_clip}")
         need(config.baseline_fit_steps >= 0, f"baseline_fit_steps must be >= 0, got {config.baseline_fit_steps}")
+        need(config.baseline_fit_rows >= 1, f"baseline_fit_rows must be >= 1, got {config.baseline_fit_rows}")
         super().__init__(config, obs_dim, act_dim)
         self._fit_data: Transitions | None = None
 

@@ -339,6 +339,13 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
         need(cfg.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
     if "muon_scope" in cfg:
         need(cfg.muon_scope in MUON_SCOPES, "muon_scope", f"must be one of {MUON_SCOPES}")
+    if "muon_consistent_rms" in cfg:  # None: Muon's own scale; a negative one would reverse its updates
+        v = cfg.muon_consistent_rms
+        need(v is None or (isinstance(v, (int, float)) and 0 < v < math.inf), "muon_consistent_rms",
+             "must be a finite number > 0 (or None)")
+    if "cql_clip_diff_min" in cfg and "cql_clip_diff_max" in cfg:  # inverted, the penalty has no gradient
+        need(cfg.cql_clip_diff_min <= cfg.cql_clip_diff_max, "cql_clip_diff_min",
+             f"must not exceed cql_clip_diff_max={cfg.cql_clip_diff_max}")
     if "log_std_min" in cfg and "log_std_max" in cfg:
         need(cfg.log_std_min < cfg.log_std_max, "log_std_min", f"must be below log_std_max={cfg.log_std_max}")
     if name in REGISTRY:  # each learner's own fields (its class's ``bounds``)

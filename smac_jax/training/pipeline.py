@@ -36,6 +36,7 @@ from smac_jax.training.phases import (  # noqa: F401  (re-exported)
     start_online,
 )
 from smac_jax.training import vmap_sweep
+from smac_jax.training.dataset_factory import KINDS
 from smac_jax.training.steps import check_phases_agree, checked_metrics, runs_update_phase
 from smac_jax.training.summary import summarize, write_json_atomic
 
@@ -222,6 +223,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.dataset.get("generate_seed", 0) >= 0,
          f"dataset.generate_seed must be >= 0, got {config.dataset.get('generate_seed')}")
     need(0.0 < config.dataset.gamma <= 1.0, f"dataset.gamma must be in (0, 1], got {config.dataset.gamma}")
+    if "generate_kind" in config.dataset:
+        need(config.dataset.generate_kind in KINDS,
+             f"dataset.generate_kind must be one of {KINDS}, got {config.dataset.generate_kind!r}")
     for k in ("reward_scale", "reward_bias"):
         v = config.dataset.get(k, 0.0)
         need(isinstance(v, (int, float)) and math.isfinite(v), f"dataset.{k} must be a finite number, got {v!r}")
@@ -269,6 +273,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                     "--config=configs/o2o.py:TASK,OFFLINE,ONLINE, which brings its own)"
                     if "is not a hyperparameter of learner" in str(e) else "")
             raise ConfigError(f"{phase}.agent: {e}{hint}") from None
+        try:  # the learner's own cross-field rules (its __init__), before any data is read
+            get_learner_class(config[phase].learner)(agent, 1, 1)
+        except ConfigError as e:
+            raise ConfigError(f"{phase}.agent: {e}") from None
         # the data's Monte-Carlo returns are discounted with dataset.gamma: what the offline learner's
         # Q-against-return diagnostics and a Cal-QL bound (in either phase) compare Q values with
         gamma = agent.get("gamma")
