@@ -362,7 +362,8 @@ def offline_phase(ctx: RunContext) -> Any:
         states, meta = ctx.ckpt.restore("offline", states)
         states, step = unalias(states), int(meta["step"])
         ctx.log.truncate(lambda r: r["phase"] == "offline" and r["step"] <= step)
-        print(f"[smac_jax] resumed offline phase at step {step}")
+        done = " (finished)" if step >= c.steps else ""  # a sweep's fine-tune starts from its pretrain's
+        print(f"[smac_jax] resumed offline phase at step {step}{done} from its checkpoint")
     elif c.steps == 0:  # nothing to train: evaluate and save the initial state
         act = make_act_fn(learner)
         ctx.evaluate("offline", 0, act, states, learner, {})
