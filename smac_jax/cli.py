@@ -111,12 +111,16 @@ def _flag_message(message: str) -> str:
     return f"{head.split(': Error whilst', 1)[0].rstrip(': ')}: {m.group(2) if m else last}"
 
 
-def check_set_once(overrides: Sequence[str], flag: str = "--set") -> None:
-    """``--set KEY=VALUE`` overrides name each KEY once (else the last would win without a word)."""
+def check_set_once(overrides: Sequence[str], flag: str = "--set", own_flags: Sequence[str] = ()) -> None:
+    """``--set KEY=VALUE`` overrides name each KEY once (else the last would win without a word),
+    and none of the fields the script sets from a flag of its own (``own_flags``, e.g. ``n_seeds``)."""
     keys = [o.split("=", 1)[0].strip() for o in overrides]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise SmacJaxError(f"{flag} {', '.join(repeated)} given more than once; give each field once")
+    taken = [k for k in dict.fromkeys(keys) if k in own_flags]
+    if taken:
+        raise SmacJaxError(f"{flag} {', '.join(taken)}: set by this script's own flag --{taken[0]}; use that flag")
 
 
 def repeated_config_overrides(argv: Sequence[str]) -> list[str]:

@@ -355,6 +355,9 @@ def test_sweep_and_compare_set_each_field_once():
     check_set_once(["online.agent.critic_lr=1e-4", "online.steps=10"])
     with pytest.raises(SmacJaxError, match=r"--set online.agent.critic_lr given more than once"):
         check_set_once(["online.agent.critic_lr=1e-4", "online.steps=10", "online.agent.critic_lr=3e-3"])
+    # sweep.py's --n_seeds sets n_seeds: a --set of it would win without a word
+    with pytest.raises(SmacJaxError, match=r"^--set n_seeds: set by this script's own flag --n_seeds; use that flag"):
+        check_set_once(["n_seeds=0"], own_flags=("n_seeds",))
 
 
 # -- bad configs --------------------------------------------------------------------------------
