@@ -252,3 +252,27 @@ def test_a_learner_swapped_by_override_says_where_learners_are_chosen(make_tiny_
     config = make_tiny_config(**{"online.learner": "iql"})  # the agent section is still SAC's
     with pytest.raises(ConfigError, match=r"name it in --config=configs/o2o.py:TASK,OFFLINE,ONLINE"):
         pipeline.validate_config(config)
+
+
+def test_a_hand_over_method_as_the_offline_learner_is_warned_about(make_tiny_config, tmp_path, monkeypatch, capsys):
+    """SAMG's guidance and ACA's alignment start at a hand-over: as offline learners they are not the
+    method (SAMG trains as its base learner after fitting a C-VAE it never uses)."""
+    from smac_jax.learners import available_learners, get_learner_class
+
+    noted = sorted(n for n in available_learners() if get_learner_class(n).offline_note)
+    assert noted == ["aca", "samg_awac", "samg_calql", "samg_cql", "samg_iql", "samg_sac"]
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "_write_workdir", stop)  # every check passed: stop before writing
+    with pytest.raises(Stop):
+        pipeline.run(make_tiny_config("samg_sac", "sac"), str(tmp_path / "run"), progress=False)
+    assert ("warning: offline.learner='samg_sac': its guidance starts at the hand-over: offline it trains exactly "
+            "as sac, after fitting a C-VAE it does not use; pre-train with sac instead") in capsys.readouterr().out
+    with pytest.raises(Stop):
+        pipeline.run(make_tiny_config("sac", "samg_sac"), str(tmp_path / "run"), progress=False)
+    assert "warning: offline.learner" not in capsys.readouterr().out

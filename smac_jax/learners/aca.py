@@ -189,6 +189,8 @@ def critic_from_baseline(baseline_params, act_dim: int):
 
 @register("aca")
 class ACA(sac.SAC):
+    offline_note = ("it aligns a critic with the policy it takes over at the hand-over: pre-train with sacml "
+                    "and name aca as the online learner (docs/aca.md)")
     critic_loss_fn = staticmethod(critic_loss)
     actor_loss_fn = staticmethod(actor_loss)
 

@@ -412,6 +412,9 @@ class Learner:
     name: ClassVar[str] = "base"
     #: "gaussian" (tanh-Gaussian, has a log-std head) or "deterministic".
     actor_kind: ClassVar[str] = "gaussian"
+    #: Set for a learner whose method starts at a hand-over (ACA, SAMG): why pre-training with it
+    #: is not what a user wants, printed as a warning when it is the offline learner.
+    offline_note: ClassVar[str | None] = None
     #: Whether its losses read ``batch.mc_return`` (the data's discounted returns, computed on load
     #: with ``dataset.gamma``): a run then refuses a ``gamma`` other than the dataset's.
     reads_mc_return: ClassVar[bool] = False

@@ -124,6 +124,8 @@ def make_samg_learner(name: str, base: type, td_target_fn, kind: str = "q") -> t
         bounds = {"p_threshold": Bound(0, 1), "even_p": Bound(0, 1), "adaptive_frac": Bound(0, 1, lo_open=True),
                   "refit_rows": count(), "adaptive_steps": count(0)}
         critic_loss_fn = staticmethod(functools.partial(base.critic_loss_fn, **{hook_kw: guided}))
+        offline_note = (f"its guidance starts at the hand-over: offline it trains exactly as {base.name}, after "
+                        f"fitting a C-VAE it does not use; pre-train with {base.name} instead")
         base_learner = base
 
         @classmethod

@@ -57,6 +57,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False, p
     check_env_fits(dataset)
     check_online_env(config, dataset)
     check_learners(config, dataset)
+    note = get_learner_class(config.offline.learner).offline_note
+    if note and config.offline.steps > 0:
+        print(f"[smac_jax] warning: offline.learner={config.offline.learner!r}: {note}")
     on = config.online
     if 0 < on.steps <= on.learning_starts:
         print(f"[smac_jax] warning: online.learning_starts={on.learning_starts} >= online.steps={on.steps}: the online "
