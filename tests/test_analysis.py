@@ -52,6 +52,23 @@ def test_drop_window_warning_when_no_update_precedes_an_evaluation_in_the_window
     assert drop_window_warning([0, 500], 1_000, 1_000) is None  # an online phase without updates
 
 
+def test_a_run_without_online_updates_says_what_its_drop_measures(tmp_path):
+    """online.steps <= learning_starts (a pretrain, or learning never started): the drop compares the
+    handed-over policy's evaluations with the offline ones, which the summary says in a note."""
+    from conftest import tiny_config
+    from smac_jax.training.logger import MetricsLog
+    from smac_jax.training.summary import summarize
+
+    log = MetricsLog(str(tmp_path / "metrics.jsonl"))
+    log.write([{"phase": "offline", "step": 100, "seed": 0, "eval_score": 60.0, "eval_return": -600.0},
+               {"phase": "online", "step": 0, "seed": 0, "eval_score": 50.0, "eval_return": -700.0}])
+    for steps, note in ((0, True), (1_000, True), (5_000, False)):
+        config = tiny_config(**{"online.steps": steps, "online.learning_starts": 1_000, "n_seeds": 1})
+        out = summarize(log, config, score_available=True)
+        assert out["transfer_drop"] == [10.0]
+        assert ("no online update ran" in out.get("transfer_drop_note", "")) == note, steps
+
+
 def test_standard_errors_use_the_sample_deviation_and_unmeasured_drops_are_marked():
     """Tables and curves report mean +- the standard error of the mean: the sample standard
     deviation (ddof=1) over seeds / sqrt(seeds), not the population one, which is sqrt(n / (n - 1))

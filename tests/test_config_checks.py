@@ -86,7 +86,9 @@ def test_the_task_config_is_locked_against_misspelt_fields():
      r"offline\.agent: learner 'cql': cql_clip_diff_min=5\.0 must not exceed cql_clip_diff_max=-5\.0"),
     ("sac", {"offline.agent.optimizer": "muon", "offline.agent.muon_consistent_rms": -5.0},
      r"offline\.agent: learner 'sac': muon_consistent_rms=-5\.0 must be a finite number > 0"),
-    ("sac", {"dataset.generate_kind": "bogus"}, r"^dataset\.generate_kind must be one of \('random', 'medium'"),
+    ("sac", {"dataset.generate": True, "dataset.generate_kind": "bogus"}, r"^dataset\.generate_kind must be one of \('random', 'medium'"),
+    ("sac", {"online.replay.init": "mix", "online.replay.mixing_ratio": 0.999},
+     r"^online\.replay\.mixing_ratio=0\.999 takes round\(0\.999 x 32\) = 32 of the 32 rows .* none from the online"),
 ])
 def test_run_config_mistakes_name_the_field(offline, overrides, match):
     with pytest.raises(ConfigError, match=match):

@@ -33,10 +33,10 @@ def _reference(env, speeds, evaluator, round_index, gamma):
     """The same episodes replayed one by one in float64 NumPy from the documented reset keys."""
     s, n = evaluator.n_seeds, evaluator.n_episodes
     ret, disc, length, first = np.zeros((s, n)), np.zeros((s, n)), np.zeros((s, n), int), np.zeros((s, n, 2))
-    base = jax.random.fold_in(jax.random.PRNGKey(evaluator.base_seed), round_index)
+    base = jax.random.fold_in(jax.random.PRNGKey(0), round_index)
     for i in range(s):
         for e in range(n):
-            key = jax.random.fold_in(base, int(evaluator.seed_index[i]) * n + e)
+            key = jax.random.fold_in(base, (evaluator.base_seed + int(evaluator.seed_index[i])) * n + e)
             _, obs = env.reset(key)
             first[i, e] = obs
             pos = float(obs[0])
@@ -107,3 +107,22 @@ def test_landscape_points_on_the_device_equal_a_step_by_step_replay():
                     break
             assert lengths[p, e] == n
             np.testing.assert_allclose(returns[p, e], ret, rtol=1e-5, atol=1e-5)
+
+
+def test_a_seed_meets_the_same_evaluation_episodes_alone_and_as_a_lane():
+    """Evaluation start states are a function of the seed number (config.seed + lane), so seed 2 run
+    alone (config.seed=2, one lane) is evaluated on the episodes it meets as lane 2 of a 3-seed run:
+    before, a seed alone met other episodes (overlapping seed 0's at eval.episodes > 1)."""
+    from smac_jax import envs
+    from smac_jax.training.evaluation import DeviceEvaluator, Evaluator
+
+    alone, lanes = DeviceEvaluator(None, 1, 4, base_seed=2), DeviceEvaluator(None, 3, 4, base_seed=0)
+    for r in (0, 7):
+        np.testing.assert_array_equal(np.asarray(alone.keys(r))[0], np.asarray(lanes.keys(r))[2])
+    assert np.unique(np.asarray(lanes.keys(0)).reshape(-1, 2), axis=0).shape[0] == 12
+    env_fn = lambda: envs.make_env("Pendulum-v1", max_episode_steps=5)  # noqa: E731
+    act = lambda states, obs: np.zeros((*obs.shape[:-1], 1), np.float32)  # noqa: E731
+    host_alone, host_lanes = Evaluator(env_fn, 1, 4, base_seed=2), Evaluator(env_fn, 3, 4, base_seed=0)
+    np.testing.assert_array_equal(host_alone(act, None, 3).first_obs[0], host_lanes(act, None, 3).first_obs[2])
+    assert np.unique(host_lanes(act, None, 3).first_obs.reshape(12, -1), axis=0).shape[0] == 12
+    host_alone.close(), host_lanes.close()

@@ -309,6 +309,8 @@ def test_a_checked_loss_names_a_missing_group_only_when_params_lacks_it():
     ("sac", "td3", "taken over: critic, target_critic; taken over and converted: actor, target_actor"),
     ("bc", "sac", "taken over: actor; new: critic, log_temp, target_critic"),
     ("iql", "samg_iql", "taken over: actor, critic, offline_value, target_critic, value; new: cvae, cvae_stats, guidance"),
+    # ACA's critic R is built from SAC+ML's baseline Z (docs/aca.md); the offline Q-critic is dropped
+    ("sacml", "aca", "taken over: actor, actor0, log_temp; taken over and converted: critic, target_critic; new: k"),
 ])
 def test_the_run_log_says_what_the_hand_over_took_over(src, dst, line):
     from smac_jax.learners.handover import describe_transfer
@@ -317,3 +319,30 @@ def test_the_run_log_says_what_the_hand_over_took_over(src, dst, line):
     on.stand_in_models()
     state = off.init(jax.random.PRNGKey(0))
     assert describe_transfer(state.params, on.transfer(jax.random.PRNGKey(1), state, off).params) == line
+
+
+def _as_if_trained(learner, keys):
+    states = jax.vmap(learner.init)(keys)
+    leaves, tree = jax.tree.flatten(states.params)  # every parameter moved, every moment and count too
+    moved = [x + 0.01 * jax.random.normal(jax.random.PRNGKey(i), x.shape) for i, x in enumerate(leaves)]
+    return states.replace(params=jax.tree.unflatten(tree, moved), opt_state=jax.tree.map(
+        lambda x: x + 1 if jnp.issubdtype(x.dtype, jnp.integer) else x + 0.5, states.opt_state))
+
+
+def test_kept_optimiser_states_go_with_the_parameters_they_belong_to():
+    """transfer_reset_optimizer=False keeps a group's offline optimiser state only where the hand-over
+    took its parameters over unchanged: ACA's critic is rebuilt from the baseline (the offline critic's
+    moments would be another network's), its temperature restarts at its initial value."""
+    same = lambda a, b: all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    for src, dst, carried, fresh in (("sac", "sac", ("actor", "critic", "log_temp"), ()),
+                                     ("sacml", "aca", (), ("critic", "log_temp"))):
+        off, on = (make_learner(n, OBS, ACT, {"hidden_dims": (8, 8)}) for n in (src, dst))
+        trained = _as_if_trained(off, keys)
+        handed = jax.vmap(lambda k, s: on.transfer(k, s, off))(keys, trained)
+        kept = phases._carry_optimizer_state(handed, trained)
+        for g in carried:
+            assert same(kept.opt_state[g], trained.opt_state[g]), (src, dst, g)
+        for g in fresh:  # same layout as the offline state, but not the same parameters: fresh moments
+            assert jax.tree.structure(trained.opt_state[g]) == jax.tree.structure(handed.opt_state[g])
+            assert same(kept.opt_state[g], handed.opt_state[g]) and not same(kept.opt_state[g], trained.opt_state[g])

@@ -93,10 +93,12 @@ def describe_transfer(src: dict, dst: dict) -> str:
             return False
         return all(x.shape == y.shape and bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
-    def shares_a_leaf(a, b) -> bool:  # a converted actor keeps its torso's weights
-        leaves = [x for x in jax.tree.leaves(b)]
-        return any(any(x.shape == y.shape and bool(jnp.array_equal(x, y)) for y in leaves) for x in jax.tree.leaves(a)
-                   if x.size > 1)
+    def kernels(tree):  # weight matrices that are not all zero (a fresh bias or zero head matches anything)
+        return [x for x in jax.tree.leaves(tree) if x.ndim >= 2 and bool(jnp.any(x != 0))]
+
+    def shares_a_kernel(a, b) -> bool:  # a converted actor keeps its torso, ACA's critic the baseline's layers
+        theirs = kernels(b)
+        return any(any(x.shape == y.shape and bool(jnp.array_equal(x, y)) for y in theirs) for x in kernels(a))
 
     kept, converted, fresh = [], [], []
     for g in sorted(dst):
@@ -106,7 +108,7 @@ def describe_transfer(src: dict, dst: dict) -> str:
                    and sum(x.size for x in jax.tree.leaves(dst[g])) > 1]
         if any(same(dst[g], src[s]) for s in origin):
             kept.append(g)
-        elif any(shares_a_leaf(dst[g], src[s]) for s in origin):
+        elif any(shares_a_kernel(dst[g], src[s]) for s in src):
             converted.append(g)
         else:
             fresh.append(g)

@@ -85,11 +85,13 @@ class Evaluator:
     """Runs ``n_episodes`` per seed with the deterministic policy through :func:`run_episodes`.
 
     ``act_fn(states, obs[S, n, obs_dim]) -> actions[S, n, act_dim]`` is jitted once by the caller.
-    Environment seeds for evaluation round ``r`` are ``base_seed + 10_000 * (r + 1) + env_index``,
-    so evaluations are reproducible and differ between rounds and seeds. ``vectorized`` as in
-    :func:`run_episodes`. ``seed_index``: for lanes that are not all different seeds (a sweep's
-    settings x seeds), each lane's seed number, so that lanes with the same seed meet the same
-    episodes (default: lane ``i`` is seed ``i``).
+    Episode ``e`` of lane ``i`` in evaluation round ``r`` resets with environment seed
+    ``10_000 * (r + 1) + (base_seed + seed_index[i]) * n_episodes + e``: reproducible, different
+    between rounds and seeds, and a function of the seed number ``base_seed + seed_index[i]`` itself,
+    so a seed meets the same episodes whether it runs alone (``base_seed`` = the seed) or as a lane
+    of a run of several. ``vectorized`` as in :func:`run_episodes`. ``seed_index``: for lanes that
+    are not all different seeds (a sweep's settings x seeds), each lane's seed number, so that lanes
+    with the same seed meet the same episodes (default: lane ``i`` is seed ``i``).
     """
 
     def __init__(self, env_fn: Callable[[], gym.Env], n_seeds: int, n_episodes: int, base_seed: int,
@@ -106,7 +108,7 @@ class Evaluator:
     def __call__(self, act_fn, states, round_index: int, discount: float = 1.0) -> Episodes:
         """:class:`Episodes` with every array shaped (n_seeds, n_episodes, ...)."""
         n = self.n_seeds * self.n_episodes
-        seeds = [self.base_seed + 10_000 * (round_index + 1) + self.seed_index[i // self.n_episodes] * self.n_episodes
+        seeds = [10_000 * (round_index + 1) + (self.base_seed + self.seed_index[i // self.n_episodes]) * self.n_episodes
                  + i % self.n_episodes for i in range(n)]
         act = lambda obs: act_fn(states, obs.reshape(self.n_seeds, self.n_episodes, -1))  # noqa: E731
         eps = run_episodes(self.envs, act, seeds, self.max_steps, self.vectorized, discount)
@@ -124,8 +126,9 @@ class DeviceEvaluator:
     with no host call, until every episode has ended or ``max_steps`` steps were taken.
 
     Episode ``e`` of lane ``i`` in evaluation round ``r`` starts from ``reset(key)`` with
-    ``key = fold_in(fold_in(PRNGKey(base_seed), r), seed_index[i] * n_episodes + e)``: reproducible,
-    different between rounds and seeds, the same for lanes with the same seed number. The start
+    ``key = fold_in(fold_in(PRNGKey(0), r), (base_seed + seed_index[i]) * n_episodes + e)``:
+    reproducible, different between rounds and seeds, the same for lanes with the same seed number
+    (also for a seed run alone, ``base_seed`` = the seed, and as a lane of a run of several). The start
     states are therefore other draws than :class:`Evaluator`'s (same distribution). Success is not
     reported (NaN), as the ported environments report none.
     """
@@ -141,8 +144,8 @@ class DeviceEvaluator:
 
     def keys(self, round_index: int) -> jax.Array:
         """The episodes' reset keys, shape (n_seeds, n_episodes, 2)."""
-        base = jax.random.fold_in(jax.random.PRNGKey(self.base_seed), round_index)
-        ids = self.seed_index[:, None] * self.n_episodes + np.arange(self.n_episodes)[None, :]
+        base = jax.random.fold_in(jax.random.PRNGKey(0), round_index)
+        ids = (self.base_seed + self.seed_index[:, None]) * self.n_episodes + np.arange(self.n_episodes)[None, :]
         return jax.vmap(jax.vmap(lambda i: jax.random.fold_in(base, i)))(jnp.asarray(ids, jnp.uint32))
 
     def __call__(self, act_fn, states, round_index: int, discount: float = 1.0) -> Episodes:

@@ -240,8 +240,9 @@ class RunContext:
 
     def evaluate(self, phase: str, step: int, act_fn, states, learner: Learner, metrics: dict) -> None:
         """Evaluate every seed's deterministic policy and log one row per seed."""
-        # Evaluation episodes are seeded by (phase, step), not by a counter of this process's
-        # evaluations, so a resumed run evaluates exactly like an uninterrupted one.
+        # Evaluation episodes are seeded by the evaluation round (phase, ceil(step / eval_every)) and the
+        # seed, not by a counter of this process's evaluations, so a resumed run evaluates exactly like an
+        # uninterrupted one (another eval_every evaluates a step with other episodes).
         every = self.config[phase].eval_every
         round_index = -(-int(step) // every) + (0 if phase == "offline" else 1_000_000)
         gamma = float(learner.config.get("gamma", 1.0))
@@ -422,7 +423,7 @@ def start_online(ctx: RunContext, off_states: Any):
     collector.load_state_dict(meta["collector"])  # the environments exactly as they were
     ctx.log.truncate(lambda r: r["phase"] == "offline" or r["step"] <= step)
     ctx.bar.update(ctx.config.offline.steps + step)
-    print(f"[smac_jax] resumed online phase at environment step {step}")
+    print(f"[smac_jax] resumed online phase at environment step {step}{' (finished)' if step >= c.steps else ''}")
     return unalias(restored["states"]), unalias(restored["buffers"]), collector, step
 
 
@@ -464,10 +465,19 @@ def online_phase(ctx: RunContext, states: Any, buffers: Any, collector: OnlineCo
 
 
 def _carry_optimizer_state(on_states, off_states):
+    """``transfer_reset_optimizer=False``: each group's offline optimiser state goes with its
+    parameters, i.e. where the hand-over took the group over unchanged (not ACA's rebuilt critic or
+    a temperature reset to its initial value) and the optimiser states have the same layout."""
     opt = dict(on_states.opt_state)
     for g, s in off_states.opt_state.items():
         if g in opt and jax.tree.structure(s) == jax.tree.structure(opt[g]) and all(
             a.shape == b.shape for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(opt[g]))
-        ):
+        ) and _same_params(on_states.params.get(g), off_states.params.get(g)):
             opt[g] = s
     return on_states.replace(opt_state=opt)
+
+
+def _same_params(a, b) -> bool:
+    if a is None or b is None or jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    return all(x.shape == y.shape and bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

@@ -226,7 +226,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.dataset.get("generate_seed", 0) >= 0,
          f"dataset.generate_seed must be >= 0, got {config.dataset.get('generate_seed')}")
     need(0.0 < config.dataset.gamma <= 1.0, f"dataset.gamma must be in (0, 1], got {config.dataset.gamma}")
-    if "generate_kind" in config.dataset:
+    if config.dataset.get("generate", False):  # what the library's dataset factory can write
         need(config.dataset.generate_kind in KINDS,
              f"dataset.generate_kind must be one of {KINDS}, got {config.dataset.generate_kind!r}")
     for k in ("reward_scale", "reward_bias"):
@@ -280,6 +280,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             get_learner_class(config[phase].learner)(agent, 1, 1)
         except ConfigError as e:
             raise ConfigError(f"{phase}.agent: {e}") from None
+        if phase == "online" and on.replay.init == "mix":  # round(ratio x batch) dataset rows per minibatch
+            n_off = int(round(on.replay.mixing_ratio * agent.batch_size))
+            need(n_off < agent.batch_size,
+                 f"online.replay.mixing_ratio={on.replay.mixing_ratio} takes round({on.replay.mixing_ratio} x "
+                 f"{agent.batch_size}) = {n_off} of the {agent.batch_size} rows of a minibatch from the dataset, none "
+                 "from the online buffer; lower it")
         # the data's Monte-Carlo returns are discounted with dataset.gamma: what the offline learner's
         # Q-against-return diagnostics and a Cal-QL bound (in either phase) compare Q values with
         gamma = agent.get("gamma")

@@ -84,6 +84,10 @@ def summarize(log: MetricsLog, config, score_available: bool, reference: dict | 
         warning = drop_window_warning(on_steps, config.online.steps, config.online.learning_starts)
         if warning:
             out["transfer_drop_warning"] = warning
+        elif config.online.steps <= config.online.learning_starts:  # a pretrain, or learning never started
+            out["transfer_drop_note"] = ("no online update ran (online.steps <= online.learning_starts): the drop "
+                                         "compares the handed-over policy's evaluations with the offline ones, i.e. "
+                                         "the hand-over itself and evaluation noise")
     return out
 
 
