@@ -19,9 +19,8 @@ def seed_vmap(fn, in_axes):
     seed axis of size 1 is squeezed inside the program: ``fn`` runs on the single seed's arrays
     and its outputs get the axis back. The two are the same computation up to float32 rounding (XLA
     compiles another program for another number of lanes, as it does for any two lane counts); the
-    squeezed one avoids
-    XLA CPU's slow batched reductions over a size-1 leading axis (a LayerNorm critic's gradient
-    took twice as long, docs/README.md, "Against JAX-CORL")."""
+    squeezed one avoids XLA CPU's slow batched reductions over a size-1 leading axis (a LayerNorm
+    critic's gradient took twice as long, docs/README.md, "Against JAX-CORL")."""
     batched = jax.vmap(fn, in_axes=in_axes)
 
     def call(*args):
