@@ -83,7 +83,7 @@ def test_the_task_config_is_locked_against_misspelt_fields():
     ("smac", {"offline.agent.sm_target": "bogus"}, r"^offline\.agent: sm_target must be one of"),
     ("td3bc", {"offline.agent.bc_decay": "bogus"}, r"^offline\.agent: td3bc: bc_decay must be one of"),
     ("cql", {"offline.agent.cql_clip_diff_min": 5.0, "offline.agent.cql_clip_diff_max": -5.0},
-     r"offline\.agent: learner 'cql': cql_clip_diff_min=5\.0 must not exceed cql_clip_diff_max=-5\.0"),
+     r"^offline\.agent: cql: cql_clip_diff_min=5\.0 must not exceed cql_clip_diff_max=-5\.0$"),
     ("sac", {"offline.agent.optimizer": "muon", "offline.agent.muon_consistent_rms": -5.0},
      r"offline\.agent: learner 'sac': muon_consistent_rms=-5\.0 must be a finite number > 0"),
     ("sac", {"dataset.generate": True, "dataset.generate_kind": "bogus"}, r"^dataset\.generate_kind must be one of \('random', 'medium'"),

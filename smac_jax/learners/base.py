@@ -42,9 +42,11 @@ from smac_jax.errors import ConfigError, ProtocolError, TransferError  # noqa: E
 from smac_jax.errors import ArgumentError, ShapeError  # noqa: E402
 
 
-def missing_config_field(e: AttributeError, config: Any) -> str | None:
-    """The field an ``AttributeError`` of ml_collections names, if ``config`` lacks it."""
-    field = str(e).split("\n")[0].strip("'\"")
+def missing_config_field(e: AttributeError | KeyError, config: Any) -> str | None:
+    """The field an ``AttributeError`` (``config.field``) or ``KeyError`` (``config["field"]``) of
+    ml_collections names, if ``config`` lacks it."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    field = text.split("\n")[0].strip("'\"")
     return field if field.isidentifier() and field not in config else None
 
 
@@ -343,9 +345,6 @@ def validate_hyperparameters(name: str, cfg: ml_collections.ConfigDict) -> None:
         v = cfg.muon_consistent_rms
         need(v is None or (isinstance(v, (int, float)) and 0 < v < math.inf), "muon_consistent_rms",
              "must be a finite number > 0 (or None)")
-    if "cql_clip_diff_min" in cfg and "cql_clip_diff_max" in cfg:  # inverted, the penalty has no gradient
-        need(cfg.cql_clip_diff_min <= cfg.cql_clip_diff_max, "cql_clip_diff_min",
-             f"must not exceed cql_clip_diff_max={cfg.cql_clip_diff_max}")
     if "log_std_min" in cfg and "log_std_max" in cfg:
         need(cfg.log_std_min < cfg.log_std_max, "log_std_min", f"must be below log_std_max={cfg.log_std_max}")
     if name in REGISTRY:  # each learner's own fields (its class's ``bounds``)

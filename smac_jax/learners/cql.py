@@ -40,7 +40,7 @@ import ml_collections
 
 from smac_jax import networks
 from smac_jax.learners import sac
-from smac_jax.learners.base import TrainState, above, at_least, checked_loss, count, register, sg
+from smac_jax.learners.base import ConfigError, TrainState, above, at_least, checked_loss, count, register, sg
 from smac_jax.optim import make_optimizer
 from smac_jax.types import Transitions
 
@@ -213,6 +213,12 @@ class CQL(sac.SAC):
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         return cql_config(super().default_config())
+
+    def __init__(self, config, obs_dim: int, act_dim: int):
+        if config.cql_clip_diff_min > config.cql_clip_diff_max:  # inverted, the penalty would have no gradient
+            raise ConfigError(f"{self.name}: cql_clip_diff_min={config.cql_clip_diff_min} must not exceed "
+                              f"cql_clip_diff_max={config.cql_clip_diff_max}")
+        super().__init__(config, obs_dim, act_dim)
 
     def optimizers(self):
         opts = super().optimizers()

@@ -82,17 +82,19 @@ def check_same_structure(expected: Any, got: Any, group: str, src: str, dst: str
         )
 
 
+def same_params(a: Any, b: Any) -> bool:
+    """Whether two parameter trees are the same: same structure, shapes and values (None: never)."""
+    if a is None or b is None or jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    return all(x.shape == y.shape and bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
 def describe_transfer(src: dict, dst: dict) -> str:
     """What a hand-over did, group by group, from one lane's source and destination params: the
     groups taken over unchanged (from the group of the same name, or another of the same layout: the
     source's critic as a target critic it lacked, a frozen copy), those taken over and converted
     (an actor that changed kind, ACA's critic built from the source's baseline) and those
     initialised afresh. One line for the run's log."""
-    def same(a, b) -> bool:
-        if jax.tree.structure(a) != jax.tree.structure(b):
-            return False
-        return all(x.shape == y.shape and bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
     def kernels(tree):  # weight matrices that are not all zero (a fresh bias or zero head matches anything)
         return [x for x in jax.tree.leaves(tree) if x.ndim >= 2 and bool(jnp.any(x != 0))]
 
@@ -106,7 +108,7 @@ def describe_transfer(src: dict, dst: dict) -> str:
         origin = [s for s in (g, {"target_critic": "critic", "target_actor": "actor"}.get(g)) if s in src]
         origin += [s for s in sorted(src) if s != g and jax.tree.structure(src[s]) == jax.tree.structure(dst[g])
                    and sum(x.size for x in jax.tree.leaves(dst[g])) > 1]
-        if any(same(dst[g], src[s]) for s in origin):
+        if any(same_params(dst[g], src[s]) for s in origin):
             kept.append(g)
         elif any(shares_a_kernel(dst[g], src[s]) for s in src):
             converted.append(g)

@@ -22,7 +22,7 @@ import numpy as np
 from smac_jax.data import replay
 from smac_jax.errors import ConfigError, DatasetError, DivergenceError, ProtocolError, TransferError
 from smac_jax.learners import Learner, make_learner
-from smac_jax.learners.handover import describe_transfer
+from smac_jax.learners.handover import describe_transfer, same_params
 from smac_jax.runtime import progress_bar
 from smac_jax.training.checkpoint import Checkpointer
 from smac_jax.training.evaluation import DeviceEvaluator, Evaluator, in_critic_units, make_act_fn, make_value_fn
@@ -472,12 +472,7 @@ def _carry_optimizer_state(on_states, off_states):
     for g, s in off_states.opt_state.items():
         if g in opt and jax.tree.structure(s) == jax.tree.structure(opt[g]) and all(
             a.shape == b.shape for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(opt[g]))
-        ) and _same_params(on_states.params.get(g), off_states.params.get(g)):
+        ) and same_params(on_states.params.get(g), off_states.params.get(g)):
             opt[g] = s
     return on_states.replace(opt_state=opt)
 
-
-def _same_params(a, b) -> bool:
-    if a is None or b is None or jax.tree.structure(a) != jax.tree.structure(b):
-        return False
-    return all(x.shape == y.shape and bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

@@ -181,8 +181,7 @@ def _check_update(learner: Learner, dataset) -> None:
                 metrics.update(m)
             check_phases_agree(learner, (st, metrics), out)
     except (AttributeError, KeyError) as e:  # ml_collections: a field the config lacks, read as .field or ["field"]
-        field = missing_config_field(e if isinstance(e, AttributeError) else AttributeError(str(e.args[0] if e.args else "")),
-                                     learner.config)
+        field = missing_config_field(e, learner.config)
         if field is None:
             raise
         raise ConfigError(f"learner {learner.name!r}: its update reads config.{field}{_user_line(e)}, which "
@@ -276,8 +275,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                     "--config=configs/o2o.py:TASK,OFFLINE,ONLINE, which brings its own)"
                     if "is not a hyperparameter of learner" in str(e) else "")
             raise ConfigError(f"{phase}.agent: {e}{hint}") from None
+        cls = get_learner_class(config[phase].learner)
         try:  # the learner's own cross-field rules (its __init__), before any data is read
-            get_learner_class(config[phase].learner)(agent, 1, 1)
+            cls(agent, 1, 1)
         except ConfigError as e:
             raise ConfigError(f"{phase}.agent: {e}") from None
         if phase == "online" and on.replay.init == "mix":  # round(ratio x batch) dataset rows per minibatch
@@ -289,10 +289,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         # the data's Monte-Carlo returns are discounted with dataset.gamma: what the offline learner's
         # Q-against-return diagnostics and a Cal-QL bound (in either phase) compare Q values with
         gamma = agent.get("gamma")
-        if gamma is not None and gamma != config.dataset.gamma and (
-                phase == "offline" or get_learner_class(config[phase].learner).reads_mc_return):
-            use = ("its lower bound" if get_learner_class(config[phase].learner).reads_mc_return
-                   else "the Q-against-return diagnostics")
+        if gamma is not None and gamma != config.dataset.gamma and (phase == "offline" or cls.reads_mc_return):
+            use = "its lower bound" if cls.reads_mc_return else "the Q-against-return diagnostics"
             raise ConfigError(f"{phase}.agent.gamma={gamma} but dataset.gamma={config.dataset.gamma}: the data's "
                               f"Monte-Carlo returns ({use}) would be discounted otherwise than the learner's "
                               f"targets; set --config.dataset.gamma={gamma} too")
