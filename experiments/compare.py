@@ -82,7 +82,7 @@ def main(argv):
     tune_host_allocator()
     if _NOISE.value < 0 or _NOISE.value == 1:
         raise SmacJaxError(f"--noise_episodes must be 0 (off) or >= 2 (a spread needs two scores), got {_NOISE.value}")
-    check_set_once(_SET.value)
+    check_set_once(_SET.value, own_flags={"task": "task", "offline.learner": "offline", "online.learner": "online"})
     runs = {}
     for off in _OFF.value:
         wd = os.path.join(_ROOT.value, f"{off}-{_ON.value}")

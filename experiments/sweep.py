@@ -60,7 +60,8 @@ def main(argv):
     unknown = [t for t in _TASKS.value if t not in o2o_configs.TASKS]
     if unknown:
         raise ConfigError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(o2o_configs.TASKS)}")
-    check_set_once(_SET.value, own_flags=("n_seeds",))
+    check_set_once(_SET.value, own_flags={"n_seeds": "n_seeds", "task": "tasks", "offline.learner": "offline",
+                                          "online.learner": "online"})
     records = run_sweep(_TASKS.value, _OFF.value, _ON.value, _ROOT.value, config_fn, n_seeds=_SEEDS.value,
                         overrides=_SET.value, shard=parse_shard(_SHARD.value), progress=_PROGRESS.value,
                         pretrain_from=_PRETRAIN_FROM.value)

@@ -12,7 +12,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from absl import app, flags
 
@@ -111,16 +111,36 @@ def _flag_message(message: str) -> str:
     return f"{head.split(': Error whilst', 1)[0].rstrip(': ')}: {m.group(2) if m else last}"
 
 
-def check_set_once(overrides: Sequence[str], flag: str = "--set", own_flags: Sequence[str] = ()) -> None:
+def check_set_once(overrides: Sequence[str], flag: str = "--set", own_flags: Mapping[str, str] | Sequence[str] = ()) -> None:
     """``--set KEY=VALUE`` overrides name each KEY once (else the last would win without a word),
-    and none of the fields the script sets from a flag of its own (``own_flags``, e.g. ``n_seeds``)."""
+    and none of the fields the script sets from a flag of its own (``own_flags``: field -> flag,
+    e.g. ``{"n_seeds": "n_seeds", "offline.learner": "offline"}``; a sequence: the same names)."""
     keys = [o.split("=", 1)[0].strip() for o in overrides]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise SmacJaxError(f"{flag} {', '.join(repeated)} given more than once; give each field once")
-    taken = [k for k in dict.fromkeys(keys) if k in own_flags]
+    own = dict(own_flags) if isinstance(own_flags, Mapping) else {k: k for k in own_flags}
+    taken = [k for k in dict.fromkeys(keys) if k in own]
     if taken:
-        raise SmacJaxError(f"{flag} {', '.join(taken)}: set by this script's own flag --{taken[0]}; use that flag")
+        raise SmacJaxError(f"{flag} {', '.join(taken)}: set by this script's own flag --{own[taken[0]]}; use that flag")
+
+
+# Fields of configs/o2o.py that its config argument (TASK,OFFLINE,ONLINE) sets together with what
+# follows from them: the task's dataset and budgets, each learner's hyperparameters and the task's
+# settings for it. Changed alone by an override, they would leave the rest describing another job.
+CONFIG_ARGUMENT_FIELDS = {"task": "TASK", "offline.learner": "OFFLINE", "online.learner": "ONLINE"}
+
+
+def config_argument_overrides(argv: Sequence[str]) -> list[str]:
+    """The ``--config.FIELD`` overrides in ``argv`` of fields the config argument sets (``CONFIG_ARGUMENT_FIELDS``)."""
+    out = []
+    for a in argv[1:]:
+        if a == "--":
+            break
+        field = a[2:].split("=", 1)[0] if a.startswith("--config.") else ""
+        if field[len("config."):] in CONFIG_ARGUMENT_FIELDS and field not in out:
+            out.append(field)
+    return out
 
 
 def repeated_config_overrides(argv: Sequence[str]) -> list[str]:
@@ -143,6 +163,11 @@ def run_cli(main: Callable[[list[str]], None]) -> None:
         repeated = repeated_config_overrides(argv)
         if repeated:
             fail(f"--{', --'.join(repeated)} given more than once; give each config field once")
+        fixed = config_argument_overrides(argv)
+        if fixed:
+            what = CONFIG_ARGUMENT_FIELDS[fixed[0][len("config."):]]
+            fail(f"--{fixed[0]}: set by the config argument, which brings the task's and the learners' settings "
+                 f"with it; name it there instead (--config=configs/o2o.py:TASK,OFFLINE,ONLINE, its {what})")
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:

@@ -57,6 +57,16 @@ def test_a_config_field_given_twice_is_named():
     assert repeated_config_overrides(["s.py", "--", "--config.a=1", "--config.a=2"]) == []
 
 
+def test_config_argument_fields_are_found_among_the_overrides():
+    from smac_jax.cli import config_argument_overrides
+
+    argv = ["o2o.py", "--config=configs/o2o.py:pendulum,cql,sac", "--config.offline.agent.hidden_dims=16,16",
+            "--config.online.learner=td3", "--config.task=hopper", "--config.offline.learner_x=1", "--workdir=x"]
+    assert config_argument_overrides(argv) == ["config.online.learner", "config.task"]
+    assert config_argument_overrides(argv[:3]) == []
+    assert config_argument_overrides(["s.py", "--", "--config.task=x"]) == []
+
+
 def test_the_accelerator_benchmark_script_names_real_scripts_and_flags():
     """experiments/accelerator_benchmarks.sh parses, and every script and flag it passes exists
     (it is meant to run once, unattended, on a borrowed machine)."""
