@@ -7,6 +7,9 @@ curves per task, each figure with its data as CSV beside the page (docs/sweeps.m
 """
 from __future__ import annotations
 
+import shlex
+import sys
+
 from absl import flags, logging
 
 from smac_jax.analysis.report import write_report
@@ -22,7 +25,9 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing page at 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # rliable logs every estimate at INFO
-    print(f"[report] wrote {write_report(_ROOT.value, _OUT.value, reps=_REPS.value, overwrite=_OVERWRITE.value)}")
+    command = shlex.join(["python", "experiments/report.py", *sys.argv[1:]])
+    page = write_report(_ROOT.value, _OUT.value, reps=_REPS.value, overwrite=_OVERWRITE.value, command=command)
+    print(f"[report] wrote {page}")
 
 
 if __name__ == "__main__":

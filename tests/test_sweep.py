@@ -6,6 +6,7 @@ Tiny runs (tests/conftest.py): SAC offline, SAC and TD3 online, 2 seeds.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -172,9 +173,11 @@ def test_report_bolds_the_lowest_regret_of_each_column(tmp_path):
     root = str(tmp_path / "sweep")
     rng = np.random.default_rng(0)
     level = {("cql", "sac"): 80, ("smac", "sac"): 20, ("cql", "td3"): 40, ("smac", "td3"): 60}  # score: higher is better
+    made = {}
     for task in ("t1", "t2"):
         for (off, on), v in level.items():
-            fake_run(root, task, off, on, v + rng.normal(0, 2, (3, 5)))
+            made[task, off, on] = v + rng.normal(0, 2, (3, 5))
+            fake_run(root, task, off, on, made[task, off, on])
     os.makedirs(os.path.join(root, "t1", "cql", "pretrain"))  # left out of the report
     for name in ("config.json", "summary.json", "metrics.jsonl"):
         shutil.copy(os.path.join(root, "t1", "cql-sac", name), os.path.join(root, "t1", "cql", "pretrain"))
@@ -189,6 +192,19 @@ def test_report_bolds_the_lowest_regret_of_each_column(tmp_path):
     for name in ("report_regret.csv", "report_curves_t1.png", "report_curves_t1.csv", "report_curves_t2.png"):
         assert os.path.exists(os.path.join(root, name)), name
     assert "pretrain" not in text
+    # per seed: 1 - (score - task min) / (task max - task min), averaged over the seed's evaluations
+    with open(os.path.join(root, "report_regret_per_seed.csv")) as f:
+        per_seed = list(csv.DictReader(f))
+    assert len(per_seed) == 2 * 4 * 3
+    for row in per_seed:
+        task = row["task"]
+        lo = min(v.min() for (t, *_), v in made.items() if t == task)
+        hi = max(v.max() for (t, *_), v in made.items() if t == task)
+        expected = np.mean(1 - (made[task, row["offline"], row["online"]][int(row["seed"])] - lo) / (hi - lo))
+        assert float(row["regret"]) == pytest.approx(expected, rel=1e-12)
+    first = [r for r in per_seed if (r["task"], r["offline"], r["online"]) == ("t1", "cql", "sac")]
+    assert (f"| t1 | cql -> sac | 0: {float(first[0]['regret']):.3f}, 1: {float(first[1]['regret']):.3f}, "
+            f"2: {float(first[2]['regret']):.3f} |") in text
     # An --out that is not a .md path is a directory: the page and its figures go inside it.
     page2 = write_report(root, out=os.path.join(root, "pages"), reps=200, date="2026-01-01")
     assert page2 == os.path.join(root, "pages", "report.md") and open(page2).read() == text

@@ -15,16 +15,26 @@ from smac_jax.data.dataset import normalized_score  # noqa: F401  (defined with 
 from smac_jax.training.summary import transfer_drop  # noqa: F401  (a run metric, computed by the pipeline)
 
 
-def _run_regrets_per_env(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
-    """``{method: [regret per seed, one array per environment]}``, the environments in input order."""
-    per_method: dict[str, list[np.ndarray]] = {}
+def regrets_per_env(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """Each run's regret: ``{env: {method: array (seeds,)}}``, seed ``i``'s mean over its online
+    evaluations of 1 - its min-max normalised score (normalised per environment by the smallest and
+    largest score any method reached there, as in :func:`normalized_regret`)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
     for env, by_method in scores.items():
         allv = np.concatenate([np.asarray(v, np.float64).ravel() for v in by_method.values()])
         lo, hi = np.nanmin(allv), np.nanmax(allv)
         span = hi - lo if hi > lo else 1.0
-        for method, v in by_method.items():
-            norm = (np.asarray(v, np.float64) - lo) / span
-            per_method.setdefault(method, []).append(np.atleast_1d(np.nanmean(1.0 - norm, axis=-1)))
+        out[env] = {method: np.atleast_1d(np.nanmean(1.0 - (np.asarray(v, np.float64) - lo) / span, axis=-1))
+                    for method, v in by_method.items()}
+    return out
+
+
+def _run_regrets_per_env(scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """``{method: [regret per seed, one array per environment]}``, the environments in input order."""
+    per_method: dict[str, list[np.ndarray]] = {}
+    for by_method in regrets_per_env(scores).values():
+        for method, r in by_method.items():
+            per_method.setdefault(method, []).append(r)
     return per_method
 
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from smac_jax.analysis.compare import curve, load_run, plot_runs, table
-from smac_jax.analysis.metrics import aggregate_regret, normalized_regret
+from smac_jax.analysis.metrics import aggregate_regret, normalized_regret, regrets_per_env
 from smac_jax.errors import SmacJaxError
 from smac_jax.training.sweep import PRETRAIN
 from smac_jax.training.vmap_sweep import is_swept, learner_names, setting_of
@@ -99,6 +99,29 @@ def regret_table(runs: list[dict], reps: int = 50_000, seed: int = 0) -> tuple[s
     return "\n".join(lines), rows
 
 
+def regret_per_seed(runs: list[dict]) -> tuple[str, list[dict]]:
+    """Every run's regret per seed (the numbers the regret table averages): a Markdown table of one
+    row per task and pair (seed numbers from each run's config) and one CSV row per seed."""
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    by_label: dict[tuple[str, str], dict] = {}
+    for r in runs:
+        _, vals = r["log"].evaluations("online", r["summary"]["metric"])
+        scores.setdefault(r["task"], {})[_pair(r)] = vals
+        by_label[r["task"], _pair(r)] = r
+    lines = ["| task | run | regret per seed (seed: value) | mean |", "|---|---|---|---|"]
+    rows = []
+    for task, by_pair in regrets_per_env(scores).items():
+        for pair, reg in by_pair.items():
+            first = int(by_label[task, pair]["config"].get("seed", 0))
+            seeds = [first + i for i in range(len(reg))]
+            lines.append(f"| {task} | {pair} | {', '.join(f'{s}: {v:.3f}' for s, v in zip(seeds, reg))} | "
+                         f"{np.mean(reg):.3f} |")
+            r = by_label[task, pair]
+            rows += [{"task": task, "offline": r["offline"], "online": r["online"], "seed": s, "regret": float(v)}
+                     for s, v in zip(seeds, reg)]
+    return "\n".join(lines), rows
+
+
 def _write_csv(path: str, rows: list[dict]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -143,11 +166,12 @@ def budgets(runs: list[dict]) -> str:
 
 
 def write_report(root: str, out: str | None = None, reps: int = 50_000, seed: int = 0,
-                 date: str | None = None, overwrite: bool = False) -> str:
+                 date: str | None = None, overwrite: bool = False, command: str | None = None) -> str:
     """Write the sweep's report page (default ``<root>/report.md``; an ``out`` not ending in
     ``.md`` is a directory that gets ``report.md``) and its figures beside it
-    (``<stem>_curves_<task>.png`` / ``.csv``, ``<stem>_regret.csv``); returns the page's path. An
-    existing page is replaced only with ``overwrite``."""
+    (``<stem>_curves_<task>.png`` / ``.csv``, ``<stem>_regret.csv``, ``<stem>_regret_per_seed.csv``);
+    returns the page's path. An existing page is replaced only with ``overwrite``; ``command``, if
+    given, is named on the page as what wrote it."""
     out = out or os.path.join(root, "report.md")
     if not out.endswith(".md"):
         if os.path.exists(out) and not os.path.isdir(out):
@@ -187,11 +211,14 @@ def write_report(root: str, out: str | None = None, reps: int = 50_000, seed: in
     except ValueError as e:  # e.g. a pair with different seed counts in different tasks
         raise SmacJaxError(f"normalised regret of the runs under {root}: {e}") from None
     _write_csv(stem + "_regret.csv", regret_rows)
+    per_seed_md, per_seed_rows = regret_per_seed(runs)
+    _write_csv(stem + "_regret_per_seed.csv", per_seed_rows)
     page = [
         f"# Sweep report: {', '.join(tasks)}",
         "",
         f"Written {date or datetime.date.today().isoformat()} from the {len(runs)} finished fine-tunes in "
-        f"`{root}`. Scores are the {metric} of deterministic evaluation episodes, per seed.",
+        f"`{root}`{f' by `{command}`' if command else ''}. Scores are the {metric} of deterministic "
+        "evaluation episodes, per seed.",
         "",
         "## Budgets",
         "",
@@ -209,6 +236,12 @@ def write_report(root: str, out: str | None = None, reps: int = 50_000, seed: in
         regret_md,
         "",
         f"Data: [{os.path.basename(stem)}_regret.csv]({os.path.basename(stem)}_regret.csv).",
+        "",
+        "Per seed (normalised as above; the cells above are the means of these over seeds and tasks):",
+        "",
+        per_seed_md,
+        "",
+        f"Data: [{os.path.basename(stem)}_regret_per_seed.csv]({os.path.basename(stem)}_regret_per_seed.csv).",
         "",
         "## Transfer drop",
         "",
