@@ -179,7 +179,8 @@ def _plane_job(labels, xs, ys):
     if not np.allclose(ls.flatten_params(b_off), ls.flatten_params(theta)):
         print(f"warning: {wb}'s final offline actor differs from {wa}'s (plane coordinates {b_xy.round(3).tolist()}, "
               f"{b_res:.0%} off the plane); the plane's origin is {wa}'s")
-        points[f"offline of {lb}"] = tuple(b_xy)
+        # its projection: the label says how much of it the plane misses, so the marker does not pass for the point
+        points[f"offline of {lb} (projected, {b_res:.0%} off the plane)"] = tuple(b_xy)
     return Job("plane", learner, ls.plane(theta, theta_u, theta_v, xs, ys)), points
 
 
