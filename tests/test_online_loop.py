@@ -189,6 +189,19 @@ def test_loops_with_the_same_program_share_it_and_step_their_own_environments():
     assert not loop.reused
 
 
+def test_a_loop_whose_arguments_differ_in_structure_is_not_given_another_loops_program():
+    """Before its updates start, a loop that mixes dataset rows into its minibatches (``mix``) does
+    not read the dataset, so it lowers to the same program text as a loop without one; its
+    arguments still differ (the dataset against None), so it must not be handed that executable."""
+    learner, keys, states, buffers, collector, actions = setup()
+    plain = make_online_loop(learner, collector.step_packed, len(SEEDS), 1, None, False)
+    states, buffers, actions, _ = plain(states, buffers, actions, None, keys, 0, 2)
+    offline = replay.empty_buffer(OBS, ACT, 16).data  # the dataset every seed shares
+    mixed = make_online_loop(learner, collector.step_packed, len(SEEDS), 1, 0.5, False)
+    out = mixed(states, buffers, actions, offline, keys, 2, 2)
+    assert int(out[1].size[0]) == 4
+
+
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])  # time-limit ends; terminations
 def test_collector_matches_gymnasium_sync_vector_env(env_id):
     """The collector steps like ``SyncVectorEnv`` with SAME_STEP autoreset: same observations, rewards,

@@ -356,14 +356,17 @@ def _loop_host_step(slot, actions):
     return placeholder
 
 
-def _compiled_loop(program, args, lean: bool):
+def _compiled_loop(program, args, lean: bool, sig):
     """``(executable, reused)``: ``program`` compiled for ``args``, or the executable compiled
-    earlier in this process for the same lowered program text (``reused`` True)."""
+    earlier in this process for the same lowered program text and the same argument structure,
+    shapes and types ``sig`` (``reused`` True). The text alone is not enough: an argument the
+    program does not read (a ``mix`` loop's dataset before its updates start) is left out of it,
+    while the executable still takes exactly the arguments it was compiled for."""
     lowered = program.lower(*args)
     text = lowered.as_text()
     if "__elided__" in text:  # constants left out of the text: it no longer identifies the program
         return lowered.compile(), False
-    key = (lean, hashlib.sha256(text.encode()).hexdigest())
+    key = (lean, sig, hashlib.sha256(text.encode()).hexdigest())
     compiled = _COMPILED_LOOPS.pop(key, None)
     reused = compiled is not None
     if not reused:
@@ -431,7 +434,7 @@ def make_online_loop(learner, env_step, n_seeds: int, utd: int, mixing_ratio: fl
         leaves, tree = jax.tree.flatten(args)
         sig = (tree, tuple((np.shape(x), x.dtype) for x in leaves))
         if sig not in executables:
-            executables[sig], loop.reused = _compiled_loop(program, args, lean_callback)
+            executables[sig], loop.reused = _compiled_loop(program, args, lean_callback, sig)
         out = executables[sig](*args)
         jax.block_until_ready(out[2])
         if failure:
