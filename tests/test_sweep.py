@@ -147,6 +147,38 @@ def test_shards_split_the_offline_phases():
         groups(tasks, ["x", "y", "x"], (0, 2))
 
 
+def test_a_shard_with_nothing_to_run_is_refused(config_fn, tmp_path):
+    with pytest.raises(ConfigError, match=r"^--shard 1/2: the grid has 1 task x offline-learner group\(s\)"):
+        sweep(tmp_path / "s", config_fn, shard=(1, 2))
+    assert not os.path.exists(tmp_path / "s")
+
+
+def test_a_swept_field_that_changes_nothing_stops_the_sweep_before_its_pretrain(config_fn, tmp_path):
+    root = tmp_path / "s"
+    with pytest.raises(ConfigError, match="online.agent.init_temperature changes nothing"):
+        with contextlib.redirect_stdout(io.StringIO()):  # SAC -> SAC hands the temperature over
+            run_sweep([TASK], [OFF], ["sac"], str(root), config_fn, progress=False,
+                      overrides=["vmap_sweep=online.agent.init_temperature=0.1,1"])
+    assert not os.path.exists(os.path.join(root, TASK, OFF))  # no pretrain ran, no fine-tune was seeded
+
+
+def test_an_interrupted_pretrain_resumes_under_other_online_settings(reference, config_fn, tmp_path):
+    """The pretrain resumes with the online settings it started with; the fine-tunes take this
+    command's (an online override is free in a sweep, whenever it is given)."""
+    root = tmp_path / "sweep"
+    with pytest.MonkeyPatch.context() as mp:  # killed inside the pretrain's third offline chunk
+        count_calls(mp, phases, "make_offline_step", {}, kill_at=3)
+        with pytest.raises(Killed):
+            sweep(root, config_fn)
+    records = sweep(root, config_fn, overrides=["online.agent.actor_lr=1e-3"])
+    assert [r["status"] for r in records] == ["resumed", "ran", "ran"]
+    pre = run_dirs(root)[0]
+    assert reference["files"][os.path.relpath(pre, root)] == (read(os.path.join(pre, "metrics.jsonl")),
+                                                              read(os.path.join(pre, "summary.json")))
+    tune = json.load(open(os.path.join(run_dirs(root)[1], "config.json")))
+    assert tune["online"]["agent"]["actor_lr"] == 1e-3
+
+
 # -- the report ---------------------------------------------------------------------------------
 def fake_run(root, task, off, on, online_scores):
     """A finished run with the given online evaluation scores (seeds, evaluations)."""

@@ -205,7 +205,15 @@ def test_a_field_the_programs_do_not_use_is_named(pendulum_dataset_id, tmp_path)
     # SAC -> SAC hands the temperature over: the online learner's initial temperature changes nothing
     cfg = tiny_config(pendulum_dataset_id, vmap_sweep="online.agent.init_temperature=0.1,1", **BUDGET)
     with pytest.raises(ConfigError, match="online.agent.init_temperature changes nothing"):
-        quiet_run(cfg, str(tmp_path))
+        quiet_run(cfg, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")  # found before the workdir is written
+
+
+def test_a_sweep_that_names_no_setting_is_refused():
+    for spec in (";", " ; ", ";;"):
+        with pytest.raises(ConfigError, match="names no setting"):
+            vmap_sweep.parse_spec(spec)
+    assert vmap_sweep.parse_spec("") == () and vmap_sweep.parse_spec("  ") == ()
 
 
 class _Branchy(SAC):

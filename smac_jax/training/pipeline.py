@@ -142,14 +142,24 @@ def check_learners(config: ml_collections.ConfigDict, dataset) -> None:
         learner.stand_in_models()
     for learner in (off, on):  # a learner of one's own: its loss's mistakes before the workdir is written
         cls = type(learner)
-        if not cls.__module__.startswith("smac_jax.") and (
-                cls.prepare is Learner.prepare or cls.stand_in_models is not Learner.stand_in_models):
+        if not cls.__module__.startswith("smac_jax.") and _traceable_unprepared(learner):
             _check_update(learner, dataset)
     key = jax.random.PRNGKey(0)[None]
     try:  # the hand-over on shapes, as the run checks it again once the learners are prepared
         _check_hand_over(off, on, {"init": key, "transfer": key})
     except ConfigError:
         pass  # a learner of one's own that needs a prepared model and has no stand_in_models
+    sweep = vmap_sweep.parse(config)
+    if sweep is not None and all(_traceable_unprepared(learner) for learner in (off, on)):
+        # every swept field changes the programs of its lanes (as the run checks again once prepared)
+        vmap_sweep.wrap_learners(sweep, config, off, on, dataset.transitions)
+
+
+def _traceable_unprepared(learner: Learner) -> bool:
+    """Whether ``learner``'s programs can be traced before :meth:`Learner.prepare` ran: it prepares
+    nothing, or it stands in for what it prepares (:meth:`Learner.stand_in_models`)."""
+    cls = type(learner)
+    return cls.prepare is Learner.prepare or cls.stand_in_models is not Learner.stand_in_models
 
 
 #: Where the online phase's environments run: "gymnasium" (the host, stepped from inside the online

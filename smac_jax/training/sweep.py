@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import ml_collections
 
 from smac_jax.cli import apply_override
+from smac_jax.data.dataset import load_dataset_from_config
 from smac_jax.errors import ConfigError, DivergenceError, SmacJaxError, TransferError
 from smac_jax.runtime import progress_bar
 from smac_jax.training import pipeline, vmap_sweep
@@ -179,6 +180,22 @@ def _score(summary: dict, key: str) -> str:
     return f"{key.replace('_', ' ')} {metric} {value:.1f}" if value is not None else f"no {key}"
 
 
+def _adopt(node, stored: dict) -> None:
+    """Set each field of ``node`` (a ConfigDict) that ``stored`` (``config.json`` data) holds to the
+    stored value; a value the field cannot take is left as it is (the resume then names it)."""
+    for k, v in stored.items():
+        if k not in node:
+            continue
+        current = node[k]
+        if isinstance(current, ml_collections.ConfigDict) and isinstance(v, dict):
+            _adopt(current, v)
+            continue
+        try:
+            node[k] = tuple(v) if isinstance(current, tuple) and isinstance(v, list) else v
+        except (TypeError, ValueError):
+            pass
+
+
 def _has_field(config, key: str) -> bool:
     node = config
     try:
@@ -218,6 +235,10 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
         return c
 
     mine = groups(tasks, offline, shard)
+    if not mine:
+        n_groups = len(tasks) * len(offline)
+        raise ConfigError(f"--shard {shard[0]}/{shard[1]}: the grid has {n_groups} task x offline-learner group(s), "
+                          f"one per shard at most, so shard {shard[0]} has nothing to run; use at most {n_groups} shards")
     plan = {}  # every config built and checked before anything runs
     copies = []  # (source, destination) pretrains to copy from pretrain_from
     for task, off in mine:
@@ -236,6 +257,10 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
             check_offline_parts(stored, pre_cfg, f"the pretrain in {pre_dir}")
             if stored["online"]["learner"] != online[0]:  # made by a sweep with other online learners
                 pre_cfg = pretrain_config(make(task, off, stored["online"]["learner"], only_shared_online_fields=True))
+            if _read_json(os.path.join(pre_dir, "summary.json")) is None:
+                # an unfinished pretrain resumes with its own config: the fields it shares with this command's
+                # (checked above) and, for the rest (online settings, sinks), what it was started with
+                _adopt(pre_cfg, {k: v for k, v in stored.items() if k not in OFFLINE_KEYS})
         for on, c in configs.items():
             paths = [p for p, _ in vmap_sweep.parse_spec(c.get("vmap_sweep", ""))]
             if len({p.split(".")[0] for p in paths}) > 1:
@@ -278,6 +303,10 @@ def run_sweep(tasks: Sequence[str], offline: Sequence[str], online: Sequence[str
                     if not os.path.exists(os.path.join(group_dir, f"{off}-{on}", "summary.json"))]
             if todo:
                 ensure_dataset(pre_cfg.dataset)
+                dataset = load_dataset_from_config(pre_cfg.dataset)
+                for on in todo:  # what needs the data (swept fields, models to load, hand-over shapes), before
+                    pipeline.check_learners(configs[on], dataset)  # the pretrain runs or a fine-tune is seeded
+                del dataset
             pre_summary = _read_json(os.path.join(pre_dir, "summary.json"))
             if pre_summary is not None:
                 note(task, off, None, pre_dir, "skipped", pre_summary)

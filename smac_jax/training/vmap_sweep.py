@@ -134,6 +134,9 @@ def parse_spec(spec: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
             raise ConfigError(f"vmap_sweep: {path} lists a value twice ({vals.strip()}: the same in float32, "
                               "the precision the lanes hold)")
         out.append((path, nums))
+    if not out and str(spec or "").strip():
+        raise ConfigError(f"vmap_sweep: {spec!r} names no setting; give 'PATH=V1,V2,...' (e.g. "
+                          "'offline.agent.kappa=0.3,1,3'), or leave it empty for a run without settings")
     return tuple(out)
 
 
@@ -192,8 +195,8 @@ def is_swept(workdir: str) -> bool:
     """Whether ``workdir`` holds a ``vmap_sweep`` run (its ``config.json`` has one)."""
     try:
         with open(os.path.join(workdir, "config.json")) as f:
-            return bool(json.load(f).get("vmap_sweep"))
-    except (OSError, json.JSONDecodeError):
+            return bool(parse_spec(json.load(f).get("vmap_sweep")))
+    except (OSError, json.JSONDecodeError, ConfigError):
         return False
 
 
