@@ -54,6 +54,13 @@ PENDULUM_EPISODES = 20
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def script_env(**extra: str) -> dict:
+    """The environment for running a launch script in a subprocess: on the CPU, importing this
+    checkout's ``smac_jax`` (not whichever copy an editable install points to), plus ``extra``."""
+    path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=path, **extra)
+
+
 def load_o2o_config_module():
     """``configs/o2o.py`` loaded from its path (``configs`` is not a package)."""
     spec = importlib.util.spec_from_file_location("_o2o_config", os.path.join(REPO_ROOT, "configs", "o2o.py"))

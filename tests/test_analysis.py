@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, script_env, tiny_config
 
 from smac_jax.analysis import landscape as ls
 from smac_jax.analysis import metrics
@@ -343,7 +343,7 @@ def test_load_actor_from_checkpoints(tmp_path, fake_runs):
 def test_landscape_command_line(tmp_path, fake_runs, minari_store):
     runs = [fake_runs["sac"][0], fake_runs["td3bc"][0]]
     script = os.path.join(REPO_ROOT, "experiments", "landscape.py")
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    env = script_env(MINARI_DATASETS_PATH=str(minari_store))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, script, f"--workdirs={','.join(runs)}", f"--plane={','.join(runs)}",
                            f"--out={out}", "--points=3", "--plane_points=3", "--episodes=1", "--batch_points=7"],

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, script_env
 from smac_jax.data.d4rl import D4RL_REFERENCE_SCORES, d4rl_dataset_name, d4rl_files, import_d4rl_file
 from smac_jax.data.dataset import DatasetError, load_dataset
 from smac_jax.training.phases import check_env_fits
@@ -181,7 +181,7 @@ def test_cli_imports_every_file_of_a_pattern_and_fails_in_one_line(rows, tmp_pat
     write_d4rl(files / "antmaze_umaze-v2.hdf5", rows)  # no environment known: skipped, the others imported
     write_d4rl(files / "hopper_clione-v2.hdf5", rows)
     write_d4rl(files / "hopper_clitwo-v2.hdf5", rows, next_obs=False)
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    env = script_env(MINARI_DATASETS_PATH=str(minari_store))
     cmd = [sys.executable, "experiments/import_d4rl.py", f"--file={files}/*.hdf5"]
     first = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 2, first.stderr[-2000:]

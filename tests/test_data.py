@@ -24,6 +24,7 @@ from smac_jax.data.dataset import (
     flatten_observations,
     list_local_datasets,
     load_dataset,
+    load_dataset_from_config,
     returns_to_go,
     validate_transitions,
 )
@@ -255,6 +256,24 @@ def test_hand_computed_values_and_reward_scale(hand_dataset):
     np.testing.assert_allclose(data.episode_returns(), [6, 7, -1])
     with pytest.raises(DatasetError, match="no reference scores"):
         data.normalized_score(1.0)
+
+
+def test_a_run_configs_dataset_section_reaches_the_loader(hand_dataset):
+    """load_dataset_from_config passes every loading option of the ``dataset`` section on: the same
+    hand-computed values as above from a config (gamma 0.5, reward x 2 + 1), and obs standardised."""
+    import ml_collections
+
+    dc = ml_collections.ConfigDict(dict(id=HAND_ID, gamma=0.5, reward_scale=2.0, reward_bias=1.0, normalize_obs=False,
+                                        reward="env", action_tolerance=1e-3, env_kwargs={}))
+    t = load_dataset_from_config(dc).transitions
+    np.testing.assert_allclose(t.reward, [3, 5, 7, 21, -5, -1])
+    np.testing.assert_allclose(t.mc_return, [3 + 2.5 + 1.75, 5 + 3.5, 7, 21 - 2.5, -5, -1])
+    dc.normalize_obs = True
+    np.testing.assert_allclose(load_dataset_from_config(dc).transitions.obs, load_dataset(HAND_ID, normalize_obs=True).transitions.obs)
+    assert not np.allclose(load_dataset_from_config(dc).transitions.obs, t.obs)
+    dc.normalize_obs, dc.action_tolerance = False, 1e-4  # the second episode's 2.0005 is now out of bounds
+    with pytest.raises(DatasetError, match="action_tolerance=0.0001"):
+        load_dataset_from_config(dc)
 
 
 def test_action_rescaling_non_symmetric_box(hand_dataset):

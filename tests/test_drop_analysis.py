@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, script_env
 
 from smac_jax.analysis.drop import null_drop, paired_drop
 from smac_jax.training import pipeline
@@ -17,7 +17,7 @@ from smac_jax.training.logger import MetricsLog
 
 def run_script(name: str, args: list[str], minari_store, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python experiments/<name> <args>`` on the test dataset store, CPU only."""
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    env = script_env(MINARI_DATASETS_PATH=str(minari_store))
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "experiments", name), *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
 

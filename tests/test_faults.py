@@ -21,7 +21,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, script_env
 
 from smac_jax.data import replay
 from smac_jax.errors import CheckpointMismatchError, ConfigError, DatasetError, DivergenceError, WorkdirError
@@ -533,7 +533,7 @@ def test_a_bad_environment_argument_stops_before_the_run(make_tiny_config, tmp_p
 def test_launch_scripts_print_one_line(argv, match, tmp_path):
     argv = [a.replace("=W", f"={tmp_path / 'w'}") for a in argv]
     proc = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                          env=script_env())
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr[-2000:]

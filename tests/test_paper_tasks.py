@@ -84,6 +84,20 @@ def test_episodes_report_success_where_the_environment_does():
     np.testing.assert_array_equal(eps.returns, [-35.0, -35.0])  # the environment's own reward untouched
 
 
+def test_a_success_not_yet_counted_survives_a_resume():
+    """The collector's success bookkeeping is part of its checkpoint: an episode that succeeded at
+    its third step and is checkpointed before it ends counts as a success once it ends after a resume."""
+    a = OnlineCollector(lambda: _Reaches(), [0])
+    for _ in range(3):
+        a.step(np.zeros((1, 1), np.float32))
+    b = OnlineCollector(lambda: _Reaches(), [0])
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    for _ in range(2):
+        b.step(np.zeros((1, 1), np.float32))
+    counts = b.success_counts()
+    assert counts["train_episodes"].tolist() == [1] and counts["train_successes"].tolist() == [1]
+
+
 # -- the six tasks ------------------------------------------------------------------------------
 def test_the_papers_six_tasks_are_configs():
     mod = load_o2o_config_module()

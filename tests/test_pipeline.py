@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tree_allclose
+from conftest import REPO_ROOT, script_env, tree_allclose
 
 from smac_jax.data import replay
 from smac_jax.data.dataset import DatasetError, load_dataset
@@ -187,6 +187,18 @@ def test_same_seed_same_config_identical_metrics(run_a, run_b):
     # the reference returns of the normalised scores, and where they come from (the test dataset's metadata)
     assert run_a["summary"]["score_reference"] == {"min": -400.0, "max": 0.0,
                                                    "source": f"dataset {run_a['config'].dataset.id} metadata"}
+    for r in rows:  # every score from its return: 100 (R - min) / (max - min)
+        assert r["eval_score"] == pytest.approx(100.0 * (r["eval_return"] + 400.0) / 400.0, rel=1e-6, abs=1e-6)
+
+
+def test_reference_returns_given_in_the_config_replace_the_datasets(make_tiny_config, tmp_path):
+    config = make_tiny_config(**{"ref_min_score": -1000.0, "ref_max_score": -100.0, "online.steps": 0})
+    summary, _ = run_quiet(config, str(tmp_path / "run"))
+    assert summary["score_reference"] == {"min": -1000.0, "max": -100.0, "source": "config"}
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl") if "eval_return" in line]
+    assert rows
+    for r in rows:
+        assert r["eval_score"] == pytest.approx(100.0 * (r["eval_return"] + 1000.0) / 900.0, rel=1e-6, abs=1e-6)
 
 
 def test_seeds_are_independent(run_a):
@@ -413,7 +425,7 @@ def test_divergence_names_metric_and_step(make_tiny_config, tmp_path):
 
 
 def test_cli_unknown_dataset_exit_code_2(pendulum_dataset_id, minari_store, tmp_path):
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_store), JAX_PLATFORMS="cpu")
+    env = script_env(MINARI_DATASETS_PATH=str(minari_store))
     proc = subprocess.run(
         [sys.executable, "experiments/o2o.py", "--config=configs/o2o.py:pendulum",
          "--config.dataset.id=test/nope/missing-v0", "--config.dataset.generate=False",
